@@ -1,0 +1,1 @@
+//! wardlink's configuration (placeholder; see the config issue).

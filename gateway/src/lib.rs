@@ -1,0 +1,1 @@
+//! The wardlink gateway daemon.
