@@ -1,0 +1,35 @@
+//! The default of every key, defined once.
+//!
+//! The raw schema's default functions (what an absent key means) and the
+//! validated types' `Default` impls both read these constants, and a test
+//! checks that `default.toml` says the same.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use crate::LogLevel;
+
+/// `gateway.state_dir`: relative to the daemon's working directory.
+pub const STATE_DIR: &str = "./wardlink-data";
+/// `log.level`.
+pub const LOG_LEVEL: LogLevel = LogLevel::Info;
+/// `store.raw_retention`: 7 days.
+pub const RAW_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// `store.group_commit_max`.
+pub const GROUP_COMMIT_MAX: usize = 512;
+/// `store.max_bytes`: `None` (written `0` in the file) = no limit but the disk.
+pub const MAX_BYTES: Option<u64> = None;
+/// `source.mllp[].name`.
+pub const MLLP_NAME: &str = "mllp";
+/// `source.mllp[].listen`: loopback only, the HL7 v2 port.
+pub const MLLP_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 2575));
+/// `source.mllp[].max_connections`.
+pub const MLLP_MAX_CONNECTIONS: usize = 64;
+/// `source.mllp[].max_message_bytes`: 16 MiB.
+pub const MLLP_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// `source.mllp[].idle_timeout`: 10 minutes.
+pub const MLLP_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// `source.mllp[].duplicate_window`: 24 hours.
+pub const MLLP_DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+/// `source.mllp[].commit_blocks`.
+pub const MLLP_COMMIT_BLOCKS: bool = false;

@@ -1,0 +1,188 @@
+//! The validated configuration: the only shape the daemon sees.
+//!
+//! Every value here has passed validation: addresses are parsed, limits are in
+//! range, names are unique and no two listeners claim the same port.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::defaults;
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Config {
+    /// `[gateway]`: where wardlink keeps its data.
+    pub gateway: GatewayConfig,
+    /// `[log]`: logging.
+    pub log: LogConfig,
+    /// `[store]`: the local message store.
+    pub store: StoreConfig,
+    /// `[source.*]`: the listeners that receive data.
+    pub sources: Sources,
+}
+
+/// `[gateway]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// Directory of the store (SQLite), the keys and the spool, as written in
+    /// the file; a relative path is relative to the daemon's working directory.
+    /// Never empty.
+    pub state_dir: PathBuf,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from(defaults::STATE_DIR),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// The least severe level that is logged. `RUST_LOG` overrides it.
+    pub level: LogLevel,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: defaults::LOG_LEVEL,
+        }
+    }
+}
+
+/// A log level, as written in `log.level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogLevel {
+    /// `"error"`
+    Error,
+    /// `"warn"`
+    Warn,
+    /// `"info"`
+    Info,
+    /// `"debug"`
+    Debug,
+    /// `"trace"`
+    Trace,
+}
+
+impl LogLevel {
+    /// Every level, least verbose first.
+    pub const ALL: [LogLevel; 5] = [
+        LogLevel::Error,
+        LogLevel::Warn,
+        LogLevel::Info,
+        LogLevel::Debug,
+        LogLevel::Trace,
+    ];
+
+    /// The name as written in the config file, which is also a valid
+    /// `tracing` / `RUST_LOG` directive.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+
+    /// The level with this exact (lowercase) name.
+    pub fn from_name(name: &str) -> Option<LogLevel> {
+        LogLevel::ALL.into_iter().find(|l| l.as_str() == name)
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Raw messages are pruned this long after they were uploaded. At least 1 hour.
+    pub raw_retention: Duration,
+    /// At most this many messages share one transaction and fsync. 1..=65536.
+    pub group_commit_max: usize,
+    /// Size limit of the store on disk, in bytes (at least 1 MiB); `None` = no
+    /// limit other than the disk. When reached, sources refuse new data and
+    /// nothing stored is deleted.
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            raw_retention: defaults::RAW_RETENTION,
+            group_commit_max: defaults::GROUP_COMMIT_MAX,
+            max_bytes: defaults::MAX_BYTES,
+        }
+    }
+}
+
+/// `[source]`: every configured source, by kind. May be empty (the daemon
+/// then warns that it receives nothing). Names are unique across all kinds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Sources {
+    /// `[[source.mllp]]`: HL7 v2 MLLP listeners, in file order.
+    pub mllp: Vec<MllpSource>,
+}
+
+impl Sources {
+    /// True when no source of any kind is configured.
+    pub fn is_empty(&self) -> bool {
+        self.mllp.is_empty()
+    }
+
+    /// The number of sources of all kinds.
+    pub fn len(&self) -> usize {
+        self.mllp.len()
+    }
+}
+
+/// One `[[source.mllp]]` listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MllpSource {
+    /// Unique across all sources: 1..=64 of `[a-z0-9_-]`, starting with a letter.
+    pub name: String,
+    /// Address to bind; port 0 = any free port. No other source overlaps it.
+    pub listen: SocketAddr,
+    /// Sender networks allowed to connect (host bits clear; a single IP is a
+    /// /32 or /128). Empty = any sender.
+    pub allow: Vec<IpNet>,
+    /// Concurrent connections, 1..=10000.
+    pub max_connections: usize,
+    /// Largest accepted message in bytes, 1024..=1073741824.
+    pub max_message_bytes: usize,
+    /// A connection is closed after this long without a byte. At least 1 second.
+    pub idle_timeout: Duration,
+    /// Duplicate detection window (same MSH-3, MSH-4, MSH-10); zero = off.
+    pub duplicate_window: Duration,
+    /// Send MLLP release 2 commit acknowledgement blocks.
+    pub commit_blocks: bool,
+}
+
+impl Default for MllpSource {
+    /// The listener of an empty `[[source.mllp]]` table.
+    fn default() -> Self {
+        Self {
+            name: defaults::MLLP_NAME.to_owned(),
+            listen: defaults::MLLP_LISTEN,
+            allow: Vec::new(),
+            max_connections: defaults::MLLP_MAX_CONNECTIONS,
+            max_message_bytes: defaults::MLLP_MAX_MESSAGE_BYTES,
+            idle_timeout: defaults::MLLP_IDLE_TIMEOUT,
+            duplicate_window: defaults::MLLP_DUPLICATE_WINDOW,
+            commit_blocks: defaults::MLLP_COMMIT_BLOCKS,
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Tests that need the crate's internals: the embedded default against the schema.
+
+use crate::raw::{keys_of, RawConfig, RawGateway, RawLog, RawMllp, RawSources, RawStore};
+use crate::{embedded_default, from_toml_str, Config, MllpSource, Sources, DEFAULT_TOML};
+
+/// Every key of the schema, as `(table header, key)`.
+fn schema() -> Vec<(&'static str, &'static str)> {
+    let mut keys = Vec::new();
+    for (table, fields) in [
+        ("[gateway]", keys_of::<RawGateway>()),
+        ("[log]", keys_of::<RawLog>()),
+        ("[store]", keys_of::<RawStore>()),
+        ("[[source.mllp]]", keys_of::<RawMllp>()),
+    ] {
+        keys.extend(fields.iter().map(|k| (table, *k)));
+    }
+    keys
+}
+
+#[test]
+fn the_key_lists_come_from_the_structs() {
+    assert_eq!(
+        keys_of::<RawConfig>(),
+        ["gateway", "log", "store", "source"]
+    );
+    assert_eq!(keys_of::<RawSources>(), ["mllp"]);
+    assert_eq!(
+        keys_of::<RawStore>(),
+        ["raw_retention", "group_commit_max", "max_bytes"]
+    );
+    assert_eq!(schema().len(), 13);
+}
+
+#[test]
+fn embedded_default_parses_and_equals_the_programmatic_defaults() -> Result<(), String> {
+    let parsed = embedded_default().map_err(|e| e.to_string())?;
+    let expected = Config {
+        sources: Sources {
+            mllp: vec![MllpSource::default()],
+        },
+        ..Config::default()
+    };
+    assert_eq!(parsed, expected);
+    Ok(())
+}
+
+#[test]
+fn an_empty_file_is_the_programmatic_default_without_sources() -> Result<(), String> {
+    let parsed = from_toml_str("", "empty.toml").map_err(|e| e.to_string())?;
+    assert_eq!(parsed, Config::default());
+    assert!(parsed.sources.is_empty());
+    Ok(())
+}
+
+#[test]
+fn embedded_default_sets_every_key_in_its_table_with_a_comment_above() {
+    let lines: Vec<&str> = DEFAULT_TOML.lines().collect();
+    for (table, key) in schema() {
+        let header = lines
+            .iter()
+            .position(|l| *l == table)
+            .unwrap_or_else(|| panic!("default.toml has no {table} header"));
+        let at = lines[header + 1..]
+            .iter()
+            .take_while(|l| !l.starts_with('['))
+            .position(|l| l.starts_with(&format!("{key} = ")))
+            .map(|i| header + 1 + i)
+            .unwrap_or_else(|| panic!("default.toml does not set {key} under {table}"));
+        assert!(
+            lines[at - 1].starts_with("# "),
+            "default.toml: {key} has no comment line above it"
+        );
+    }
+}
+
+#[test]
+fn every_line_of_default_toml_that_sets_a_key_is_a_schema_key() {
+    let known: Vec<&str> = schema().iter().map(|(_, k)| *k).collect();
+    for line in DEFAULT_TOML.lines() {
+        // Settings, live or commented out: `key = value`, `# key = value`.
+        let Some((key, _)) = line.trim_start_matches("# ").split_once(" = ") else {
+            continue;
+        };
+        if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            assert!(known.contains(&key), "default.toml sets unknown key {key}");
+        }
+    }
+}
+
+#[test]
+fn the_commented_out_example_listener_is_valid() -> Result<(), String> {
+    // Uncomment the block that starts at the commented [[source.mllp]].
+    let mut text = String::new();
+    let mut in_example = false;
+    for line in DEFAULT_TOML.lines() {
+        in_example |= line == "# [[source.mllp]]";
+        if in_example {
+            text.push_str(line.trim_start_matches("# "));
+        } else {
+            text.push_str(line);
+        }
+        text.push('\n');
+    }
+    assert!(
+        in_example,
+        "default.toml has no commented-out listener example"
+    );
+    let config = from_toml_str(&text, "example").map_err(|e| e.to_string())?;
+    assert_eq!(config.sources.mllp.len(), 2);
+    let lab = &config.sources.mllp[1];
+    assert_eq!(lab.name, "lab");
+    assert_eq!(lab.allow.len(), 2);
+    assert_eq!(lab.allow[1].to_string(), "192.168.4.7/32");
+    Ok(())
+}

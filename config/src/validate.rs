@@ -1,0 +1,558 @@
+//! Stage two: [`RawConfig`] → [`Config`], reporting every problem.
+//!
+//! Each check knows the dotted key path, so its problem names the key and the
+//! line. A value that is wrong is replaced by its default to keep checking the
+//! rest; the result is only used when nothing at all was wrong.
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::{Range, RangeInclusive};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::raw::{self, Field, Integer, RawConfig, RawMllp};
+use crate::report::Report;
+use crate::{
+    defaults, Config, GatewayConfig, LogConfig, LogLevel, MllpSource, Sources, StoreConfig,
+};
+
+const STORE_MIN_MAX_BYTES: i64 = 1024 * 1024;
+const NAME_MAX_CHARS: usize = 64;
+
+const FIX_STATE_DIR: &str = "write a directory path in quotes, e.g. \"/var/lib/wardlink\"";
+const FIX_LEVEL: &str =
+    "write one of \"error\", \"warn\", \"info\", \"debug\", \"trace\" (lowercase)";
+const FIX_RAW_RETENTION: &str = "write a duration of at least 1h in quotes, e.g. \"7d\"";
+const FIX_GROUP_COMMIT_MAX: &str = "write a whole number from 1 to 65536, e.g. 512";
+const FIX_MAX_BYTES: &str =
+    "write 0 for no limit, or a size in bytes of at least 1048576 (1 MiB), \
+     e.g. 10737418240 for 10 GiB";
+const FIX_MLLP_LIST: &str =
+    "write each MLLP listener as its own [[source.mllp]] table (double brackets)";
+const FIX_NAME: &str =
+    "use 1 to 64 characters of a-z, 0-9, _ and -, starting with a letter, e.g. \"lab_adt\"";
+const FIX_LISTEN: &str =
+    "write an IP address and port in quotes, e.g. \"0.0.0.0:2575\" or \"[::1]:2575\"; \
+     host names are not resolved, use an IP address";
+const FIX_ALLOW: &str =
+    "write a list of networks, e.g. [\"10.1.0.0/16\", \"192.168.4.7\"], or [] to allow any sender";
+const FIX_NET: &str = "write a CIDR network or a single IP address in quotes, e.g. \"10.1.0.0/16\" or \"192.168.4.7\"";
+const FIX_MAX_CONNECTIONS: &str = "write a whole number from 1 to 10000, e.g. 64";
+const FIX_MAX_MESSAGE_BYTES: &str = "write a size in bytes from 1024 to 1073741824 (1 GiB), \
+     e.g. 16777216 for 16 MiB";
+const FIX_IDLE_TIMEOUT: &str = "write a duration of at least 1s in quotes, e.g. \"10m\"";
+const FIX_DUPLICATE_WINDOW: &str =
+    "write a duration in quotes, e.g. \"24h\", or \"0s\" to turn duplicate detection off";
+const FIX_COMMIT_BLOCKS: &str = "write true or false, without quotes";
+
+/// Validates everything; the result is meaningful only if `report` stayed empty.
+pub(crate) fn validate(raw: &RawConfig, report: &mut Report<'_>) -> Config {
+    let root = Scope::root();
+    let mut claims = Claims::default();
+    Config {
+        gateway: section(report, &root, "gateway", &raw.gateway, gateway).unwrap_or_default(),
+        log: section(report, &root, "log", &raw.log, log).unwrap_or_default(),
+        store: section(report, &root, "store", &raw.store, store).unwrap_or_default(),
+        sources: section(report, &root, "source", &raw.source, |r, s, raw| Sources {
+            mllp: mllp_list(r, s, &raw.mllp, &mut claims),
+        })
+        .unwrap_or_default(),
+    }
+}
+
+/// Where in the file a table is: its dotted path and the span of its header.
+struct Scope {
+    path: String,
+    span: Option<Range<usize>>,
+}
+
+impl Scope {
+    fn root() -> Self {
+        Self {
+            path: String::new(),
+            span: None,
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    /// The span of a field, or of this table when the key is absent.
+    fn span_of<'a, T>(&'a self, field: &'a Field<T>) -> Option<&'a Range<usize>> {
+        field.span.as_ref().or(self.span.as_ref())
+    }
+
+    /// The value of a field; reports it and returns `None` if it did not deserialize.
+    fn get<'f, T>(
+        &self,
+        report: &mut Report<'_>,
+        key: &str,
+        field: &'f Field<T>,
+        fix: &str,
+    ) -> Option<&'f T> {
+        match &field.value {
+            Ok(value) => Some(value),
+            Err(message) => {
+                report.push(self.span_of(field), self.key(key), message.as_str(), fix);
+                None
+            }
+        }
+    }
+
+    /// A whole number in `range`.
+    fn int(
+        &self,
+        report: &mut Report<'_>,
+        key: &str,
+        field: &Field<Integer>,
+        range: RangeInclusive<i64>,
+        fix: &str,
+    ) -> Option<i64> {
+        let Integer(value) = *self.get(report, key, field, fix)?;
+        if range.contains(&value) {
+            return Some(value);
+        }
+        let message = if value < *range.start() {
+            format!("{value} is less than the minimum of {}", range.start())
+        } else {
+            format!("{value} is more than the maximum of {}", range.end())
+        };
+        report.push(self.span_of(field), self.key(key), message, fix);
+        None
+    }
+
+    /// A whole number in `range` as a `usize` (the ranges fit any `usize` of 32 bits or more).
+    fn usize(
+        &self,
+        report: &mut Report<'_>,
+        key: &str,
+        field: &Field<Integer>,
+        range: RangeInclusive<i64>,
+        fix: &str,
+    ) -> Option<usize> {
+        let value = self.int(report, key, field, range, fix)?;
+        match usize::try_from(value) {
+            Ok(value) => Some(value),
+            Err(_) => {
+                report.push(
+                    self.span_of(field),
+                    self.key(key),
+                    format!("{value} is too large for this machine"),
+                    fix,
+                );
+                None
+            }
+        }
+    }
+
+    /// A duration of at least `min`.
+    fn duration(
+        &self,
+        report: &mut Report<'_>,
+        key: &str,
+        field: &Field<raw::Duration>,
+        min: Duration,
+        fix: &str,
+    ) -> Option<Duration> {
+        let raw::Duration(value) = *self.get(report, key, field, fix)?;
+        if value >= min {
+            return Some(value);
+        }
+        report.push(
+            self.span_of(field),
+            self.key(key),
+            format!(
+                "\"{}\" is shorter than the minimum of {}",
+                humantime::format_duration(value),
+                humantime::format_duration(min)
+            ),
+            fix,
+        );
+        None
+    }
+}
+
+/// A section table: reports it if it is not a table, else validates it.
+fn section<R, T>(
+    report: &mut Report<'_>,
+    parent: &Scope,
+    key: &str,
+    field: &Field<R>,
+    check: impl FnOnce(&mut Report<'_>, &Scope, &R) -> T,
+) -> Option<T> {
+    let fix = format!("write it as a [{}] table", parent.key(key));
+    let raw = parent.get(report, key, field, &fix)?;
+    let scope = Scope {
+        path: parent.key(key),
+        span: field.span.clone(),
+    };
+    Some(check(report, &scope, raw))
+}
+
+fn gateway(report: &mut Report<'_>, scope: &Scope, raw: &raw::RawGateway) -> GatewayConfig {
+    let mut state_dir = PathBuf::from(defaults::STATE_DIR);
+    if let Some(dir) = scope.get(report, "state_dir", &raw.state_dir, FIX_STATE_DIR) {
+        if dir.trim().is_empty() {
+            report.push(
+                scope.span_of(&raw.state_dir),
+                scope.key("state_dir"),
+                "the path is empty",
+                FIX_STATE_DIR,
+            );
+        } else {
+            state_dir = PathBuf::from(dir);
+        }
+    }
+    GatewayConfig { state_dir }
+}
+
+fn log(report: &mut Report<'_>, scope: &Scope, raw: &raw::RawLog) -> LogConfig {
+    let mut level = defaults::LOG_LEVEL;
+    if let Some(name) = scope.get(report, "level", &raw.level, FIX_LEVEL) {
+        match LogLevel::from_name(name) {
+            Some(l) => level = l,
+            None => report.push(
+                scope.span_of(&raw.level),
+                scope.key("level"),
+                format!("{name:?} is not a log level"),
+                FIX_LEVEL,
+            ),
+        }
+    }
+    LogConfig { level }
+}
+
+fn store(report: &mut Report<'_>, scope: &Scope, raw: &raw::RawStore) -> StoreConfig {
+    let defaults = StoreConfig::default();
+    let raw_retention = scope.duration(
+        report,
+        "raw_retention",
+        &raw.raw_retention,
+        Duration::from_secs(60 * 60),
+        FIX_RAW_RETENTION,
+    );
+    let group_commit_max = scope.usize(
+        report,
+        "group_commit_max",
+        &raw.group_commit_max,
+        1..=65_536,
+        FIX_GROUP_COMMIT_MAX,
+    );
+    let mut max_bytes = defaults.max_bytes;
+    if let Some(bytes) = scope.int(
+        report,
+        "max_bytes",
+        &raw.max_bytes,
+        0..=i64::MAX,
+        FIX_MAX_BYTES,
+    ) {
+        if bytes == 0 {
+            max_bytes = None;
+        } else if bytes < STORE_MIN_MAX_BYTES {
+            report.push(
+                scope.span_of(&raw.max_bytes),
+                scope.key("max_bytes"),
+                format!("{bytes} is less than the minimum of {STORE_MIN_MAX_BYTES} (1 MiB)"),
+                FIX_MAX_BYTES,
+            );
+        } else {
+            max_bytes = u64::try_from(bytes).ok();
+        }
+    }
+    StoreConfig {
+        raw_retention: raw_retention.unwrap_or(defaults.raw_retention),
+        group_commit_max: group_commit_max.unwrap_or(defaults.group_commit_max),
+        max_bytes,
+    }
+}
+
+fn mllp_list(
+    report: &mut Report<'_>,
+    scope: &Scope,
+    field: &Field<Vec<Field<RawMllp>>>,
+    claims: &mut Claims,
+) -> Vec<MllpSource> {
+    let Some(list) = scope.get(report, "mllp", field, FIX_MLLP_LIST) else {
+        return Vec::new();
+    };
+    let mut sources = Vec::new();
+    for (i, element) in list.iter().enumerate() {
+        let key = format!("mllp[{i}]");
+        if let Some(raw) = scope.get(report, &key, element, FIX_MLLP_LIST) {
+            let listener = Scope {
+                path: scope.key(&key),
+                span: element.span.clone(),
+            };
+            sources.push(mllp(report, &listener, raw, claims));
+        }
+    }
+    sources
+}
+
+fn mllp(report: &mut Report<'_>, scope: &Scope, raw: &RawMllp, claims: &mut Claims) -> MllpSource {
+    let defaults = MllpSource::default();
+    let name = source_name(report, scope, &raw.name, claims);
+    let listen = scope
+        .get(report, "listen", &raw.listen, FIX_LISTEN)
+        .map(|raw::ListenAddr(addr)| *addr);
+    if let Some(addr) = listen {
+        claims.claim(
+            report,
+            Resource::TcpListen(addr),
+            scope.key("listen"),
+            scope.span_of(&raw.listen).cloned(),
+        );
+    }
+    let mut allow = Vec::new();
+    if let Some(nets) = scope.get(report, "allow", &raw.allow, FIX_ALLOW) {
+        for (i, net) in nets.iter().enumerate() {
+            let key = format!("allow[{i}]");
+            let net_scope = Scope {
+                path: scope.path.clone(),
+                span: scope.span_of(&raw.allow).cloned(),
+            };
+            if let Some(raw::Net(net)) = net_scope.get(report, &key, net, FIX_NET) {
+                allow.push(*net);
+            }
+        }
+    }
+    MllpSource {
+        name: name.unwrap_or(defaults.name),
+        listen: listen.unwrap_or(defaults.listen),
+        allow,
+        max_connections: scope
+            .usize(
+                report,
+                "max_connections",
+                &raw.max_connections,
+                1..=10_000,
+                FIX_MAX_CONNECTIONS,
+            )
+            .unwrap_or(defaults.max_connections),
+        max_message_bytes: scope
+            .usize(
+                report,
+                "max_message_bytes",
+                &raw.max_message_bytes,
+                1024..=1_073_741_824,
+                FIX_MAX_MESSAGE_BYTES,
+            )
+            .unwrap_or(defaults.max_message_bytes),
+        idle_timeout: scope
+            .duration(
+                report,
+                "idle_timeout",
+                &raw.idle_timeout,
+                Duration::from_secs(1),
+                FIX_IDLE_TIMEOUT,
+            )
+            .unwrap_or(defaults.idle_timeout),
+        duplicate_window: scope
+            .duration(
+                report,
+                "duplicate_window",
+                &raw.duplicate_window,
+                Duration::ZERO,
+                FIX_DUPLICATE_WINDOW,
+            )
+            .unwrap_or(defaults.duplicate_window),
+        commit_blocks: scope
+            .get(
+                report,
+                "commit_blocks",
+                &raw.commit_blocks,
+                FIX_COMMIT_BLOCKS,
+            )
+            .copied()
+            .unwrap_or(defaults.commit_blocks),
+    }
+}
+
+/// A source's `name`: checked for its form, then for uniqueness across all sources.
+fn source_name(
+    report: &mut Report<'_>,
+    scope: &Scope,
+    field: &Field<String>,
+    claims: &mut Claims,
+) -> Option<String> {
+    let name = scope.get(report, "name", field, FIX_NAME)?;
+    let span = scope.span_of(field).cloned();
+    let key = scope.key("name");
+    if let Some(message) = name_problem(name) {
+        report.push(span.as_ref(), key, message, FIX_NAME);
+        return None;
+    }
+    claims.name(report, name, key, span);
+    Some(name.clone())
+}
+
+fn name_problem(name: &str) -> Option<String> {
+    let chars = name.chars().count();
+    if chars == 0 {
+        return Some("the name is empty".to_owned());
+    }
+    if chars > NAME_MAX_CHARS {
+        return Some(format!(
+            "{name:?} is {chars} characters long, more than the maximum of {NAME_MAX_CHARS}"
+        ));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Some(format!("{name:?} does not start with a lowercase letter"));
+    }
+    let bad = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-'))?;
+    Some(format!(
+        "{name:?} contains {bad:?}, which is not allowed in a name"
+    ))
+}
+
+/// Something only one source can have: a listening port (later: a serial
+/// device, an MQTT client id, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resource {
+    TcpListen(SocketAddr),
+}
+
+impl Resource {
+    /// Would binding both fail? Port 0 never conflicts. A wildcard address
+    /// overlaps every address of its family, and `[::]` (dual-stack on Linux)
+    /// overlaps IPv4 too.
+    fn conflicts_with(&self, other: &Resource) -> bool {
+        match (self, other) {
+            (Resource::TcpListen(a), Resource::TcpListen(b)) => {
+                a.port() != 0 && a.port() == b.port() && ips_overlap(a.ip(), b.ip())
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Resource::TcpListen(addr) => format!("\"{addr}\""),
+        }
+    }
+}
+
+fn ips_overlap(a: IpAddr, b: IpAddr) -> bool {
+    let (a, b) = (a.to_canonical(), b.to_canonical());
+    let wildcard_for = |w: IpAddr, other: IpAddr| match w {
+        IpAddr::V6(v6) => v6.is_unspecified(),
+        IpAddr::V4(v4) => v4.is_unspecified() && other.is_ipv4(),
+    };
+    a == b || wildcard_for(a, b) || wildcard_for(b, a)
+}
+
+/// Names and resources claimed so far, with the key and span that claimed them.
+#[derive(Default)]
+struct Claims {
+    names: Vec<(String, String, Option<Range<usize>>)>,
+    resources: Vec<(Resource, String, Option<Range<usize>>)>,
+}
+
+impl Claims {
+    fn name(
+        &mut self,
+        report: &mut Report<'_>,
+        name: &str,
+        key: String,
+        span: Option<Range<usize>>,
+    ) {
+        if let Some((_, first_key, first_span)) = self.names.iter().find(|(n, _, _)| n == name) {
+            let message = format!(
+                "{name:?} is already used by {first_key}{}; names must be unique across all sources",
+                at_line(report, first_span.as_ref())
+            );
+            report.push(
+                span.as_ref(),
+                key.as_str(),
+                message,
+                "give every source its own name",
+            );
+        }
+        self.names.push((name.to_owned(), key, span));
+    }
+
+    fn claim(
+        &mut self,
+        report: &mut Report<'_>,
+        resource: Resource,
+        key: String,
+        span: Option<Range<usize>>,
+    ) {
+        for (first, first_key, first_span) in &self.resources {
+            if resource.conflicts_with(first) {
+                let line = at_line(report, first_span.as_ref());
+                let message = if resource == *first {
+                    format!(
+                        "{} is already used by {first_key}{line}; two sources cannot listen on the same port",
+                        resource.describe()
+                    )
+                } else {
+                    format!(
+                        "{} overlaps {} of {first_key}{line}; two sources cannot listen on the same port",
+                        resource.describe(),
+                        first.describe()
+                    )
+                };
+                report.push(
+                    span.as_ref(),
+                    key.as_str(),
+                    message,
+                    "give one of them another port or a different, specific IP address",
+                );
+            }
+        }
+        self.resources.push((resource, key, span));
+    }
+}
+
+fn at_line(report: &Report<'_>, span: Option<&Range<usize>>) -> String {
+    span.map(|s| format!(" (line {})", report.line_of(s.start)))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listen(s: &str) -> Resource {
+        match s.parse() {
+            Ok(addr) => Resource::TcpListen(addr),
+            Err(e) => panic!("{s}: {e}"),
+        }
+    }
+
+    #[test]
+    fn listen_conflicts() {
+        let conflicts =
+            |a, b| listen(a).conflicts_with(&listen(b)) && listen(b).conflicts_with(&listen(a));
+        assert!(conflicts("127.0.0.1:2575", "127.0.0.1:2575"));
+        assert!(conflicts("0.0.0.0:2575", "127.0.0.1:2575"));
+        assert!(conflicts("[::]:2575", "127.0.0.1:2575"));
+        assert!(conflicts("[::]:2575", "[::1]:2575"));
+        assert!(conflicts("[::ffff:127.0.0.1]:2575", "127.0.0.1:2575"));
+        assert!(!conflicts("0.0.0.0:2575", "[::1]:2575"));
+        assert!(!conflicts("127.0.0.1:2575", "127.0.0.2:2575"));
+        assert!(!conflicts("127.0.0.1:2575", "127.0.0.1:2576"));
+        assert!(!conflicts("127.0.0.1:0", "127.0.0.1:0"));
+        assert!(!conflicts("0.0.0.0:0", "127.0.0.1:0"));
+    }
+
+    #[test]
+    fn name_rules() {
+        assert_eq!(name_problem("lab_adt-2"), None);
+        assert_eq!(name_problem("a"), None);
+        assert_eq!(name_problem(&"a".repeat(64)), None);
+        assert!(name_problem("").is_some());
+        assert!(name_problem(&"a".repeat(65)).is_some());
+        assert!(name_problem("2lab").is_some());
+        assert!(name_problem("_lab").is_some());
+        assert!(name_problem("Lab").is_some());
+        assert!(name_problem("lab adt").is_some());
+        assert!(name_problem("läb").is_some());
+    }
+}
