@@ -1,1 +1,18 @@
-//! The wardlink gateway daemon.
+//! The wardlink gateway: the daemon, the store and the command line.
+//!
+//! Layout:
+//! - [`store`]: the SQLite store: schema migrations, the group-commit writer
+//!   thread, and the read side used by `status`.
+//! - [`status`]: the accounting report of `wardlink status` (text and JSON)
+//!   and the runtime file the daemon publishes its bound addresses in.
+//! - [`daemon`]: the lifecycle: open the store, bind, serve, stop cleanly.
+//! - [`cli`]: the command-line definition; [`logging`]: tracing to stderr.
+//!
+//! The binary (`src/main.rs`) is glue: it parses the command line, loads the
+//! configuration and calls into these modules.
+
+pub mod cli;
+pub mod daemon;
+pub mod logging;
+pub mod status;
+pub mod store;

@@ -1,1 +1,152 @@
-fn main() {}
+//! The `wardlink` binary: glue between the command line and the library.
+//!
+//! Exit codes: 0 ok, 1 a check failed (`check-config`), 2 runtime error,
+//! 78 configuration error (the systemd unit sets `RestartPreventExitStatus=78`).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use wardlink::cli::{Cli, Command};
+use wardlink::{daemon, logging, status};
+use wardlink_config::Config;
+
+const EXIT_CHECK_FAILED: u8 = 1;
+const EXIT_RUNTIME: u8 = 2;
+const EXIT_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => run(config.as_deref()),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::PrintDefaultConfig => {
+            print!("{}", wardlink_config::DEFAULT_TOML);
+            ExitCode::SUCCESS
+        }
+        Command::Status { json, config } => show_status(json, config.as_deref()),
+    }
+}
+
+/// Load the config named on the command line, or the embedded default.
+fn load(path: Option<&Path>) -> Result<Config, String> {
+    match path {
+        None => wardlink_config::embedded_default().map_err(|e| e.to_string()),
+        Some(p) => match wardlink_config::load_file(p) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    tracing::warn!("{w}");
+                }
+                Ok(loaded.config)
+            }
+            Err(e) => Err(e.to_string()),
+        },
+    }
+}
+
+fn run(path: Option<&Path>) -> ExitCode {
+    logging::init("info");
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wardlink: configuration error, not starting:\n{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    logging::init(config.log.level.as_str());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wardlink: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        daemon::run(config, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("wardlink: {e:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// Cancel `shutdown` on SIGTERM or SIGINT.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!(
+            "cannot install signal handlers; stop with SIGKILL (nothing acknowledged is lost)"
+        );
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}
+
+fn check_config(file: &Path) -> ExitCode {
+    match wardlink_config::load_file(file) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("warning: {w}");
+            }
+            let n = loaded.config.sources.mllp.len();
+            println!(
+                "{}: ok ({n} source{})",
+                file.display(),
+                if n == 1 { "" } else { "s" }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_CHECK_FAILED)
+        }
+    }
+}
+
+fn show_status(json: bool, path: Option<&Path>) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wardlink: configuration error:\n{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let names: Vec<String> = config.sources.mllp.iter().map(|s| s.name.clone()).collect();
+    match status::report(&config.gateway.state_dir, &names) {
+        Ok(report) => {
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("wardlink: {e}");
+                        return ExitCode::from(EXIT_RUNTIME);
+                    }
+                }
+            } else {
+                print!("{}", report.to_text());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wardlink: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}

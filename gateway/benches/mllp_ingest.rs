@@ -1,0 +1,383 @@
+//! MLLP ingest benchmark (issue 2): the real listener and the real store,
+//! driven over loopback with window 1 (send, wait for the ACK), against two
+//! baselines measured in the same run:
+//!
+//! - `ack-only`: the same listener with a store that answers `Stored`
+//!   without storing anything (the ceiling of the network path);
+//! - `fsync-per-msg`: the same listener with a plain SQLite writer that
+//!   commits each message in its own transaction (WAL, synchronous=FULL),
+//!   i.e. one fsync per message and no group commit;
+//! - `wardlink`: the real store writer (group commit, dedup, counters).
+//!
+//! Run: `cargo bench -p wardlink --bench mllp_ingest`
+//! (`WARDLINK_BENCH_SECS=5` to measure longer; default 3 s per cell).
+//! Client and server share the machine, as in the reference figures.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark harness")]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use wardlink::store::{self, StoreWriter, WriterOptions};
+use wardlink_devices::mllp::{MllpListener, MllpOptions};
+use wardlink_devices::{Reply, ToStore};
+
+const CONNECTIONS: [usize; 3] = [1, 8, 64];
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Variant {
+    AckOnly,
+    FsyncPerMessage,
+    Wardlink,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::AckOnly => "ack-only (no store)",
+            Variant::FsyncPerMessage => "fsync-per-msg SQLite",
+            Variant::Wardlink => "wardlink (group commit)",
+        }
+    }
+}
+
+struct Cell {
+    variant: Variant,
+    connections: usize,
+    msgs_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    avg_group: f64,
+}
+
+/// A ~1 KB ORU^R01 (IHE PCD-01 style vitals), original ack mode.
+fn oru(conn: usize, seq: u64) -> Vec<u8> {
+    let mut m = format!(
+        "MSH|^~\\&|MONITOR|ICU-7|WARDLINK|HOSP|20261123101500+0530||ORU^R01^ORU_R01|B{conn}-{seq}|P|2.6||||||UNICODE UTF-8\r\
+         PID|1||MRN{conn}{seq}^^^HOSP^MR||Sharma^Priya^K||19780412|F\r\
+         PV1|1|I|ICU^07^B^HOSP\r\
+         OBR|1|||69837^MDC_DEV_METER_PHYSIO_MULTI_PARAM_MDS^MDC|||20261123101500+0530\r"
+    );
+    let obs = [
+        (
+            "147842",
+            "MDC_ECG_HEART_RATE",
+            "72",
+            "264864",
+            "MDC_DIM_BEAT_PER_MIN",
+        ),
+        (
+            "150456",
+            "MDC_PULS_OXIM_SAT_O2",
+            "97",
+            "262688",
+            "MDC_DIM_PERCENT",
+        ),
+        (
+            "151562",
+            "MDC_RESP_RATE",
+            "16",
+            "264928",
+            "MDC_DIM_RESP_PER_MIN",
+        ),
+        (
+            "150301",
+            "MDC_PRESS_CUFF_SYS",
+            "121",
+            "266016",
+            "MDC_DIM_MMHG",
+        ),
+        (
+            "150302",
+            "MDC_PRESS_CUFF_DIA",
+            "79",
+            "266016",
+            "MDC_DIM_MMHG",
+        ),
+        ("150344", "MDC_TEMP", "36.8", "268192", "MDC_DIM_DEGC"),
+    ];
+    for (i, (code, name, value, ucode, uname)) in obs.iter().enumerate() {
+        m.push_str(&format!(
+            "OBX|{}|NM|{code}^{name}^MDC|1.1.1.{}|{value}|{ucode}^{uname}^MDC|||||F|||20261123101500+0530||||0123456789ABCDEF^^0123456789ABCDEF^EUI-64\r",
+            i + 1,
+            i + 1
+        ));
+    }
+    while m.len() < 1024 {
+        m.push_str("NTE|1||padding to one kilobyte\r");
+    }
+    let mut f = Vec::with_capacity(m.len() + 3);
+    f.push(0x0b);
+    f.extend_from_slice(m.as_bytes());
+    f.extend_from_slice(&[0x1c, 0x0d]);
+    f
+}
+
+/// Start the store side of a variant; returns the submitter and a join
+/// function that waits for the store to finish, plus the average group size.
+fn start_store(
+    variant: Variant,
+    dir: &std::path::Path,
+    rt: &tokio::runtime::Handle,
+) -> (wardlink_devices::Submitter, Box<dyn FnOnce() -> f64 + Send>) {
+    let (submitter, mut rx) = wardlink_devices::channel(1024);
+    match variant {
+        Variant::AckOnly => {
+            let h = rt.spawn(async move {
+                let mut id = 0;
+                while let Some(req) = rx.recv().await {
+                    if let ToStore::Commit { reply, .. } = req {
+                        id += 1;
+                        let _ = reply.send(Reply::Stored { id });
+                    }
+                }
+            });
+            let rt = rt.clone();
+            (
+                submitter,
+                Box::new(move || {
+                    rt.block_on(h).ok();
+                    1.0
+                }),
+            )
+        }
+        Variant::FsyncPerMessage => {
+            let path = dir.join("plain.db");
+            let thread = std::thread::spawn(move || {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+                conn.pragma_update(None, "synchronous", "FULL").unwrap();
+                conn.execute_batch("CREATE TABLE m (id INTEGER PRIMARY KEY, raw BLOB NOT NULL)")
+                    .unwrap();
+                let mut stmt = conn.prepare("INSERT INTO m (raw) VALUES (?1)").unwrap();
+                while let Some(req) = rx.blocking_recv() {
+                    if let ToStore::Commit { received, reply } = req {
+                        // Autocommit: one transaction, one fsync per message.
+                        stmt.execute([&received.bytes[..]]).unwrap();
+                        let _ = reply.send(Reply::Stored {
+                            id: conn.last_insert_rowid(),
+                        });
+                    }
+                }
+            });
+            (
+                submitter,
+                Box::new(move || {
+                    thread.join().ok();
+                    1.0
+                }),
+            )
+        }
+        Variant::Wardlink => {
+            let conn = store::open_for_writing(dir, None).unwrap();
+            let writer = StoreWriter::spawn(
+                conn,
+                rx,
+                WriterOptions {
+                    group_commit_max: 512,
+                    raw_retention: Duration::from_secs(7 * 86_400),
+                },
+                rt.clone(),
+            )
+            .unwrap();
+            let stats = writer.stats();
+            (
+                submitter,
+                Box::new(move || {
+                    writer.join();
+                    let g = stats.groups.load(Ordering::Relaxed).max(1) as f64;
+                    stats.requests.load(Ordering::Relaxed) as f64 / g
+                }),
+            )
+        }
+    }
+}
+
+/// One client connection: send, wait for the ACK, repeat; record latencies
+/// once `measuring` is set.
+async fn client(
+    addr: SocketAddr,
+    conn: usize,
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> Vec<u32> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut lat = Vec::with_capacity(1 << 16);
+    let mut buf = vec![0u8; 4096];
+    let mut seq = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let msg = oru(conn, seq);
+        seq += 1;
+        let t = Instant::now();
+        s.write_all(&msg).await.unwrap();
+        // Read until the end of one framed ACK.
+        let mut have = 0;
+        loop {
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf[have..]))
+                .await
+                .expect("ACK within 10 s")
+                .unwrap();
+            assert!(n > 0, "server closed the connection");
+            have += n;
+            if have >= 2 && buf[have - 2] == 0x1c && buf[have - 1] == 0x0d {
+                break;
+            }
+        }
+        assert!(buf[..have].windows(4).any(|w| w == b"MSA|"), "got an ACK");
+        if measuring.load(Ordering::Relaxed) {
+            lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        }
+    }
+    lat
+}
+
+fn run_cell(variant: Variant, connections: usize, secs: f64) -> Cell {
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (submitter, join_store) = start_store(variant, dir.path(), server_rt.handle());
+    let shutdown = CancellationToken::new();
+    let listener = server_rt
+        .block_on(MllpListener::bind(MllpOptions {
+            name: Arc::from("bench"),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            allow: Vec::new(),
+            max_connections: 1024,
+            max_message_bytes: 16 << 20,
+            idle_timeout: Duration::from_secs(60),
+            duplicate_window: Duration::from_secs(86_400),
+            commit_blocks: false,
+        }))
+        .unwrap();
+    let addr = listener.local_addr();
+    let serving = server_rt.spawn(listener.run(submitter, shutdown.clone()));
+
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..connections)
+        .map(|c| client_rt.spawn(client(addr, c, measuring.clone(), stop.clone())))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500)); // warm-up
+    measuring.store(true, Ordering::Relaxed);
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = t.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut lat: Vec<u32> = Vec::new();
+    for c in clients {
+        lat.extend(client_rt.block_on(c).unwrap());
+    }
+    shutdown.cancel();
+    server_rt.block_on(serving).ok();
+    let avg_group = join_store();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    Cell {
+        variant,
+        connections,
+        msgs_per_sec: lat.len() as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        avg_group,
+    }
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn main() {
+    // `cargo test --benches` passes --bench-less args; only run when benchmarking.
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let secs: f64 = std::env::var("WARDLINK_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    println!(
+        "MLLP ingest, window 1, {} B ORU^R01, {secs} s per cell, client and server on this machine",
+        oru(0, 0).len() - 3
+    );
+    println!(
+        "{:<26} {:>5} {:>10} {:>8} {:>8} {:>9}",
+        "variant", "conns", "msg/s", "p50 ms", "p99 ms", "avg group"
+    );
+    let mut cells = Vec::new();
+    let mut wardlink_rss = 0.0_f64;
+    for variant in [
+        Variant::Wardlink,
+        Variant::AckOnly,
+        Variant::FsyncPerMessage,
+    ] {
+        for &c in &CONNECTIONS {
+            let cell = run_cell(variant, c, secs);
+            println!(
+                "{:<26} {:>5} {:>10.0} {:>8.3} {:>8.3} {:>9.1}",
+                variant.name(),
+                c,
+                cell.msgs_per_sec,
+                cell.p50_ms,
+                cell.p99_ms,
+                cell.avg_group
+            );
+            cells.push(cell);
+        }
+        if variant == Variant::Wardlink {
+            wardlink_rss = peak_rss_mb();
+        }
+    }
+    let get = |v: Variant, c: usize| {
+        cells
+            .iter()
+            .find(|x| x.variant == v && x.connections == c)
+            .unwrap()
+    };
+    println!();
+    let one =
+        get(Variant::Wardlink, 1).msgs_per_sec / get(Variant::FsyncPerMessage, 1).msgs_per_sec;
+    println!("1 conn: wardlink / fsync-per-msg = {one:.2} (target >= 0.70)");
+    for c in [8, 64] {
+        let w = get(Variant::Wardlink, c);
+        println!(
+            "{c} conns: wardlink {:.0} msg/s (target >= 15000), {:.1}x fsync-per-msg, {:.2} of ack-only; p99 {:.3} ms",
+            w.msgs_per_sec,
+            w.msgs_per_sec / get(Variant::FsyncPerMessage, c).msgs_per_sec,
+            w.msgs_per_sec / get(Variant::AckOnly, c).msgs_per_sec,
+            w.p99_ms
+        );
+    }
+    println!(
+        "p99 at 8 conns: {:.3} ms (target < 3 ms)",
+        get(Variant::Wardlink, 8).p99_ms
+    );
+    println!(
+        "peak resident memory (VmHWM, client included) after the wardlink runs: {wardlink_rss:.1} MB (target < 48 MB); after all runs: {:.1} MB",
+        peak_rss_mb()
+    );
+}

@@ -1,0 +1,302 @@
+//! The store: every message wardlink takes custody of, in one SQLite file.
+//!
+//! # Invariants and limits
+//! - **Commit before answer.** A source's positive answer (HL7 AA/CA) goes out
+//!   only after the transaction holding its raw bytes has committed with
+//!   `journal_mode=WAL` and `synchronous=FULL`, i.e. after the WAL fsync. So
+//!   `kill -9` or a power cut at any moment loses nothing acknowledged.
+//! - **One writer.** A single thread ([`writer`]) owns the read-write
+//!   connection. Sources reach it through the bounded channel of
+//!   `wardlink_devices::channel`; readers (`wardlink status`) open their own
+//!   connections, which WAL lets run beside the writer.
+//! - **Group commit.** The writer waits for the first request, takes whatever
+//!   else is already queued (at most `store.group_commit_max`, default 512),
+//!   writes them in one transaction and pays one fsync for all of them. At 145 µs
+//!   per fsync on this machine's disk (and milliseconds on an edge box's flash)
+//!   that is the only way to many thousands of durable messages per second.
+//! - **A full store pushes back, never drops.** With `store.max_bytes` set the
+//!   database may not grow past it (`PRAGMA max_page_count`); a commit that
+//!   does not fit fails with `SQLITE_FULL`, and every request of that group is
+//!   answered `Refused(StoreFull)` (HL7 AR/CR). Nothing stored is deleted to
+//!   make room. A full disk behaves the same way.
+//! - **Every message is accounted for.** The `counters` table changes in the
+//!   same transaction as the rows it counts (see [`Counters`] for the identity).
+//!
+//! # Tables (schema version 1, see [`schema`])
+//! - `messages`: one row per stored unit: raw bytes exactly as received, the
+//!   header read before the commit (type, trigger, version, control id,
+//!   sender, charset), arrival time, the duplicate key, the answer that was
+//!   prepared for it (replayed to a resend), and its state.
+//! - `counters`: one row per source name with the accounting counters.
+//!
+//! # States a stored message passes through
+//! `awaiting` (0, stored, not yet through the pipeline) → `quarantined` (1) or
+//! `pending_upload` (2) → `uploaded` (3). Raw rows in `uploaded` are deleted
+//! `store.raw_retention` after they got there; their counters stay.
+//!
+//! # Open after a crash
+//! SQLite's WAL recovery restores exactly the committed transactions; nothing
+//! else needs repairing because no state lives outside a transaction: a group
+//! that did not commit was never answered positively, and its senders resend.
+//! Migrations run on open (`PRAGMA user_version`), so a newer binary upgrades
+//! an older store in place.
+
+pub mod schema;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+pub use writer::{StoreWriter, WriterOptions};
+
+/// The file name of the database inside the state directory.
+pub const DB_FILE: &str = "wardlink.db";
+
+/// A stored message's state (the `messages.state` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Stored, not yet through the pipeline.
+    Awaiting = 0,
+    /// The pipeline found a fatal issue; kept for review.
+    Quarantined = 1,
+    /// Its events are in the outbox or in a sealed batch.
+    PendingUpload = 2,
+    /// The collector acknowledged its batch.
+    Uploaded = 3,
+}
+
+/// Errors opening or reading the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The state directory could not be created or used.
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// There is no store yet at this path.
+    #[error("no store at {0} (has `wardlink run` been started with this state directory?)")]
+    Missing(PathBuf),
+    /// The store was written by a newer wardlink.
+    #[error("the store at {path} has schema version {found}, newer than this wardlink understands ({known}); upgrade wardlink")]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest version this binary knows.
+        known: i64,
+    },
+    /// SQLite said no.
+    #[error("store {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+}
+
+/// The path of the database in a state directory.
+pub fn db_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(DB_FILE)
+}
+
+/// Milliseconds since the Unix epoch, the time unit of every stored time.
+pub fn unix_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    }
+}
+
+/// Open (creating if needed) the store for writing, tuned for durability,
+/// and bring its schema up to date.
+///
+/// # Errors
+/// The state directory cannot be created, the file cannot be opened, the
+/// schema is newer than this binary, or a migration fails.
+pub fn open_for_writing(
+    state_dir: &Path,
+    max_bytes: Option<u64>,
+) -> Result<Connection, StoreError> {
+    std::fs::create_dir_all(state_dir).map_err(|source| StoreError::StateDir {
+        path: state_dir.to_path_buf(),
+        source,
+    })?;
+    let path = db_path(state_dir);
+    let sql = |source| StoreError::Sqlite {
+        path: path.clone(),
+        source,
+    };
+    let mut conn = Connection::open(&path).map_err(sql)?;
+    // WAL: readers never block the writer; FULL: the WAL is fsynced at every
+    // commit, which is what makes an ACK after commit a promise.
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(sql)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sql)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(sql)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
+    schema::migrate(&mut conn, &path)?;
+    if let Some(max) = max_bytes {
+        let page_size: i64 = conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .map_err(sql)?;
+        let pages = (max / page_size.max(512) as u64).max(1);
+        conn.pragma_update(None, "max_page_count", pages as i64)
+            .map_err(sql)?;
+    }
+    Ok(conn)
+}
+
+/// Open an existing store for reading while the daemon may be writing.
+///
+/// # Errors
+/// There is no store, or SQLite cannot open it.
+pub fn open_for_reading(state_dir: &Path) -> Result<Connection, StoreError> {
+    let path = db_path(state_dir);
+    if !path.exists() {
+        return Err(StoreError::Missing(path));
+    }
+    let sql = |source| StoreError::Sqlite {
+        path: path.clone(),
+        source,
+    };
+    // Read-write flags without CREATE: a WAL reader may need to create the
+    // -shm file; `query_only` makes sure this connection never writes.
+    let conn = Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sql)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
+    conn.pragma_update(None, "query_only", true).map_err(sql)?;
+    let version = schema::version(&conn).map_err(sql)?;
+    if version > schema::LATEST {
+        return Err(StoreError::TooNew {
+            path,
+            found: version,
+            known: schema::LATEST,
+        });
+    }
+    Ok(conn)
+}
+
+/// The accounting counters of one source, or of all of them summed.
+///
+/// The identity that always holds (and that the tests check):
+/// `received = acked + duplicates + rejected` and
+/// `acked = awaiting + quarantined + pending_upload + uploaded`.
+/// `acked` counts messages stored and positively answered; a duplicate was
+/// answered with the original's answer but stored no second time, so it is
+/// counted apart; `rejected` counts negative answers (AR/AE, CR/CE).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    /// Units that arrived and were answered.
+    pub received: i64,
+    /// Stored and acknowledged.
+    pub acked: i64,
+    /// Answered negatively, nothing stored.
+    pub rejected: i64,
+    /// Resends of a stored message, answered with the original answer.
+    pub duplicates: i64,
+    /// Stored, waiting for the pipeline.
+    pub awaiting: i64,
+    /// Held back by validation, see `wardlink quarantine`.
+    pub quarantined: i64,
+    /// Through the pipeline, waiting to be uploaded.
+    pub pending_upload: i64,
+    /// Acknowledged by the collector.
+    pub uploaded: i64,
+}
+
+impl Counters {
+    /// Add another set of counters to this one.
+    pub fn add(&mut self, o: &Counters) {
+        self.received += o.received;
+        self.acked += o.acked;
+        self.rejected += o.rejected;
+        self.duplicates += o.duplicates;
+        self.awaiting += o.awaiting;
+        self.quarantined += o.quarantined;
+        self.pending_upload += o.pending_upload;
+        self.uploaded += o.uploaded;
+    }
+}
+
+/// Read every source's counters, by source name.
+///
+/// # Errors
+/// SQLite fails.
+pub fn read_counters(conn: &Connection) -> rusqlite::Result<Vec<(String, Counters)>> {
+    let mut stmt = conn.prepare(
+        "SELECT source, received, acked, rejected, duplicates, awaiting, quarantined,
+                pending_upload, uploaded
+         FROM counters ORDER BY source",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            Counters {
+                received: r.get(1)?,
+                acked: r.get(2)?,
+                rejected: r.get(3)?,
+                duplicates: r.get(4)?,
+                awaiting: r.get(5)?,
+                quarantined: r.get(6)?,
+                pending_upload: r.get(7)?,
+                uploaded: r.get(8)?,
+            },
+        ))
+    })?;
+    rows.collect()
+}
+
+/// Arrival time (ms since the epoch) of the oldest message not yet uploaded
+/// (awaiting the pipeline or pending upload), per source.
+///
+/// # Errors
+/// SQLite fails.
+pub fn oldest_pending(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare(
+        "SELECT source, MIN(received_at) FROM messages
+         WHERE state IN (0, 2) GROUP BY source",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
+/// Bytes the store takes on disk: the database, its WAL and shared-memory file.
+pub fn size_on_disk(state_dir: &Path) -> u64 {
+    let db = db_path(state_dir);
+    let mut total = 0;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = db.clone().into_os_string();
+        p.push(suffix);
+        if let Ok(m) = std::fs::metadata(PathBuf::from(p)) {
+            total += m.len();
+        }
+    }
+    total
+}
+
+/// Whether a message with this control id from this source is stored.
+/// Used by tests and by `wardlink status`-style tools.
+///
+/// # Errors
+/// SQLite fails.
+pub fn has_control_id(conn: &Connection, source: &str, control_id: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT 1 FROM messages WHERE source = ?1 AND control_id = ?2 LIMIT 1",
+        (source, control_id),
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|o| o.is_some())
+}

@@ -1,0 +1,123 @@
+//! Versioned schema migrations.
+//!
+//! The schema version lives in SQLite's `PRAGMA user_version`. Each entry of
+//! [`MIGRATIONS`] takes the store from version `i` to `i + 1` and runs in its
+//! own transaction together with the version bump, so a crash mid-migration
+//! leaves the store at the old version, and the next start runs it again.
+//! Migrations are append-only: a released one is never edited.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// Migration `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: raw messages and the accounting counters.
+    "CREATE TABLE messages (
+        id            INTEGER PRIMARY KEY,
+        source        TEXT    NOT NULL,
+        device        TEXT,
+        received_at   INTEGER NOT NULL,   -- ms since the Unix epoch
+        kind          TEXT    NOT NULL,   -- e.g. hl7v2
+        message_type  TEXT,               -- MSH-9.1
+        trigger_event TEXT,               -- MSH-9.2
+        version       TEXT,               -- MSH-12
+        control_id    TEXT,               -- MSH-10
+        sender        TEXT,               -- MSH-3^MSH-4
+        charset       TEXT,               -- MSH-18 as declared
+        dedup_key     TEXT,
+        answer        BLOB,               -- the positive answer sent, replayed to resends
+        raw           BLOB    NOT NULL,   -- exactly the bytes received
+        state         INTEGER NOT NULL DEFAULT 0,
+        state_at      INTEGER NOT NULL    -- when it entered its state (ms)
+     );
+     CREATE INDEX messages_dedup ON messages (dedup_key, received_at)
+        WHERE dedup_key IS NOT NULL;
+     CREATE INDEX messages_state ON messages (state, id);
+     CREATE INDEX messages_control_id ON messages (source, control_id);
+     CREATE TABLE counters (
+        source         TEXT PRIMARY KEY,
+        received       INTEGER NOT NULL DEFAULT 0,
+        acked          INTEGER NOT NULL DEFAULT 0,
+        rejected       INTEGER NOT NULL DEFAULT 0,
+        duplicates     INTEGER NOT NULL DEFAULT 0,
+        awaiting       INTEGER NOT NULL DEFAULT 0,
+        quarantined    INTEGER NOT NULL DEFAULT 0,
+        pending_upload INTEGER NOT NULL DEFAULT 0,
+        uploaded       INTEGER NOT NULL DEFAULT 0
+     );",
+];
+
+/// The newest schema version this binary knows.
+pub const LATEST: i64 = MIGRATIONS.len() as i64;
+
+/// The store's current schema version.
+///
+/// # Errors
+/// SQLite fails.
+pub fn version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+}
+
+/// Bring the schema up to [`LATEST`].
+///
+/// # Errors
+/// The store is newer than this binary, or a migration fails.
+pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let sql = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut current = version(conn).map_err(sql)?;
+    if current > LATEST {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: current,
+            known: LATEST,
+        });
+    }
+    while current < LATEST {
+        let step = MIGRATIONS[current as usize];
+        let tx = conn.transaction().map_err(sql)?;
+        tx.execute_batch(step).map_err(sql)?;
+        tx.pragma_update(None, "user_version", current + 1)
+            .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        current += 1;
+        tracing::info!(version = current, "store schema migrated");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_a_new_store_and_is_idempotent() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("s.db");
+        let mut conn = Connection::open(&path)?;
+        migrate(&mut conn, &path)?;
+        assert_eq!(version(&conn)?, LATEST);
+        migrate(&mut conn, &path)?;
+        assert_eq!(version(&conn)?, LATEST);
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_a_store_from_the_future() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("s.db");
+        let mut conn = Connection::open(&path)?;
+        conn.pragma_update(None, "user_version", LATEST + 1)?;
+        let err = migrate(&mut conn, &path).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("newer")),
+            "{err:?}"
+        );
+        Ok(())
+    }
+}

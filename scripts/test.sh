@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this script).
+# Installs what the tests need beyond the Rust toolchain (idempotently, see
+# scripts/install-test-deps.sh), then runs every test of the workspace.
+# Tests that drive third-party clients are required here, never skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-test-deps.sh
+
+export WARDLINK_TEST_PYTHON="$PWD/target/test-venv/bin/python"
+export WARDLINK_REQUIRE_EXTERNAL=1
+cargo test --workspace
