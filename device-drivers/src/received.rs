@@ -193,6 +193,10 @@ impl Rejection {
 
 /// A request on the store's channel.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "Commit is the common request; boxing it would cost an allocation per message to save bytes on the rare Rejected"
+)]
 pub enum ToStore {
     /// Commit this unit, then answer on `reply`.
     Commit {

@@ -1,0 +1,10 @@
+//! Device simulators: the pure generators behind tests, benchmarks and
+//! `wardlink simulate`.
+//!
+//! Layout:
+//! - [`hl7`]: HL7 v2 messages (ORU^R01 vitals, ADT^A01/A02/A03). Send them
+//!   with [`crate::mllp::MllpClient`].
+
+pub mod hl7;
+
+pub use hl7::{AdtEvent, Hl7Generator};
