@@ -58,6 +58,10 @@ pub const COMMIT_NAK: u8 = 0x15;
 /// How many bytes a framed message takes beyond its payload.
 pub const FRAME_OVERHEAD: usize = 3;
 
+/// How much of an oversize frame's payload [`Decoded::Oversize`] keeps:
+/// enough for any sane MSH segment.
+pub const OVERSIZE_HEAD: usize = 4096;
+
 /// One thing the decoder found in the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decoded {
@@ -83,6 +87,9 @@ pub enum Decoded {
     Oversize {
         /// The configured maximum payload size in bytes.
         max: usize,
+        /// The first bytes of the payload (at most [`OVERSIZE_HEAD`]), so
+        /// the answer can still carry the message's MSH-10 in MSA-2.
+        head: Bytes,
     },
 }
 
@@ -258,12 +265,15 @@ impl Decoder for MllpCodec {
                         {
                             // `limit` bytes hold the start block and more than
                             // `max` payload bytes with no end block: oversize.
-                            // Report once, keep nothing (§1 step 5).
-                            buf.advance(limit);
+                            // Report once, keep only the head (§1 step 5).
+                            let mut head = buf.split_to(limit);
+                            head.advance(1);
+                            head.truncate(OVERSIZE_HEAD);
                             self.state = State::Discarding;
                             self.next_index = 0;
                             return Ok(Some(Decoded::Oversize {
                                 max: self.max_payload,
+                                head: head.freeze(),
                             }));
                         }
                         None => {
@@ -354,6 +364,13 @@ mod tests {
 
     fn f(payload: &[u8]) -> Decoded {
         Decoded::Frame(Bytes::copy_from_slice(payload))
+    }
+
+    fn oversize(head: &[u8]) -> Decoded {
+        Decoded::Oversize {
+            max: MAX,
+            head: Bytes::copy_from_slice(head),
+        }
     }
 
     /// Feed `chunks` one after another, decoding after each, then EOF.
@@ -543,16 +560,16 @@ mod tests {
         let big = vec![b'x'; MAX * 5 + 3];
         let mut input = frame(&big);
         input.extend(frame(b"MSH|after"));
-        check_all_splits(&input, &[Decoded::Oversize { max: MAX }, f(b"MSH|after")]);
+        check_all_splits(&input, &[oversize(&big[..=MAX]), f(b"MSH|after")]);
         // One byte over the limit is enough.
         let mut input = frame(&[b'x'; MAX + 1]);
         input.extend(frame(b"MSH|after"));
-        check_all_splits(&input, &[Decoded::Oversize { max: MAX }, f(b"MSH|after")]);
+        check_all_splits(&input, &[oversize(&[b'x'; MAX + 1]), f(b"MSH|after")]);
         // A new start block inside the oversize frame starts a new frame.
         let mut input = vec![START_BLOCK];
         input.extend(vec![b'y'; MAX * 2]);
         input.extend(frame(b"MSH|next"));
-        check_all_splits(&input, &[Decoded::Oversize { max: MAX }, f(b"MSH|next")]);
+        check_all_splits(&input, &[oversize(&[b'y'; MAX + 1]), f(b"MSH|next")]);
     }
 
     #[test]
@@ -582,7 +599,70 @@ mod tests {
                 buf.capacity()
             );
         }
-        assert_eq!(reports, vec![Decoded::Oversize { max }, f(b"MSH|ok")]);
+        assert_eq!(
+            reports,
+            vec![
+                Decoded::Oversize {
+                    max,
+                    head: Bytes::from(vec![b'z'; max.min(OVERSIZE_HEAD)]),
+                },
+                f(b"MSH|ok")
+            ]
+        );
+    }
+
+    #[test]
+    fn random_streams_keep_the_invariants() {
+        // A poor man's fuzzer: streams built from the interesting bytes,
+        // fed whole and in random pieces. Never panics, never buffers more
+        // than a frame, frames never hold framing bytes or exceed the max,
+        // and the result does not depend on how the stream was cut.
+        let alphabet = [
+            START_BLOCK,
+            END_BLOCK,
+            b'\r',
+            b'\n',
+            0,
+            b'M',
+            b'|',
+            b'x',
+            COMMIT_ACK,
+        ];
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..300 {
+            let len = (next() % 400) as usize;
+            let stream: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let max = 1 + (next() % 40) as usize;
+            let whole = merged(run(&[&stream], max));
+            let mut chunks = Vec::new();
+            let mut rest = &stream[..];
+            while !rest.is_empty() {
+                let n = 1 + (next() % 17) as usize;
+                let (a, b) = rest.split_at(n.min(rest.len()));
+                chunks.push(a);
+                rest = b;
+            }
+            assert_eq!(
+                merged(run(&chunks, max)),
+                whole,
+                "{}",
+                stream.escape_ascii()
+            );
+            for d in &whole {
+                if let Decoded::Frame(b) = d {
+                    assert!(b.len() <= max);
+                    assert!(!b.contains(&START_BLOCK) && !b.contains(&END_BLOCK));
+                }
+            }
+        }
     }
 
     #[test]

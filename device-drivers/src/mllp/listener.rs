@@ -46,7 +46,7 @@ use tokio_util::task::TaskTracker;
 use super::ack::{
     write_ack, AckCode, AckLevel, AckPlan, ErrDetail, COMMIT_ACK_BLOCK, COMMIT_NAK_BLOCK,
 };
-use super::codec::{Decoded, CARRIAGE_RETURN, END_BLOCK, START_BLOCK};
+use super::codec::{Decoded, DiscardReason, CARRIAGE_RETURN, END_BLOCK, START_BLOCK};
 use super::connection::{MllpConnection, WriteError};
 use crate::hl7::{decode_text, ErrorCode, ErrorLocation, Msh};
 use crate::received::{Dedup, Kind, Received, RefuseReason, Rejection, Reply, Submitter};
@@ -70,6 +70,8 @@ pub struct MllpOptions {
     pub max_message_bytes: usize,
     /// A connection with no byte from the peer for this long is closed. Also
     /// the limit for writing one answer to a peer that stopped reading.
+    /// `Duration::ZERO` means no idle limit (writes are then limited to
+    /// [`WRITE_TIMEOUT_WITHOUT_IDLE`]).
     pub idle_timeout: Duration,
     /// Resends of the same MSH-3, MSH-4 and MSH-10 within this window are
     /// answered with the original answer and not stored again.
@@ -102,6 +104,25 @@ pub struct MllpListener {
     local_addr: SocketAddr,
     /// What to accept and how.
     options: MllpOptions,
+}
+
+/// The write limit when `idle_timeout` is zero (no idle limit): a peer that
+/// stops reading must still not pin a connection forever.
+pub const WRITE_TIMEOUT_WITHOUT_IDLE: Duration = Duration::from_secs(60);
+
+/// `now + after`, or a far-off instant if that overflows (a huge or zero
+/// `idle_timeout` means "no limit").
+fn deadline_after(after: Duration) -> Instant {
+    let now = Instant::now();
+    if after.is_zero() {
+        return far_future(now);
+    }
+    now.checked_add(after).unwrap_or_else(|| far_future(now))
+}
+
+fn far_future(now: Instant) -> Instant {
+    // About 30 years, as tokio does for its own far-future timers.
+    now + Duration::from_secs(86_400 * 365 * 30)
 }
 
 /// How long to pause after the process or system ran out of file
@@ -331,7 +352,7 @@ impl Handler {
             return;
         }
         let idle = self.options.idle_timeout;
-        let mut idle_timer = pin!(tokio::time::sleep(idle));
+        let mut idle_timer = pin!(tokio::time::sleep_until(deadline_after(idle)));
         loop {
             // Frames already buffered go first, in order (pipelining).
             if let Some(decoded) = self.conn.next_buffered() {
@@ -342,7 +363,7 @@ impl Handler {
                 };
                 match flow {
                     Ok(Flow::Continue) => {
-                        idle_timer.as_mut().reset(Instant::now() + idle);
+                        idle_timer.as_mut().reset(deadline_after(idle));
                         continue;
                     }
                     Ok(Flow::CloseAfterAnswer) => {
@@ -377,7 +398,7 @@ impl Handler {
                 _ = idle_timer.as_mut() => Wake::Idle,
             };
             match wake {
-                Wake::Read => idle_timer.as_mut().reset(Instant::now() + idle),
+                Wake::Read => idle_timer.as_mut().reset(deadline_after(idle)),
                 Wake::ReadFailed(e) => {
                     tracing::info!(source = %self.source(), peer = %self.peer, error = %e, "Read failed; closing the connection");
                     return;
@@ -401,22 +422,35 @@ impl Handler {
                 tracing::debug!(source = %self.source(), peer = %self.peer, positive = matches!(decoded, Decoded::CommitAck), "Commit block from peer");
                 Ok(Flow::Continue)
             }
+            Decoded::Discarded {
+                why: DiscardReason::EmptyFrame,
+                ..
+            } => {
+                // Some senders send empty frames as keep-alives.
+                tracing::debug!(source = %self.source(), peer = %self.peer, "Empty MLLP frame ignored");
+                Ok(Flow::Continue)
+            }
             Decoded::Discarded { bytes, why } => {
                 tracing::warn!(source = %self.source(), peer = %self.peer, bytes, why = why.as_str(), "Discarded bytes that were not a complete MLLP frame");
                 Ok(Flow::Continue)
             }
-            Decoded::Oversize { max } => {
-                tracing::warn!(source = %self.source(), peer = %self.peer, max_bytes = max, "Frame larger than max_message_bytes; refusing it and closing the connection");
+            Decoded::Oversize { max, head } => {
+                // The head lets the reject carry MSA-2 = MSH-10 (and the
+                // right level), if the MSH segment fits in it whole.
+                let msh = complete_msh(&head);
+                let control_id = msh.as_ref().map(|m| decode_text(m.control_id()));
+                tracing::warn!(source = %self.source(), peer = %self.peer, control_id = control_id.as_deref().unwrap_or(""), max_bytes = max, "Frame larger than max_message_bytes; refusing it and closing the connection");
                 self.submitter
                     .rejected(self.source().clone(), Rejection::TooLarge);
                 let text = format!(
                     "message too large: more than {max} bytes; not stored, the connection is closed"
                 );
+                let plan = msh.as_ref().map_or(AckPlan::ORIGINAL, AckPlan::for_message);
                 let answer = self.negative(
-                    None,
+                    msh.as_ref(),
                     AckCode::Reject,
                     &ErrDetail::refusal(&text),
-                    AckPlan::ORIGINAL,
+                    plan,
                 );
                 self.write(&answer).await?;
                 Ok(Flow::CloseAfterAnswer)
@@ -551,7 +585,7 @@ impl Handler {
         tracing::warn!(source = %self.source(), peer = %self.peer, "Peer not in the allowlist; refusing it");
         self.submitter
             .rejected(self.source().clone(), Rejection::NotAllowed);
-        let deadline = Instant::now() + self.options.idle_timeout;
+        let deadline = deadline_after(self.options.idle_timeout);
         let first = loop {
             match self.conn.next_buffered() {
                 Some(Decoded::Frame(payload)) => break Some(payload),
@@ -639,8 +673,22 @@ impl Handler {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
-        self.conn.write_all(bytes, self.options.idle_timeout).await
+        let limit = match self.options.idle_timeout {
+            Duration::ZERO => WRITE_TIMEOUT_WITHOUT_IDLE,
+            idle => idle,
+        };
+        self.conn.write_all(bytes, limit).await
     }
+}
+
+/// The MSH of an oversize frame's head, only if the segment ended inside the
+/// head: a cut MSH-10 would put a wrong id in MSA-2.
+fn complete_msh(head: &[u8]) -> Option<Msh<'_>> {
+    let msh = Msh::read(head).ok()?;
+    // `read` succeeded, so the first `M` starts the segment (what precedes
+    // it is whitespace, NULs or a BOM).
+    let start = memchr::memchr(b'M', head)?;
+    memchr::memchr2(b'\r', b'\n', &head[start..]).map(|_| msh)
 }
 
 /// Append the framed application ack (`AA`) of enhanced mode.

@@ -27,7 +27,7 @@ mod listener;
 pub use ack::{AckCode, AckLevel, AckPlan, ErrDetail};
 pub use client::{ClientError, MllpClient, DEFAULT_TIMEOUT};
 pub use codec::{Decoded, DiscardReason, MllpCodec};
-pub use listener::{BindError, MllpListener, MllpOptions};
+pub use listener::{BindError, MllpListener, MllpOptions, WRITE_TIMEOUT_WITHOUT_IDLE};
 
 #[cfg(test)]
 mod tests;

@@ -377,6 +377,14 @@ async fn oversize_frame_gets_a_reject_and_the_connection_closes() {
         assert!(rest.is_empty(), "nothing after the reject: {rest:?}");
         assert_eq!(h.stored(), 0);
         assert_eq!(h.wait_rejected(1).await, vec![Rejection::TooLarge]);
+
+        // Without a complete MSH in the head the reject still goes out,
+        // with an empty MSA-2.
+        let mut c = h.client().await;
+        c.send_message(&vec![b'y'; 10_000]).await.unwrap();
+        let answer = c.read_answer().await.unwrap();
+        assert_eq!(msa(&answer), ("AR".into(), String::new()));
+        assert!(c.wait_closed().await.unwrap().is_empty());
         h.stop().await;
     })
     .await;
@@ -753,6 +761,57 @@ async fn bind_error_names_the_address() {
         .unwrap_err();
         assert_eq!(err.addr, h.addr);
         assert!(err.to_string().contains(&h.addr.to_string()), "{err}");
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_dropped_by_the_write_timeout() {
+    use tokio::io::AsyncWriteExt;
+    within(async {
+        let h = start(MllpOptions {
+            idle_timeout: Duration::from_millis(300),
+            ..options()
+        })
+        .await;
+        // Pipeline frames and never read an answer: once the socket
+        // buffers fill, the listener's writes block, time out, and the
+        // connection is closed (the writes here then fail).
+        let mut stream = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+        let mut burst = Vec::new();
+        for i in 0..200 {
+            burst.extend(framed(&adt(&format!("W{i}"))));
+        }
+        let mut writes = 0u64;
+        let closed = loop {
+            match tokio::time::timeout(WAIT, stream.write_all(&burst)).await {
+                Ok(Ok(())) => writes += 1,
+                Ok(Err(_)) => break true,
+                Err(_) => break false,
+            }
+        };
+        assert!(
+            closed,
+            "the listener kept the stuck connection open ({writes} bursts)"
+        );
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn zero_idle_timeout_means_no_idle_limit() {
+    within(async {
+        let h = start(MllpOptions {
+            idle_timeout: Duration::ZERO,
+            ..options()
+        })
+        .await;
+        let mut c = h.client().await;
+        assert_eq!(msa(&c.send(&adt("Z1")).await.unwrap()).0, "AA");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(msa(&c.send(&adt("Z2")).await.unwrap()).0, "AA");
         h.stop().await;
     })
     .await;

@@ -203,7 +203,11 @@ impl Hl7Generator {
         let year = self.between(1935, 2005);
         let month = self.between(1, 12);
         let day = self.between(1, 28);
-        let sex = if self.next_u64().is_multiple_of(2) { "F" } else { "M" };
+        let sex = if self.next_u64().is_multiple_of(2) {
+            "F"
+        } else {
+            "M"
+        };
         let ward = self.pick(WARDS);
         let room = self.between(1, 40);
         let bed = ["A", "B"][(self.next_u64() % 2) as usize];
