@@ -456,6 +456,52 @@ mod tests {
         assert_eq!(n, 800);
     }
 
+    #[test]
+    fn housekeeping_prunes_only_uploaded_raw_messages_past_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_for_writing(dir.path(), None).unwrap();
+        let now = unix_ms(SystemTime::now());
+        let day = 86_400_000;
+        // (state, state_at): uploaded 8 days ago, uploaded 1 day ago, awaiting 30 days.
+        for (state, at) in [
+            (State::Uploaded, now - 8 * day),
+            (State::Uploaded, now - day),
+            (State::Awaiting, now - 30 * day),
+        ] {
+            conn.execute(
+                "INSERT INTO messages (source, received_at, kind, raw, state, state_at) VALUES ('s', ?1, 'hl7v2', x'00', ?2, ?1)",
+                (at, state as i64),
+            )
+            .unwrap();
+        }
+        let mut w = Writer {
+            conn,
+            options: WriterOptions {
+                group_commit_max: 8,
+                raw_retention: Duration::from_secs(7 * 86_400),
+            },
+            stats: Arc::default(),
+            carry: HashMap::new(),
+            last_prune: Instant::now(),
+        };
+        w.housekeeping();
+        let left: Vec<(i64, i64)> = w
+            .conn
+            .prepare("SELECT state, state_at FROM messages ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            left,
+            vec![
+                (State::Uploaded as i64, now - day),
+                (State::Awaiting as i64, now - 30 * day)
+            ]
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_store_refuses_and_counts_the_refusals() {
         let dir = tempfile::tempdir().unwrap();
