@@ -352,6 +352,11 @@ impl Handler {
             return;
         }
         let idle = self.options.idle_timeout;
+        // Design: the idle timer is re-armed lazily. Activity only records
+        // `last_activity` (a clock read); when the timer fires early because
+        // of later activity, it is pushed to `last_activity + idle`. Resetting
+        // it on every frame would take the timer driver's lock per frame.
+        let mut last_activity = Instant::now();
         let mut idle_timer = pin!(tokio::time::sleep_until(deadline_after(idle)));
         loop {
             // Frames already buffered go first, in order (pipelining).
@@ -363,7 +368,7 @@ impl Handler {
                 };
                 match flow {
                     Ok(Flow::Continue) => {
-                        idle_timer.as_mut().reset(deadline_after(idle));
+                        last_activity = Instant::now();
                         continue;
                     }
                     Ok(Flow::CloseAfterAnswer) => {
@@ -398,10 +403,16 @@ impl Handler {
                 _ = idle_timer.as_mut() => Wake::Idle,
             };
             match wake {
-                Wake::Read => idle_timer.as_mut().reset(deadline_after(idle)),
+                Wake::Read => last_activity = Instant::now(),
                 Wake::ReadFailed(e) => {
                     tracing::info!(source = %self.source(), peer = %self.peer, error = %e, "Read failed; closing the connection");
                     return;
+                }
+                Wake::Idle if Instant::now().duration_since(last_activity) < idle => {
+                    let due = last_activity
+                        .checked_add(idle)
+                        .unwrap_or_else(|| deadline_after(idle));
+                    idle_timer.as_mut().reset(due);
                 }
                 Wake::Idle => {
                     tracing::info!(source = %self.source(), peer = %self.peer, idle_secs = idle.as_secs_f64(), "Connection idle; closing it");

@@ -487,19 +487,24 @@ async fn peer_outside_the_allowlist_is_refused_and_closed() {
 async fn idle_connections_are_closed() {
     within(async {
         let h = start(MllpOptions {
-            idle_timeout: Duration::from_millis(200),
+            idle_timeout: Duration::from_millis(300),
             ..options()
         })
         .await;
         let mut c = h.client().await;
-        // A message first: the idle timer runs from the last activity.
-        assert_eq!(msa(&c.send(&adt("I1")).await.unwrap()).0, "AA");
+        // A connection in use is not idle, though it outlives the timeout.
+        for i in 0..6 {
+            let answer = c.send(&adt(&format!("I{i}"))).await.unwrap();
+            assert_eq!(msa(&answer).0, "AA");
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        // Then, from the last activity on, the idle timeout closes it.
         assert!(c.wait_closed().await.unwrap().is_empty());
         // A half-sent frame does not keep a connection alive either.
         let mut c = h.client().await;
         c.send_raw(&framed(&adt("HALF"))[..20]).await.unwrap();
         assert!(c.wait_closed().await.unwrap().is_empty());
-        assert_eq!(h.stored(), 1);
+        assert_eq!(h.stored(), 6);
         h.stop().await;
     })
     .await;
