@@ -174,6 +174,7 @@ fn start_store(
         }
         Variant::Wardlink => {
             let conn = store::open_for_writing(dir, None).unwrap();
+            let checkpointer = store::checkpoint::Checkpointer::spawn(dir).unwrap();
             let writer = StoreWriter::spawn(
                 conn,
                 rx,
@@ -189,6 +190,7 @@ fn start_store(
                 submitter,
                 Box::new(move || {
                     writer.join();
+                    checkpointer.stop();
                     let g = stats.groups.load(Ordering::Relaxed).max(1) as f64;
                     stats.requests.load(Ordering::Relaxed) as f64 / g
                 }),

@@ -23,6 +23,7 @@ use wardlink_config::{Config, MllpSource};
 use wardlink_devices::mllp::{MllpListener, MllpOptions};
 
 use crate::status::{ListenerInfo, Runtime};
+use crate::store::checkpoint::Checkpointer;
 use crate::store::{self, unix_ms, StoreWriter, WriterOptions};
 
 /// How long a stop may take before the daemon exits anyway. Nothing
@@ -53,6 +54,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let conn = store::open_for_writing(&state_dir, config.store.max_bytes)
         .context("cannot open the store")?;
     tracing::info!(path = %store::db_path(&state_dir).display(), "store open");
+    let checkpointer =
+        Checkpointer::spawn(&state_dir).context("cannot start the WAL checkpointer")?;
 
     // Room for a few groups in flight: enough that the writer always finds
     // a full group waiting, small enough to bound memory (each waiting item
@@ -129,6 +132,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         while tasks.join_next().await.is_some() {}
     }
     join_writer(writer).await;
+    checkpointer.stop();
     Runtime::remove(&state_dir);
     tracing::info!("stopped");
     Ok(())

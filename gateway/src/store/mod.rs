@@ -40,14 +40,21 @@
 //! that did not commit was never answered positively, and its senders resend.
 //! Migrations run on open (`PRAGMA user_version`), so a newer binary upgrades
 //! an older store in place.
+//!
+//! # Checkpoints
+//! The writer's connection never checkpoints the WAL itself (an automatic
+//! checkpoint would copy pages and fsync the database inside a commit that
+//! ACKs wait for). A separate thread ([`checkpoint`]) runs passive
+//! checkpoints on its own connection, which do not block the writer.
 
+pub mod checkpoint;
 pub mod schema;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 
 pub use writer::{StoreWriter, WriterOptions};
 
@@ -284,19 +291,4 @@ pub fn size_on_disk(state_dir: &Path) -> u64 {
         }
     }
     total
-}
-
-/// Whether a message with this control id from this source is stored.
-/// Used by tests and by `wardlink status`-style tools.
-///
-/// # Errors
-/// SQLite fails.
-pub fn has_control_id(conn: &Connection, source: &str, control_id: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT 1 FROM messages WHERE source = ?1 AND control_id = ?2 LIMIT 1",
-        (source, control_id),
-        |_| Ok(()),
-    )
-    .optional()
-    .map(|o| o.is_some())
 }

@@ -36,7 +36,6 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX messages_dedup ON messages (dedup_key, received_at)
         WHERE dedup_key IS NOT NULL;
      CREATE INDEX messages_state ON messages (state, id);
-     CREATE INDEX messages_control_id ON messages (source, control_id);
      CREATE TABLE counters (
         source         TEXT PRIMARY KEY,
         received       INTEGER NOT NULL DEFAULT 0,
