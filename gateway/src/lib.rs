@@ -1,1 +1,3 @@
 //! The wardlink gateway daemon.
+
+pub mod pipeline;
