@@ -1,8 +1,10 @@
-//! The wardlink gateway: the daemon, the store and the command line.
+//! The wardlink gateway: the daemon, the store, the pipeline and the command line.
 //!
 //! Layout:
 //! - [`store`]: the SQLite store: schema migrations, the group-commit writer
-//!   thread, and the read side used by `status`.
+//!   thread, the WAL checkpointer, and the read side used by `status`.
+//! - [`pipeline`]: parse → validate → normalize → de-identify, a pure function
+//!   from a stored raw message to events or a quarantine entry.
 //! - [`status`]: the accounting report of `wardlink status` (text and JSON)
 //!   and the runtime file the daemon publishes its bound addresses in.
 //! - [`daemon`]: the lifecycle: open the store, bind, serve, stop cleanly.
@@ -14,5 +16,6 @@
 pub mod cli;
 pub mod daemon;
 pub mod logging;
+pub mod pipeline;
 pub mod status;
 pub mod store;

@@ -1,0 +1,411 @@
+//! The normalized event: what leaves the box.
+//!
+//! Design:
+//! - **One envelope, three bodies.** Every event has the same envelope
+//!   (source, hashed control id, received time, quality, issues, pseudonyms)
+//!   and a body chosen by `type`: `observation`, `adt` or `hl7_other`. The
+//!   body's fields are flattened into the envelope's JSON object, so a
+//!   consumer reads `{"type":"observation", "source":..., "code":...}`.
+//! - **Nothing here is identifying.** The pipeline fills these types only
+//!   with de-identified values: pseudonyms (`P1-…`, `E1-…`, `D1-…`, `L1-…`),
+//!   dates under the site's date policy, generalized geography, codes and
+//!   measured values. Free text appears only after scrubbing, and only where
+//!   the site's profile keeps it.
+//! - **Times are strings** because the date policy decides their shape:
+//!   `2024-01-01T12:00:00+05:30` (shifted, precision as sent), `2024-01-01`
+//!   (date only), or `2024` (year-only policy).
+//! - **Additive evolution.** Optional fields are omitted when empty and
+//!   default when absent, so a newer gateway can add fields without breaking
+//!   an older collector; [`SCHEMA_VERSION`] changes only on a breaking change.
+
+use serde::{Deserialize, Serialize};
+
+/// The version of this schema, carried in every event as `schema`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One normalized, de-identified event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Schema version ([`SCHEMA_VERSION`]).
+    pub schema: u32,
+    /// The configured name of the source that received the message (e.g.
+    /// `icu-monitors`); a site-chosen label, not patient data.
+    pub source: String,
+    /// Keyed hash of the original message's sender and control id (MSH-3,
+    /// MSH-4, MSH-10): joins the events of one message and detects resends
+    /// without revealing the id (`C1-` + 32 hex digits).
+    pub control_id_hash: String,
+    /// When the gateway received the message, under the date policy.
+    pub received_at: String,
+    /// Quality score 0–100 derived from the severities of `issues`
+    /// (formula in `docs/validation-rules.md`).
+    pub quality: u8,
+    /// What validation found (message-wide issues and this event's own).
+    #[serde(default)]
+    pub issues: Vec<Issue>,
+    /// Site-scoped patient pseudonym (`P1-…`), from the patient's local
+    /// identifier (PID-3), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient: Option<String>,
+    /// Network-scoped patient pseudonym (`N1-…`) from the patient's ABHA
+    /// number, present only when the site runs with the network scope: equal
+    /// at every site of the network for the same ABHA number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient_network: Option<String>,
+    /// Encounter (visit) pseudonym (`E1-…`) from PV1-19.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encounter: Option<String>,
+    /// The type-specific part; serialized as `type` plus the body's fields.
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+impl Event {
+    /// The event type's wire name: `observation`, `adt` or `hl7_other`.
+    pub fn type_name(&self) -> &'static str {
+        match self.body {
+            Body::Observation(_) => "observation",
+            Body::Adt(_) => "adt",
+            Body::Hl7Other(_) => "hl7_other",
+        }
+    }
+}
+
+/// The type-specific body of an [`Event`], tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Body {
+    /// A measured or reported value (one OBX row).
+    Observation(ObservationBody),
+    /// An admission, transfer, discharge or related patient-movement event.
+    Adt(AdtBody),
+    /// Any other message, de-identified segment by segment.
+    Hl7Other(Hl7OtherBody),
+}
+
+/// How severe a validation issue is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Worth knowing, no effect on trust.
+    Info,
+    /// Something is off but the data is probably usable.
+    Warning,
+    /// A value or reference is wrong; the event is kept but less trustworthy.
+    Error,
+    /// The message cannot be processed; it is quarantined, not uploaded.
+    Fatal,
+}
+
+impl Severity {
+    /// The wire name (`info`, `warning`, `error`, `fatal`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+            Severity::Fatal => "fatal",
+        }
+    }
+}
+
+/// One validation finding. Never carries an identifying value: `message`
+/// names the field and the rule, and at most a clinical number or code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Issue {
+    /// The rule's stable code, e.g. `VALUE_IMPLAUSIBLE` (see `docs/validation-rules.md`).
+    pub code: String,
+    /// How severe it is.
+    pub severity: Severity,
+    /// Where, as `SEG-n[.c]` with an optional occurrence (`OBX[3]-5`), if it
+    /// concerns one field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// What is wrong, in words.
+    pub message: String,
+}
+
+/// A coded concept: code, coding system and display text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Code {
+    /// The code, e.g. `150456`.
+    pub code: String,
+    /// The coding system as sent: `MDC`, `LN` (LOINC), `SCT`, `UCUM` or a local name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// The display text or reference id, e.g. `MDC_PULS_OXIM_SAT_O2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<String>,
+}
+
+/// A place in the hospital (HL7 PL), de-identified: the ward is kept, room
+/// and bed are keyed pseudonyms (stable per site, so bed analytics still work).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    /// Facility (PL-4), as a code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facility: Option<String>,
+    /// Ward / point of care (PL-1), e.g. `ICU3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ward: Option<String>,
+    /// Room pseudonym (`L1-…`) from facility, ward and PL-2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// Bed pseudonym (`L1-…`) from facility, ward, room and PL-3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bed: Option<String>,
+}
+
+impl Location {
+    /// True when no part is known.
+    pub fn is_empty(&self) -> bool {
+        self.facility.is_none() && self.ward.is_none() && self.room.is_none() && self.bed.is_none()
+    }
+}
+
+/// An observation: one OBX row of an ORU^R01 (lab result or device metric).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObservationBody {
+    /// What was observed (OBX-3), e.g. `150456` / `MDC` / `MDC_PULS_OXIM_SAT_O2`.
+    pub code: Code,
+    /// The HL7 value type (OBX-2), e.g. `NM`, `CWE`, `ST`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_type: Option<String>,
+    /// The numeric value (NM, or the number of an SN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_num: Option<f64>,
+    /// The coded value (CWE/CE/CNE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_code: Option<Code>,
+    /// A textual value after de-identification (ST scrubbed, dates shifted,
+    /// numeric arrays as sent); absent when the profile removed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_text: Option<String>,
+    /// The unit in UCUM, when it could be mapped (e.g. `mm[Hg]`, `%`, `/min`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// The unit as sent (OBX-6 code or text), e.g. `266016` or `mmHg`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_sent: Option<String>,
+    /// Reference / alarm range (OBX-7), e.g. `90-100`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_range: Option<String>,
+    /// Abnormal flags (OBX-8), e.g. `["H"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub abnormal_flags: Vec<String>,
+    /// Result status (OBX-11), e.g. `F`, `R`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_status: Option<String>,
+    /// When it was observed (OBX-14, else OBR-7, else MSH-7), under the date policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<String>,
+    /// The OBX-4 sub-id; for IHE PCD-01 the containment path `MDS.VMD.CHAN.METRIC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_id: Option<String>,
+    /// Device pseudonym (`D1-…`) from OBX-18 (inherited down the PCD tree) or MSH-3's EUI-64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// PCD-01: the MDS (device) code of this row's containment path, e.g. `69965`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_mds: Option<String>,
+    /// PCD-01: the VMD (module) code of this row's containment path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_vmd: Option<String>,
+    /// PCD-01: the channel code of this row's containment path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_channel: Option<String>,
+    /// Where the patient/device was (PV1-3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// The order's universal service id (OBR-4), e.g. `182777000` / `SCT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub panel: Option<Code>,
+}
+
+/// What an ADT event does to a stay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdtAction {
+    /// A01 admit / visit notification.
+    Admit,
+    /// A02 transfer.
+    Transfer,
+    /// A03 discharge / end visit.
+    Discharge,
+    /// A04 register (outpatient / ED).
+    Register,
+    /// A05 pre-admit.
+    PreAdmit,
+    /// A06 / A07 class change (outpatient ↔ inpatient).
+    ChangeClass,
+    /// A08 update patient information.
+    Update,
+    /// A11 cancel admit.
+    CancelAdmit,
+    /// A12 cancel transfer.
+    CancelTransfer,
+    /// A13 cancel discharge.
+    CancelDischarge,
+    /// A21 / A22 leave of absence out / back.
+    LeaveOfAbsence,
+    /// A34–A36 / A40 merge of patient records.
+    Merge,
+    /// Any other ADT trigger.
+    Other,
+}
+
+/// An admission/transfer/discharge (ADT) event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdtBody {
+    /// The trigger event (MSH-9.2, else EVN-1), e.g. `A02`.
+    pub trigger: String,
+    /// What the trigger does.
+    pub action: AdtAction,
+    /// Patient class (PV1-2), e.g. `I`, `E`, `O`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient_class: Option<String>,
+    /// The location after the event (PV1-3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// The location before the event (PV1-6), set on transfers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_location: Option<Location>,
+    /// When the event happened (EVN-6, else EVN-2, else MSH-7), under the date policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_at: Option<String>,
+    /// Admit time (PV1-44), under the date policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admit_at: Option<String>,
+    /// Discharge time (PV1-45), under the date policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discharge_at: Option<String>,
+    /// Administrative sex (PID-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sex: Option<String>,
+    /// Age in whole years at the event, derived from PID-7 (the birth date
+    /// itself is removed); `90+` for 90 and over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age: Option<String>,
+    /// The first 3 digits of the PIN / ZIP code (PID-11.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postal_prefix: Option<String>,
+    /// State or province (PID-11.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Country (PID-11.6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// Admission type (PV1-4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission_type: Option<String>,
+    /// Hospital service (PV1-10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hospital_service: Option<String>,
+    /// Discharge disposition (PV1-36).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discharge_disposition: Option<String>,
+    /// Death indicator (PID-30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deceased: Option<bool>,
+    /// Death time (PID-29), under the date policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub death_at: Option<String>,
+    /// On a merge: the pseudonym of the patient record merged away (MRG-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_patient: Option<String>,
+}
+
+/// Any other message, de-identified segment by segment so nothing is
+/// silently dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hl7OtherBody {
+    /// The message type (MSH-9 as `code^trigger`), e.g. `ORM^O01`.
+    pub message_type: String,
+    /// The segments in order, after the profile's field actions.
+    pub segments: Vec<OtherSegment>,
+}
+
+/// One de-identified segment of an [`Hl7OtherBody`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OtherSegment {
+    /// The segment id, e.g. `ORC`.
+    pub id: String,
+    /// Fields 1..n as HL7 text in the standard encoding (`|^~\&`), after
+    /// de-identification; `fields[0]` is field 1. Trailing empty fields are omitted.
+    pub fields: Vec<String>,
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail loudly")]
+mod tests {
+    use super::*;
+
+    fn envelope(body: Body) -> Event {
+        Event {
+            schema: SCHEMA_VERSION,
+            source: "icu".into(),
+            control_id_hash: "C1-00".into(),
+            received_at: "2024-01-01T00:00:00Z".into(),
+            quality: 95,
+            issues: vec![Issue {
+                code: "UNIT_MISSING".into(),
+                severity: Severity::Warning,
+                field: Some("OBX[1]-6".into()),
+                message: "no unit".into(),
+            }],
+            patient: Some("P1-ab".into()),
+            patient_network: None,
+            encounter: None,
+            body,
+        }
+    }
+
+    #[test]
+    fn observation_round_trips_with_flat_type_tag() {
+        let ev = envelope(Body::Observation(ObservationBody {
+            code: Code {
+                code: "150456".into(),
+                system: Some("MDC".into()),
+                display: None,
+            },
+            value_type: Some("NM".into()),
+            value_num: Some(97.0),
+            value_code: None,
+            value_text: None,
+            unit: Some("%".into()),
+            unit_sent: None,
+            reference_range: None,
+            abnormal_flags: vec![],
+            result_status: Some("R".into()),
+            observed_at: None,
+            sub_id: Some("1.2.1.1".into()),
+            device: None,
+            device_mds: None,
+            device_vmd: None,
+            device_channel: None,
+            location: None,
+            panel: None,
+        }));
+        let json = serde_json::to_string(&ev).unwrap();
+        assert!(json.contains(r#""type":"observation""#), "{json}");
+        assert!(json.contains(r#""severity":"warning""#), "{json}");
+        let back: Event = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, ev);
+        assert_eq!(back.type_name(), "observation");
+    }
+
+    #[test]
+    fn other_round_trips() {
+        let ev = envelope(Body::Hl7Other(Hl7OtherBody {
+            message_type: "ORM^O01".into(),
+            segments: vec![OtherSegment {
+                id: "ORC".into(),
+                fields: vec!["NW".into()],
+            }],
+        }));
+        let json = serde_json::to_string(&ev).unwrap();
+        assert!(json.contains(r#""type":"hl7_other""#), "{json}");
+        let back: Event = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, ev);
+    }
+}
