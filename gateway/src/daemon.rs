@@ -2,7 +2,8 @@
 //! stop cleanly.
 //!
 //! Start: the config is already validated (the caller exits 78 otherwise);
-//! open and migrate the store, start the writer thread, bind every listener
+//! open and migrate the store, start the writer thread, load (or create on
+//! first start) the site secret and start the pipeline thread, bind every listener
 //! (port 0 works: the bound address goes to the log and to the runtime file
 //! that `wardlink status` reads), then tell systemd `READY=1` (a no-op
 //! without `NOTIFY_SOCKET`).
@@ -22,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 use wardlink_config::{Config, MllpSource};
 use wardlink_devices::mllp::{MllpListener, MllpOptions};
 
+use crate::pipeline::{Pipeline, PipelineSettings, SiteKeys};
+use crate::processor::Processor;
 use crate::status::{ListenerInfo, Runtime};
 use crate::store::checkpoint::Checkpointer;
 use crate::store::{self, unix_ms, StoreWriter, WriterOptions};
@@ -73,6 +76,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     )
     .context("cannot start the store writer thread")?;
 
+    let keys =
+        SiteKeys::load_or_create(&state_dir).context("cannot load or create the site secret")?;
+    let pipeline = Pipeline::new(PipelineSettings::default(), keys)
+        .context("cannot build the de-identification pipeline")?;
+    let processor = Processor::spawn(&state_dir, pipeline, writer.jobs(), writer.doorbell())
+        .context("cannot start the pipeline")?;
+
     let mut listeners = Vec::new();
     let mut infos = Vec::new();
     for source in &config.sources.mllp {
@@ -90,6 +100,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Err(e) => {
                 drop(listeners);
                 drop(submitter);
+                drop(processor);
                 join_writer(writer).await;
                 return Err(anyhow::Error::new(e)
                     .context(format!("source.mllp `{}`: cannot listen", source.name)));
@@ -131,6 +142,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
+    let _ = tokio::task::spawn_blocking(move || processor.stop()).await;
     join_writer(writer).await;
     checkpointer.stop();
     Runtime::remove(&state_dir);

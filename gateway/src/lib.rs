@@ -4,7 +4,8 @@
 //! - [`store`]: the SQLite store: schema migrations, the group-commit writer
 //!   thread, the WAL checkpointer, and the read side used by `status`.
 //! - [`pipeline`]: parse → validate → normalize → de-identify, a pure function
-//!   from a stored raw message to events or a quarantine entry.
+//!   from a stored raw message to events or a quarantine entry;
+//!   [`processor`] runs it on stored messages, off the ACK path.
 //! - [`status`]: the accounting report of `wardlink status` (text and JSON)
 //!   and the runtime file the daemon publishes its bound addresses in.
 //! - [`daemon`]: the lifecycle: open the store, bind, serve, stop cleanly.
@@ -17,5 +18,6 @@ pub mod cli;
 pub mod daemon;
 pub mod logging;
 pub mod pipeline;
+pub mod processor;
 pub mod status;
 pub mod store;

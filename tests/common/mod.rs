@@ -402,8 +402,9 @@ pub fn assert_accounting(status: &serde_json::Value) {
             get(v, "awaiting")
                 + get(v, "quarantined")
                 + get(v, "pending_upload")
-                + get(v, "uploaded"),
-            "acked = awaiting + quarantined + pending_upload + uploaded in {v}"
+                + get(v, "uploaded")
+                + get(v, "dropped"),
+            "acked = awaiting + quarantined + pending_upload + uploaded + dropped in {v}"
         );
     };
     check(status);

@@ -137,7 +137,13 @@ pub fn device_id_of(ei: Value<'_>, hd: bool) -> Option<String> {
 
 impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
     /// State for one message.
-    pub fn new(profile: &'p Profile, keys: &'p SiteKeys, policy: DatePolicy, msg: &'m Message<'a>, tracing: bool) -> Self {
+    pub fn new(
+        profile: &'p Profile,
+        keys: &'p SiteKeys,
+        policy: DatePolicy,
+        msg: &'m Message<'a>,
+        tracing: bool,
+    ) -> Self {
         Deid {
             profile,
             keys,
@@ -179,13 +185,22 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
         }
     }
 
-    fn record_scrub(&mut self, loc: &Loc<'_>, origin: Origin, result: Option<&str>, counts: &[(detect::Detector, u32)]) {
+    fn record_scrub(
+        &mut self,
+        loc: &Loc<'_>,
+        origin: Origin,
+        result: Option<&str>,
+        counts: &[(detect::Detector, u32)],
+    ) {
         if self.trace.is_none() {
             return;
         }
         let mut rule = self.profile.describe(origin);
         if !counts.is_empty() {
-            let list: Vec<String> = counts.iter().map(|(d, n)| format!("{}×{n}", d.name())).collect();
+            let list: Vec<String> = counts
+                .iter()
+                .map(|(d, n)| format!("{}×{n}", d.name()))
+                .collect();
             rule.push_str(&format!("; detectors: {}", list.join(", ")));
         }
         let field = loc.label();
@@ -254,7 +269,13 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
 
     /// An identifier for an event: pseudonymized from `parts` when the
     /// profile says so, else per the action applied to `display`.
-    pub fn ident(&mut self, loc: Loc<'_>, kind: IdKind, parts: &[&str], display: &str) -> Option<String> {
+    pub fn ident(
+        &mut self,
+        loc: Loc<'_>,
+        kind: IdKind,
+        parts: &[&str],
+        display: &str,
+    ) -> Option<String> {
         if display.trim().is_empty() {
             return None;
         }
@@ -369,8 +390,16 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
             };
             // A malformed id is not a segment we can apply a profile to:
             // treat it as an unlisted segment named "???".
-            let pid = if id.len() == 3 && id.bytes().all(|b| b.is_ascii_alphanumeric()) { id } else { "???" };
-            let vt_owned = if pid == "OBX" { seg.field(2).raw().trim().to_owned() } else { String::new() };
+            let pid = if id.len() == 3 && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                id
+            } else {
+                "???"
+            };
+            let vt_owned = if pid == "OBX" {
+                seg.field(2).raw().trim().to_owned()
+            } else {
+                String::new()
+            };
             let mut fields: Vec<String> = Vec::with_capacity(seg.field_count());
             for f in 1..=seg.field_count() {
                 if pid == "MSH" && f == 1 {
@@ -482,7 +511,12 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
                     }
                 }
                 if comp_rules && !comp.is_empty() {
-                    self.record(&cloc, a, o, if piece.is_empty() { None } else { Some(&piece) });
+                    self.record(
+                        &cloc,
+                        a,
+                        o,
+                        if piece.is_empty() { None } else { Some(&piece) },
+                    );
                 }
                 out.push_str(&piece);
             }
@@ -491,7 +525,12 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
             }
         }
         if !comp_rules {
-            self.record(&loc, action, origin, if out.is_empty() { None } else { Some(&out) });
+            self.record(
+                &loc,
+                action,
+                origin,
+                if out.is_empty() { None } else { Some(&out) },
+            );
         }
         out
     }
@@ -636,7 +675,12 @@ pub fn build_dictionary(msg: &Message<'_>) -> Dictionary {
         for rep in v.reps() {
             d.add_id(&rep.comp(1).decoded());
             d.add_id(&rep.comp(4).decoded());
-            let full = format!("{}{}{}", rep.comp(5).decoded(), rep.comp(6).decoded(), rep.comp(7).decoded());
+            let full = format!(
+                "{}{}{}",
+                rep.comp(5).decoded(),
+                rep.comp(6).decoded(),
+                rep.comp(7).decoded()
+            );
             d.add_id(&full);
             d.add_id(&rep.comp(7).decoded());
         }
@@ -759,10 +803,16 @@ mod tests {
         assert_eq!(age_years(&dob, &Ts::parse("20240615").unwrap()), Some(90));
         assert_eq!(age_text(90), "90+");
         assert_eq!(age_text(7), "7");
-        assert_eq!(age_years(&Ts::parse("2030").unwrap(), &Ts::parse("2024").unwrap()), None);
+        assert_eq!(
+            age_years(&Ts::parse("2030").unwrap(), &Ts::parse("2024").unwrap()),
+            None
+        );
         assert_eq!(postal_prefix("560 034").as_deref(), Some("560"));
         assert_eq!(postal_prefix("02139").as_deref(), Some("021"));
         assert_eq!(postal_prefix("Bengaluru"), None);
-        assert_eq!(Ts::parse("20240101115958.25+0530").unwrap().to_hl7(), "20240101115958.25+0530");
+        assert_eq!(
+            Ts::parse("20240101115958.25+0530").unwrap().to_hl7(),
+            "20240101115958.25+0530"
+        );
     }
 }

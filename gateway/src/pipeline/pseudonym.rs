@@ -111,7 +111,9 @@ pub enum KeyError {
         why: &'static str,
     },
     /// The file is readable or writable by others than its owner.
-    #[error("key file {path} has mode {mode:o}; it must be readable by its owner only (chmod 600)")]
+    #[error(
+        "key file {path} has mode {mode:o}; it must be readable by its owner only (chmod 600)"
+    )]
     Permissions {
         /// The file.
         path: PathBuf,
@@ -133,7 +135,8 @@ struct KeySet {
 fn mac_with_key(key: &[u8]) -> HmacSha256 {
     // HMAC accepts keys of any length, so this cannot fail; the fallback is
     // unreachable but keeps the code free of unwrap.
-    HmacSha256::new_from_slice(key).unwrap_or_else(|_| <HmacSha256 as Mac>::new(&Default::default()))
+    HmacSha256::new_from_slice(key)
+        .unwrap_or_else(|_| <HmacSha256 as Mac>::new(&Default::default()))
 }
 
 impl KeySet {
@@ -202,7 +205,11 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
 #[cfg(unix)]
 fn check_private(path: &Path) -> Result<(), KeyError> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = fs::metadata(path).map_err(io_err(path))?.permissions().mode() & 0o777;
+    let mode = fs::metadata(path)
+        .map_err(io_err(path))?
+        .permissions()
+        .mode()
+        & 0o777;
     if mode & 0o077 != 0 {
         return Err(KeyError::Permissions {
             path: path.to_owned(),

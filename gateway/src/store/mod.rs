@@ -22,17 +22,27 @@
 //! - **Every message is accounted for.** The `counters` table changes in the
 //!   same transaction as the rows it counts (see [`Counters`] for the identity).
 //!
-//! # Tables (schema version 1, see [`schema`])
+//! # Tables (see [`schema`] for the migrations)
 //! - `messages`: one row per stored unit: raw bytes exactly as received, the
 //!   header read before the commit (type, trigger, version, control id,
 //!   sender, charset), arrival time, the duplicate key, the answer that was
 //!   prepared for it (replayed to a resend), and its state.
 //! - `counters`: one row per source name with the accounting counters.
+//! - `outbox` (v2): the de-identified events, by event id (never reused).
+//! - `quarantine` (v2): messages held back, with the reason and every issue.
+//! - `encounters` (v2): encounter pseudonyms seen, for the pipeline's rules.
 //!
 //! # States a stored message passes through
 //! `awaiting` (0, stored, not yet through the pipeline) → `quarantined` (1) or
 //! `pending_upload` (2) → `uploaded` (3). Raw rows in `uploaded` are deleted
-//! `store.raw_retention` after they got there; their counters stay.
+//! `store.raw_retention` after they got there; their counters stay. An
+//! operator may release a quarantined message (back to `awaiting`, the
+//! pipeline runs again) or drop it (`dropped`, 4, its raw bytes deleted).
+//!
+//! The pipeline ([`crate::processor`]) reads `awaiting` rows on its own
+//! connection and sends its results to the writer, which applies them in
+//! one transaction per batch: the outbox events (or the quarantine entry),
+//! the new state and the counters together.
 //!
 //! # Open after a crash
 //! SQLite's WAL recovery restores exactly the committed transactions; nothing
@@ -72,6 +82,8 @@ pub enum State {
     PendingUpload = 2,
     /// The collector acknowledged its batch.
     Uploaded = 3,
+    /// Quarantined, then dropped by an operator (`wardlink quarantine drop`).
+    Dropped = 4,
 }
 
 /// Errors opening or reading the store.
@@ -199,7 +211,7 @@ pub fn open_for_reading(state_dir: &Path) -> Result<Connection, StoreError> {
 ///
 /// The identity that always holds (and that the tests check):
 /// `received = acked + duplicates + rejected` and
-/// `acked = awaiting + quarantined + pending_upload + uploaded`.
+/// `acked = awaiting + quarantined + pending_upload + uploaded + dropped`.
 /// `acked` counts messages stored and positively answered; a duplicate was
 /// answered with the original's answer but stored no second time, so it is
 /// counted apart; `rejected` counts negative answers (AR/AE, CR/CE).
@@ -221,6 +233,8 @@ pub struct Counters {
     pub pending_upload: i64,
     /// Acknowledged by the collector.
     pub uploaded: i64,
+    /// Quarantined, then dropped by an operator.
+    pub dropped: i64,
 }
 
 impl Counters {
@@ -234,6 +248,7 @@ impl Counters {
         self.quarantined += o.quarantined;
         self.pending_upload += o.pending_upload;
         self.uploaded += o.uploaded;
+        self.dropped += o.dropped;
     }
 }
 
@@ -244,7 +259,7 @@ impl Counters {
 pub fn read_counters(conn: &Connection) -> rusqlite::Result<Vec<(String, Counters)>> {
     let mut stmt = conn.prepare(
         "SELECT source, received, acked, rejected, duplicates, awaiting, quarantined,
-                pending_upload, uploaded
+                pending_upload, uploaded, dropped
          FROM counters ORDER BY source",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -259,6 +274,7 @@ pub fn read_counters(conn: &Connection) -> rusqlite::Result<Vec<(String, Counter
                 quarantined: r.get(6)?,
                 pending_upload: r.get(7)?,
                 uploaded: r.get(8)?,
+                dropped: r.get(9)?,
             },
         ))
     })?;

@@ -47,6 +47,28 @@ const MIGRATIONS: &[&str] = &[
         pending_upload INTEGER NOT NULL DEFAULT 0,
         uploaded       INTEGER NOT NULL DEFAULT 0
      );",
+    // 2: the pipeline's results: the outbox of de-identified events, the
+    // quarantine, and the encounters seen (for the "transfer of an unknown
+    // encounter" rule).
+    "CREATE TABLE outbox (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- the event id: never reused, batch order
+        message_id  INTEGER NOT NULL,     -- the raw message it came from
+        source      TEXT    NOT NULL,
+        type        TEXT    NOT NULL,     -- observation | adt | hl7_other | ...
+        event       TEXT    NOT NULL      -- the de-identified event, JSON
+     );
+     CREATE INDEX outbox_message ON outbox (message_id);
+     CREATE TABLE quarantine (
+        message_id  INTEGER PRIMARY KEY,  -- the raw message held back
+        source      TEXT    NOT NULL,
+        reason      TEXT    NOT NULL,     -- one line: the first fatal issue
+        issues      TEXT    NOT NULL,     -- every issue found, JSON array
+        at          INTEGER NOT NULL      -- when it was quarantined (ms)
+     );
+     CREATE TABLE encounters (
+        pseudonym   TEXT PRIMARY KEY
+     ) WITHOUT ROWID;
+     ALTER TABLE counters ADD COLUMN dropped INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The newest schema version this binary knows.

@@ -18,12 +18,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use wardlink_devices::{Received, RefuseReason, Reply, ToStore};
 
 use super::{unix_ms, State};
@@ -58,11 +58,78 @@ pub struct WriterStats {
     pub alive_at_ms: AtomicI64,
 }
 
+/// The pipeline's result for one raw message, applied by the writer.
+#[derive(Debug)]
+pub struct Processed {
+    /// The raw message's row id.
+    pub message_id: i64,
+    /// Its source (for the counters).
+    pub source: Arc<str>,
+    /// What became of it.
+    pub result: ProcessedResult,
+}
+
+/// Events for the outbox, or a quarantine entry.
+#[derive(Debug)]
+pub enum ProcessedResult {
+    /// De-identified events, as `(type, JSON)`, in message order.
+    Events {
+        /// The events.
+        events: Vec<(&'static str, String)>,
+        /// Encounter pseudonyms this message established.
+        new_encounters: Vec<String>,
+    },
+    /// Held back.
+    Quarantine {
+        /// One line: why.
+        reason: String,
+        /// Every issue, as a JSON array.
+        issues_json: String,
+    },
+}
+
+/// A batch of pipeline results and where to say that it is committed.
+#[derive(Debug)]
+pub struct Job {
+    /// The results, applied in one transaction.
+    pub processed: Vec<Processed>,
+    /// Answered after the commit (`Err` with the reason if it failed).
+    pub done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Rung by the writer after it stored new messages; the pipeline runner
+/// waits on it when it has caught up.
+#[derive(Debug, Default)]
+pub struct Doorbell {
+    rung: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Doorbell {
+    /// Wake the waiter.
+    pub fn ring(&self) {
+        if let Ok(mut r) = self.rung.lock() {
+            *r = true;
+            self.cv.notify_all();
+        }
+    }
+
+    /// Wait until rung or `timeout`; clears the bell.
+    pub fn wait(&self, timeout: Duration) {
+        let Ok(guard) = self.rung.lock() else { return };
+        if let Ok((mut r, _)) = self.cv.wait_timeout_while(guard, timeout, |rung| !*rung) {
+            *r = false;
+        }
+    }
+}
+
 /// The running writer thread.
 #[derive(Debug)]
 pub struct StoreWriter {
     thread: JoinHandle<()>,
     stats: Arc<WriterStats>,
+    jobs: mpsc::Sender<Job>,
+    doorbell: Arc<Doorbell>,
 }
 
 impl StoreWriter {
@@ -80,6 +147,9 @@ impl StoreWriter {
     ) -> std::io::Result<StoreWriter> {
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
+        let doorbell = Arc::new(Doorbell::default());
+        let bell = doorbell.clone();
+        let (jobs, job_rx) = mpsc::channel(4);
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
@@ -89,10 +159,26 @@ impl StoreWriter {
                     stats: thread_stats,
                     carry: HashMap::new(),
                     last_prune: Instant::now(),
+                    doorbell: bell,
                 };
-                w.run(requests, &runtime);
+                w.run(requests, job_rx, &runtime);
             })?;
-        Ok(StoreWriter { thread, stats })
+        Ok(StoreWriter {
+            thread,
+            stats,
+            jobs,
+            doorbell,
+        })
+    }
+
+    /// Where the pipeline runner sends its results.
+    pub fn jobs(&self) -> mpsc::Sender<Job> {
+        self.jobs.clone()
+    }
+
+    /// Rung whenever new messages were stored.
+    pub fn doorbell(&self) -> Arc<Doorbell> {
+        self.doorbell.clone()
     }
 
     /// The writer's live figures.
@@ -103,6 +189,7 @@ impl StoreWriter {
     /// Wait for the writer to finish: it does once every sender is dropped
     /// and the queue is drained and committed.
     pub fn join(self) {
+        drop(self.jobs);
         if self.thread.join().is_err() {
             tracing::error!("store writer thread panicked");
         }
@@ -126,21 +213,47 @@ struct Writer {
     /// commit that succeeds (counters only change inside a transaction).
     carry: HashMap<Arc<str>, Delta>,
     last_prune: Instant,
+    doorbell: Arc<Doorbell>,
+}
+
+/// What woke the writer.
+enum Next {
+    Request(Option<ToStore>),
+    Job(Job),
 }
 
 impl Writer {
-    fn run(&mut self, mut requests: mpsc::Receiver<ToStore>, runtime: &tokio::runtime::Handle) {
+    fn run(
+        &mut self,
+        mut requests: mpsc::Receiver<ToStore>,
+        mut jobs: mpsc::Receiver<Job>,
+        runtime: &tokio::runtime::Handle,
+    ) {
         let max = self.options.group_commit_max.max(1);
         let mut group: Vec<ToStore> = Vec::with_capacity(max);
         loop {
             self.stats
                 .alive_at_ms
                 .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
-            let first = runtime
-                .block_on(async { tokio::time::timeout(IDLE_WAKEUP, requests.recv()).await });
-            match first {
-                Ok(Some(req)) => group.push(req),
-                Ok(None) => break,
+            let next = runtime.block_on(async {
+                tokio::time::timeout(IDLE_WAKEUP, async {
+                    // Biased: sources (whose senders wait for an ACK) go
+                    // before pipeline results (which nobody waits on).
+                    tokio::select! {
+                        biased;
+                        r = requests.recv() => Next::Request(r),
+                        Some(j) = jobs.recv() => Next::Job(j),
+                    }
+                })
+                .await
+            });
+            match next {
+                Ok(Next::Request(Some(req))) => group.push(req),
+                Ok(Next::Request(None)) => break,
+                Ok(Next::Job(job)) => {
+                    self.apply_job(job);
+                    continue;
+                }
                 Err(_idle) => {
                     self.housekeeping();
                     continue;
@@ -171,6 +284,12 @@ impl Writer {
             Ok(replies) => {
                 self.carry.clear();
                 self.stats.groups.fetch_add(1, Ordering::Relaxed);
+                if replies
+                    .iter()
+                    .any(|r| matches!(r, Some(Reply::Stored { .. })))
+                {
+                    self.doorbell.ring();
+                }
                 for (req, reply) in group.drain(..).zip(replies) {
                     if let (ToStore::Commit { reply: tx, .. }, Some(r)) = (req, reply) {
                         // The source may have gone away (connection closed);
@@ -202,6 +321,16 @@ impl Writer {
             }
         }
         self.stats.requests.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// Apply a batch of pipeline results in one transaction.
+    fn apply_job(&mut self, job: Job) {
+        let n = job.processed.len();
+        let result = apply_processed(&mut self.conn, &job.processed).map_err(|e| {
+            tracing::error!(error = %e, results = n, "storing pipeline results failed; the messages stay awaiting and are processed again");
+            e.to_string()
+        });
+        let _ = job.done.send(result);
     }
 
     fn housekeeping(&mut self) {
@@ -315,6 +444,66 @@ fn write_group(
     }
     tx.commit()?;
     Ok(replies)
+}
+
+/// Write pipeline results: each message leaves `awaiting` for
+/// `pending_upload` (its events in the outbox) or `quarantined`, with the
+/// counters, in one transaction. A message no longer awaiting (dropped or
+/// processed meanwhile) is skipped, so applying a result twice is harmless.
+fn apply_processed(conn: &mut Connection, processed: &[Processed]) -> rusqlite::Result<()> {
+    let now = unix_ms(SystemTime::now());
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut mark = tx.prepare_cached(
+            "UPDATE messages SET state = ?1, state_at = ?2 WHERE id = ?3 AND state = ?4",
+        )?;
+        let mut event = tx.prepare_cached(
+            "INSERT INTO outbox (message_id, source, type, event) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut encounter =
+            tx.prepare_cached("INSERT OR IGNORE INTO encounters (pseudonym) VALUES (?1)")?;
+        let mut quarantine = tx.prepare_cached(
+            "INSERT OR REPLACE INTO quarantine (message_id, source, reason, issues, at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut count = tx.prepare_cached(
+            "UPDATE counters SET awaiting = awaiting - 1,
+                pending_upload = pending_upload + ?2, quarantined = quarantined + ?3
+             WHERE source = ?1",
+        )?;
+        for p in processed {
+            let (state, to_outbox, to_quarantine) = match p.result {
+                ProcessedResult::Events { .. } => (State::PendingUpload, 1, 0),
+                ProcessedResult::Quarantine { .. } => (State::Quarantined, 0, 1),
+            };
+            let changed =
+                mark.execute((state as i64, now, p.message_id, State::Awaiting as i64))?;
+            if changed == 0 {
+                continue;
+            }
+            match &p.result {
+                ProcessedResult::Events {
+                    events,
+                    new_encounters,
+                } => {
+                    for (kind, json) in events {
+                        event.execute((p.message_id, &*p.source, kind, json))?;
+                    }
+                    for e in new_encounters {
+                        encounter.execute([e])?;
+                    }
+                }
+                ProcessedResult::Quarantine {
+                    reason,
+                    issues_json,
+                } => {
+                    quarantine.execute((p.message_id, &*p.source, reason, issues_json, now))?;
+                }
+            }
+            count.execute((&*p.source, to_outbox, to_quarantine))?;
+        }
+    }
+    tx.commit()
 }
 
 /// Look for a stored message with the same duplicate key inside the window.
@@ -483,6 +672,7 @@ mod tests {
             stats: Arc::default(),
             carry: HashMap::new(),
             last_prune: Instant::now(),
+            doorbell: Arc::default(),
         };
         w.housekeeping();
         let left: Vec<(i64, i64)> = w

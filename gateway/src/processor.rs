@@ -1,0 +1,268 @@
+//! The pipeline runner: stored raw messages in, events or quarantine out,
+//! off the ACK path.
+//!
+//! One thread reads `awaiting` messages (oldest first, up to [`BATCH`] at a
+//! time) on its own read-only connection, runs [`Pipeline::process`] on
+//! each, and sends the results to the store writer as one [`Job`]; the
+//! writer applies a job in one transaction (events or quarantine entry, the
+//! message's new state, the counters). The runner waits for that commit
+//! before it reads the next batch, so it never processes a message twice.
+//!
+//! Because the pipeline is deterministic (keyed pseudonyms, per-patient
+//! date shifts), a crash between the raw commit and this one only means the
+//! message is processed again after restart, with the same result. A panic
+//! inside the pipeline on one message is caught and quarantines that message
+//! ("internal error"); it never takes the daemon down or loops.
+
+use std::collections::HashSet;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::pipeline::{Outcome, Pipeline, PipelineContext, RawMessage};
+use crate::store::writer::{Doorbell, Job, Processed, ProcessedResult};
+use crate::store::{self, State, StoreError};
+
+/// At most this many messages are processed and committed together.
+pub const BATCH: usize = 256;
+/// How long the runner sleeps when caught up, unless the doorbell rings.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// Pause after a failed commit of results before trying again.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// Live figures of the runner.
+#[derive(Debug, Default)]
+pub struct ProcessorStats {
+    /// Messages that produced events.
+    pub processed: AtomicU64,
+    /// Messages quarantined.
+    pub quarantined: AtomicU64,
+    /// Of those, because the pipeline panicked.
+    pub internal_errors: AtomicU64,
+}
+
+/// The running pipeline thread.
+#[derive(Debug)]
+pub struct Processor {
+    stop: Arc<AtomicBool>,
+    doorbell: Arc<Doorbell>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<ProcessorStats>,
+}
+
+impl Processor {
+    /// Start processing the store in `state_dir`.
+    ///
+    /// # Errors
+    /// The store cannot be opened for reading or the thread cannot start.
+    pub fn spawn(
+        state_dir: &Path,
+        pipeline: Pipeline,
+        jobs: mpsc::Sender<Job>,
+        doorbell: Arc<Doorbell>,
+    ) -> Result<Processor, StoreError> {
+        let conn = store::open_for_reading(state_dir)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(ProcessorStats::default());
+        let (flag, bell, st) = (stop.clone(), doorbell.clone(), stats.clone());
+        let thread = std::thread::Builder::new()
+            .name("pipeline".into())
+            .spawn(move || run(&conn, &pipeline, &jobs, &bell, &flag, &st))
+            .map_err(|source| StoreError::StateDir {
+                path: state_dir.to_path_buf(),
+                source,
+            })?;
+        Ok(Processor {
+            stop,
+            doorbell,
+            thread: Some(thread),
+            stats,
+        })
+    }
+
+    /// The runner's figures.
+    pub fn stats(&self) -> Arc<ProcessorStats> {
+        self.stats.clone()
+    }
+
+    /// Stop after the batch in hand is committed.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.doorbell.ring();
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("pipeline thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Processor {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// One awaiting message as read from the store.
+struct Pending {
+    id: i64,
+    source: Arc<str>,
+    received_at_ms: i64,
+    charset: Option<String>,
+    raw: Vec<u8>,
+}
+
+fn run(
+    conn: &Connection,
+    pipeline: &Pipeline,
+    jobs: &mpsc::Sender<Job>,
+    doorbell: &Doorbell,
+    stop: &AtomicBool,
+    stats: &ProcessorStats,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let batch = match load_awaiting(conn) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "reading awaiting messages failed");
+                doorbell.wait(RETRY_AFTER);
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            doorbell.wait(IDLE_WAIT);
+            continue;
+        }
+        let mut seen = HashSet::new();
+        let processed: Vec<Processed> = batch
+            .into_iter()
+            .map(|m| process_one(pipeline, conn, &mut seen, m, stats))
+            .collect();
+        let (done, committed) = oneshot::channel();
+        if jobs.blocking_send(Job { processed, done }).is_err() {
+            return; // the writer has stopped
+        }
+        match committed.blocking_recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => doorbell.wait(RETRY_AFTER),
+            Err(_) => return,
+        }
+    }
+}
+
+fn load_awaiting(conn: &Connection) -> rusqlite::Result<Vec<Pending>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, source, received_at, charset, raw FROM messages
+         WHERE state = ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map((State::Awaiting as i64, BATCH as i64), |r| {
+        Ok(Pending {
+            id: r.get(0)?,
+            source: Arc::from(r.get::<_, String>(1)?),
+            received_at_ms: r.get(2)?,
+            charset: r.get(3)?,
+            raw: r.get(4)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Encounter history: what the store knows plus what this batch added.
+struct History<'a> {
+    conn: &'a Connection,
+    added: &'a HashSet<String>,
+}
+
+impl PipelineContext for History<'_> {
+    fn encounter_known(&self, pseudonym: &str) -> bool {
+        if self.added.contains(pseudonym) {
+            return true;
+        }
+        self.conn
+            .prepare_cached("SELECT 1 FROM encounters WHERE pseudonym = ?1")
+            .and_then(|mut s| s.query_row([pseudonym], |_| Ok(())).optional())
+            .map(|o| o.is_some())
+            .unwrap_or(false)
+    }
+}
+
+fn process_one(
+    pipeline: &Pipeline,
+    conn: &Connection,
+    seen: &mut HashSet<String>,
+    m: Pending,
+    stats: &ProcessorStats,
+) -> Processed {
+    let raw = RawMessage {
+        id: m.id,
+        source: &m.source,
+        received_at: UNIX_EPOCH
+            + Duration::from_millis(u64::try_from(m.received_at_ms).unwrap_or(0)),
+        bytes: &m.raw,
+        charset_hint: m.charset.as_deref(),
+    };
+    let history = History { conn, added: seen };
+    let outcome = catch_unwind(AssertUnwindSafe(|| pipeline.process(&raw, &history)));
+    let result = match outcome {
+        Ok(Outcome::Events {
+            events,
+            new_encounters,
+        }) => {
+            let mut out = Vec::with_capacity(events.len());
+            let mut failed = None;
+            for e in &events {
+                match serde_json::to_string(e) {
+                    Ok(json) => out.push((e.type_name(), json)),
+                    Err(err) => failed = Some(err.to_string()),
+                }
+            }
+            match failed {
+                None => {
+                    seen.extend(new_encounters.iter().cloned());
+                    stats.processed.fetch_add(1, Ordering::Relaxed);
+                    ProcessedResult::Events {
+                        events: out,
+                        new_encounters,
+                    }
+                }
+                Some(err) => internal_error(stats, &format!("event serialization failed: {err}")),
+            }
+        }
+        Ok(Outcome::Quarantine { reason, issues }) => {
+            stats.quarantined.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(source = %m.source, message_id = m.id, %reason, "message quarantined");
+            ProcessedResult::Quarantine {
+                reason,
+                issues_json: serde_json::to_string(&issues).unwrap_or_else(|_| "[]".into()),
+            }
+        }
+        Err(_panic) => {
+            tracing::error!(source = %m.source, message_id = m.id, "the pipeline panicked on a message; quarantined as an internal error");
+            internal_error(stats, "internal error: the pipeline failed on this message")
+        }
+    };
+    Processed {
+        message_id: m.id,
+        source: m.source,
+        result,
+    }
+}
+
+fn internal_error(stats: &ProcessorStats, reason: &str) -> ProcessedResult {
+    stats.quarantined.fetch_add(1, Ordering::Relaxed);
+    stats.internal_errors.fetch_add(1, Ordering::Relaxed);
+    ProcessedResult::Quarantine {
+        reason: reason.to_string(),
+        issues_json: "[]".into(),
+    }
+}
