@@ -144,3 +144,152 @@ fn patient_of_adt(events: &[(String, String)]) -> String {
         .expect("a patient pseudonym")
         .to_string()
 }
+
+/// `wardlink quarantine list|show|release|drop` against a running daemon;
+/// the counters follow every change.
+#[test]
+fn quarantine_commands_manage_held_messages() -> Result {
+    let g = Gateway::start(&mllp_source("q", ""))?;
+    let mut c = Client::connect(g.addr("q"))?;
+    let bad = |id: &str| {
+        format!("MSH|^~\\&|HIS|HOSP|WARDLINK|HOSP|20261123090000||ADT^A01^ADT_A01|{id}|P|2.5\rEVN|A01|20261123090000\r")
+            .into_bytes()
+    };
+    assert_eq!(c.exchange(&bad("QB1"))?.code, "AA");
+    assert_eq!(c.exchange(&bad("QB2"))?.code, "AA");
+    let st = wait_processed(&g);
+    assert_eq!(st["quarantined"], 2, "{st}");
+
+    let cfg = g.config.to_str().unwrap().to_string();
+    let out = wardlink(&["quarantine", "list", "--json", "--config", &cfg]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let ids: Vec<i64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(list[0]["reason"].as_str().unwrap_or("").len() > 3, "{list}");
+
+    let out = wardlink(&["quarantine", "show", &ids[0].to_string(), "--config", &cfg]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("QB1") && text.contains("reason:"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("raw message"),
+        "the raw message only with --raw"
+    );
+
+    // Drop the first: counted as dropped, raw bytes gone.
+    let out = wardlink(&["quarantine", "drop", &ids[0].to_string(), "--config", &cfg]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Release the second: the pipeline runs again; its issue is still fatal,
+    // so it comes back to the quarantine.
+    let out = wardlink(&[
+        "quarantine",
+        "release",
+        &ids[1].to_string(),
+        "--config",
+        &cfg,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back = wait_until(Duration::from_secs(20), || {
+        let st = g.status_json().unwrap_or_default();
+        st["quarantined"] == 1 && st["dropped"] == 1 && st["awaiting"] == 0
+    });
+    assert!(back, "{}", g.status_json()?);
+    assert_accounting(&g.status_json()?);
+    let conn = g.open_store()?;
+    let raw_len: i64 = conn.query_row(
+        "SELECT length(raw) FROM messages WHERE id = ?1",
+        [ids[0]],
+        |r| r.get(0),
+    )?;
+    assert_eq!(raw_len, 0, "a dropped message's raw bytes are deleted");
+
+    // Unknown ids are a clear error with exit 1.
+    let out = wardlink(&["quarantine", "release", "999999", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no quarantined message"));
+    Ok(())
+}
+
+/// `wardlink deid FILE` shows the events and per-field rules without any
+/// removed value; `--print-profile` prints the profile.
+#[test]
+fn deid_review_shows_events_and_rules_without_phi() -> Result {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("sample.hl7");
+    let mut bytes = adt_a01("R1", "MRN424242");
+    bytes.extend_from_slice(&oru("R2"));
+    std::fs::write(&file, String::from_utf8(bytes)?.replace('\r', "\n"))?;
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nstate_dir = \"{}\"\n",
+            dir.path().join("state").display()
+        ),
+    )?;
+    let out = wardlink(&[
+        "deid",
+        "--config",
+        cfg.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("message 1") && text.contains("message 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"type\":\"adt\"") && text.contains("\"type\":\"observation\""),
+        "{text}"
+    );
+    assert!(text.contains("PID-5"), "per-field rules are listed: {text}");
+    for phi in [
+        "Venkataraman",
+        "Lakshmi",
+        "MRN424242",
+        "19520703",
+        "98450",
+        "Residency",
+        "Sharma",
+        "Priya",
+    ] {
+        assert!(!text.contains(phi), "{phi} printed by the review");
+    }
+    assert!(
+        !dir.path().join("state").exists(),
+        "the review creates no state"
+    );
+
+    let out = wardlink(&["deid", "--print-profile"]);
+    let profile = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && profile.contains("PID") && profile.contains("NK1"),
+        "{profile}"
+    );
+    Ok(())
+}

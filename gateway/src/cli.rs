@@ -47,6 +47,66 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Review de-identification before go-live: for each message in FILE...
+    /// (MLLP-framed or plain HL7 files) print the events that would be
+    /// uploaded and, per field, which rule acted on it. Prints no removed value.
+    Deid {
+        /// Print the de-identification profile (the per-field actions) instead.
+        #[arg(long)]
+        print_profile: bool,
+        /// The configuration whose site secret to use, so pseudonyms match the
+        /// gateway's (default: the embedded default's state directory; a
+        /// temporary key if there is none yet).
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Files of HL7 v2 messages.
+        #[arg(value_name = "FILE", required_unless_present = "print_profile")]
+        files: Vec<PathBuf>,
+    },
+    /// Review messages held back by validation: list, show, release (run the
+    /// pipeline again) or drop.
+    Quarantine {
+        /// What to do.
+        #[command(subcommand)]
+        action: QuarantineAction,
+        /// The configuration whose store to use (default: the embedded default).
+        #[arg(long, short, value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// `wardlink quarantine` actions.
+#[derive(Debug, Subcommand)]
+pub enum QuarantineAction {
+    /// List quarantined messages with their reason.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one quarantined message: its reason and every issue.
+    Show {
+        /// The id from `list`.
+        id: i64,
+        /// Also print the raw message (it contains patient data).
+        #[arg(long)]
+        raw: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a quarantined message through the pipeline again (e.g. after a
+    /// configuration change). If its issue is still fatal it returns here.
+    Release {
+        /// The id from `list`.
+        id: i64,
+    },
+    /// Drop a quarantined message for good: its raw bytes are deleted; the
+    /// counters keep it as `dropped`.
+    Drop {
+        /// The id from `list`.
+        id: i64,
+    },
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@
 //! - [`status`]: the accounting report of `wardlink status` (text and JSON)
 //!   and the runtime file the daemon publishes its bound addresses in.
 //! - [`daemon`]: the lifecycle: open the store, bind, serve, stop cleanly.
+//! - [`quarantine`]: list, show, release and drop quarantined messages;
+//!   [`review`]: `wardlink deid`, the de-identification review of sample files.
 //! - [`cli`]: the command-line definition; [`logging`]: tracing to stderr.
 //!
 //! The binary (`src/main.rs`) is glue: it parses the command line, loads the
@@ -19,5 +21,7 @@ pub mod daemon;
 pub mod logging;
 pub mod pipeline;
 pub mod processor;
+pub mod quarantine;
+pub mod review;
 pub mod status;
 pub mod store;

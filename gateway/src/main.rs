@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use wardlink::cli::{Cli, Command};
+use wardlink::cli::{Cli, Command, QuarantineAction};
 use wardlink::{daemon, logging, status};
 use wardlink_config::Config;
 
@@ -26,6 +26,107 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Status { json, config } => show_status(json, config.as_deref()),
+        Command::Deid {
+            print_profile,
+            config,
+            files,
+        } => deid(print_profile, config.as_deref(), &files),
+        Command::Quarantine { action, config } => quarantine(action, config.as_deref()),
+    }
+}
+
+fn deid(print_profile: bool, config: Option<&Path>, files: &[std::path::PathBuf]) -> ExitCode {
+    if print_profile {
+        print!("{}", wardlink::pipeline::default_profile_text());
+        return ExitCode::SUCCESS;
+    }
+    let config = match load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wardlink: configuration error:\n{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match wardlink::review::run(&config, files, &mut std::io::stdout().lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wardlink: {e:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn quarantine(action: QuarantineAction, config: Option<&Path>) -> ExitCode {
+    use wardlink::quarantine as q;
+    let config = match load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wardlink: configuration error:\n{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let dir = &config.gateway.state_dir;
+    let result: Result<String, q::QuarantineError> = match action {
+        QuarantineAction::List { json } => q::list(dir).map(|entries| {
+            if json {
+                serde_json::to_string_pretty(&entries).unwrap_or_default()
+            } else if entries.is_empty() {
+                "no quarantined messages".to_string()
+            } else {
+                let mut out = format!(
+                    "{:>8}  {:<16} {:<12} {}\n",
+                    "id", "source", "type", "reason"
+                );
+                for e in entries {
+                    out.push_str(&format!(
+                        "{:>8}  {:<16} {:<12} {}\n",
+                        e.id,
+                        e.source,
+                        e.message_type.unwrap_or_else(|| "-".into()),
+                        e.reason
+                    ));
+                }
+                out.trim_end().to_string()
+            }
+        }),
+        QuarantineAction::Show { id, raw, json } => q::show(dir, id, raw).map(|d| {
+            if json {
+                serde_json::to_string_pretty(&d).unwrap_or_default()
+            } else {
+                let mut out = format!(
+                    "id: {}\nsource: {}\ntype: {}\ncontrol id: {}\nreason: {}\nissues: {}",
+                    d.entry.id,
+                    d.entry.source,
+                    d.entry.message_type.as_deref().unwrap_or("-"),
+                    d.control_id.as_deref().unwrap_or("-"),
+                    d.entry.reason,
+                    serde_json::to_string_pretty(&d.issues).unwrap_or_default()
+                );
+                if let Some(raw) = d.raw {
+                    out.push_str("\nraw message:\n");
+                    out.push_str(&raw);
+                }
+                out
+            }
+        }),
+        QuarantineAction::Release { id } => q::release(dir, id)
+            .map(|()| format!("message {id} released: the pipeline processes it again")),
+        QuarantineAction::Drop { id } => {
+            q::drop_message(dir, id).map(|()| format!("message {id} dropped"))
+        }
+    };
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wardlink: {e}");
+            ExitCode::from(match e {
+                q::QuarantineError::NotFound(_) => EXIT_CHECK_FAILED,
+                _ => EXIT_RUNTIME,
+            })
+        }
     }
 }
 
