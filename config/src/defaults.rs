@@ -7,7 +7,7 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
-use crate::LogLevel;
+use crate::{DatePolicyConfig, LogLevel, PseudonymScope};
 
 /// `gateway.state_dir`: relative to the daemon's working directory.
 pub const STATE_DIR: &str = "./wardlink-data";
@@ -19,6 +19,20 @@ pub const RAW_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 pub const GROUP_COMMIT_MAX: usize = 512;
 /// `store.max_bytes`: `None` (written `0` in the file) = no limit but the disk.
 pub const MAX_BYTES: Option<u64> = None;
+/// `deid.date_shift_max_days`.
+pub const DEID_DATE_SHIFT_MAX_DAYS: u32 = 180;
+/// `deid.date_policy` (with `deid.date_shift_max_days`): shift, ±180 days.
+pub const DEID_DATE_POLICY: DatePolicyConfig = DatePolicyConfig::Shift {
+    max_days: DEID_DATE_SHIFT_MAX_DAYS,
+};
+/// `deid.pseudonym_scope`.
+pub const DEID_PSEUDONYM_SCOPE: PseudonymScope = PseudonymScope::Site;
+/// `deid.network_key_file`: `None` (written `""` in the file) = no network secret.
+pub const DEID_NETWORK_KEY_FILE: Option<&str> = None;
+/// `validate.max_future_skew`: 5 minutes.
+pub const VALIDATE_MAX_FUTURE_SKEW: Duration = Duration::from_secs(5 * 60);
+/// `validate.max_age`: 30 days.
+pub const VALIDATE_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 /// `source.mllp[].name`.
 pub const MLLP_NAME: &str = "mllp";
 /// `source.mllp[].listen`: loopback only, the HL7 v2 port.

@@ -49,7 +49,10 @@ use std::io::Read;
 use std::path::Path;
 
 pub use error::{ConfigError, Problem};
-pub use model::{Config, GatewayConfig, LogConfig, LogLevel, MllpSource, Sources, StoreConfig};
+pub use model::{
+    Config, DatePolicyConfig, DeidConfig, FieldOverrideConfig, GatewayConfig, LogConfig, LogLevel,
+    MllpSource, OverrideAction, PseudonymScope, Sources, StoreConfig, ValidateConfig,
+};
 
 /// The embedded default configuration, with a comment for every key. It is
 /// also the example config: `wardlink print-default-config` prints it.

@@ -21,6 +21,10 @@ pub struct Config {
     pub log: LogConfig,
     /// `[store]`: the local message store.
     pub store: StoreConfig,
+    /// `[deid]`: how identifiers and dates are de-identified.
+    pub deid: DeidConfig,
+    /// `[validate]`: the limits of message validation.
+    pub validate: ValidateConfig,
     /// `[source.*]`: the listeners that receive data.
     pub sources: Sources,
 }
@@ -125,6 +129,180 @@ impl Default for StoreConfig {
             raw_retention: defaults::RAW_RETENTION,
             group_commit_max: defaults::GROUP_COMMIT_MAX,
             max_bytes: defaults::MAX_BYTES,
+        }
+    }
+}
+
+/// `[deid]`: how data is de-identified before it leaves the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeidConfig {
+    /// How dates leave the box.
+    pub date_policy: DatePolicyConfig,
+    /// Which secret pseudonymizes ABHA numbers.
+    pub pseudonym_scope: PseudonymScope,
+    /// The shared network secret file, as written (not checked to exist: the
+    /// daemon reads it). `Some` exactly when `pseudonym_scope` is
+    /// [`PseudonymScope::Network`].
+    pub network_key_file: Option<PathBuf>,
+    /// `[deid.overrides]`: site overrides of single fields of the default
+    /// profile, in file order. No field appears twice.
+    pub overrides: Vec<FieldOverrideConfig>,
+}
+
+impl Default for DeidConfig {
+    fn default() -> Self {
+        Self {
+            date_policy: defaults::DEID_DATE_POLICY,
+            pseudonym_scope: defaults::DEID_PSEUDONYM_SCOPE,
+            network_key_file: defaults::DEID_NETWORK_KEY_FILE.map(PathBuf::from),
+            overrides: Vec::new(),
+        }
+    }
+}
+
+/// `deid.date_policy` with `deid.date_shift_max_days`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DatePolicyConfig {
+    /// `"shift"`: every date of a patient moves by the same keyed whole
+    /// number of days in `-max_days..=max_days`; intervals and order are kept.
+    Shift {
+        /// The largest shift in days, either way: 1..=3650.
+        max_days: u32,
+    },
+    /// `"year"`: only the year is kept (HIPAA Safe Harbor literal reading).
+    YearOnly,
+}
+
+impl DatePolicyConfig {
+    /// The name as written in `deid.date_policy`: `"shift"` or `"year"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DatePolicyConfig::Shift { .. } => "shift",
+            DatePolicyConfig::YearOnly => "year",
+        }
+    }
+}
+
+impl fmt::Display for DatePolicyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `deid.pseudonym_scope`: which secret pseudonymizes network-wide identifiers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PseudonymScope {
+    /// `"site"`: every pseudonym uses this gateway's own secret, so they
+    /// differ between sites.
+    Site,
+    /// `"network"`: ABHA numbers additionally get a pseudonym from the secret
+    /// shared by every site of the network (`deid.network_key_file`), equal
+    /// at every hospital.
+    Network,
+}
+
+impl PseudonymScope {
+    /// Every scope.
+    pub const ALL: [PseudonymScope; 2] = [PseudonymScope::Site, PseudonymScope::Network];
+
+    /// The name as written in the config file.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PseudonymScope::Site => "site",
+            PseudonymScope::Network => "network",
+        }
+    }
+
+    /// The scope with this exact (lowercase) name.
+    pub fn from_name(name: &str) -> Option<PseudonymScope> {
+        PseudonymScope::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl fmt::Display for PseudonymScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One `[deid.overrides]` entry: `FIELD = ACTION`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldOverrideConfig {
+    /// The field as written: `SEG-N` or `SEG-N.C`, e.g. `"PID-11.5"` or
+    /// `"PV1-3"` (a segment of 3 `A-Z`/`0-9` starting with a letter, N
+    /// 1..=999, C 1..=99, no leading zeros).
+    pub field: String,
+    /// What to do with it instead of the default profile's action.
+    pub action: OverrideAction,
+    /// The 1-based line of the entry in the config file, for messages about
+    /// it; `None` when not read from a file.
+    pub line: Option<usize>,
+}
+
+/// An action of `[deid.overrides]`, as written there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OverrideAction {
+    /// `"remove"`
+    Remove,
+    /// `"pseudonymize"`
+    Pseudonymize,
+    /// `"generalize"`
+    Generalize,
+    /// `"shift_date"`
+    ShiftDate,
+    /// `"keep"`
+    Keep,
+}
+
+impl OverrideAction {
+    /// Every action, in the order the documentation lists them.
+    pub const ALL: [OverrideAction; 5] = [
+        OverrideAction::Remove,
+        OverrideAction::Pseudonymize,
+        OverrideAction::Generalize,
+        OverrideAction::ShiftDate,
+        OverrideAction::Keep,
+    ];
+
+    /// The name as written in the config file (snake_case).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OverrideAction::Remove => "remove",
+            OverrideAction::Pseudonymize => "pseudonymize",
+            OverrideAction::Generalize => "generalize",
+            OverrideAction::ShiftDate => "shift_date",
+            OverrideAction::Keep => "keep",
+        }
+    }
+
+    /// The action with this exact name.
+    pub fn from_name(name: &str) -> Option<OverrideAction> {
+        OverrideAction::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+}
+
+impl fmt::Display for OverrideAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[validate]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidateConfig {
+    /// A timestamp later than the message's arrival plus this is flagged
+    /// (clock skew). At least 1 second.
+    pub max_future_skew: Duration,
+    /// A timestamp older than the message's arrival minus this is flagged.
+    /// At least 1 hour.
+    pub max_age: Duration,
+}
+
+impl Default for ValidateConfig {
+    fn default() -> Self {
+        Self {
+            max_future_skew: defaults::VALIDATE_MAX_FUTURE_SKEW,
+            max_age: defaults::VALIDATE_MAX_AGE,
         }
     }
 }

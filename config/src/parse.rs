@@ -4,7 +4,9 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use crate::raw::{keys_of, RawConfig, RawGateway, RawLog, RawMllp, RawSources, RawStore};
+use crate::raw::{
+    keys_of, RawConfig, RawDeid, RawGateway, RawLog, RawMllp, RawSources, RawStore, RawValidate,
+};
 use crate::report::Report;
 
 const SYNTAX_FIX: &str = "fix the TOML syntax on this line (strings in double quotes, \
@@ -53,6 +55,9 @@ fn remove_unknown_keys(root: &mut DeTable<'_>, report: &mut Report<'_>) {
         ("gateway", keys_of::<RawGateway>()),
         ("log", keys_of::<RawLog>()),
         ("store", keys_of::<RawStore>()),
+        // `deid.overrides` is not checked: its keys are field names.
+        ("deid", keys_of::<RawDeid>()),
+        ("validate", keys_of::<RawValidate>()),
     ] {
         if let Some(table) = table_mut(root, name) {
             check_keys(table, name, keys, report);

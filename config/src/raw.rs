@@ -17,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 
 use ipnet::IpNet;
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -217,6 +217,10 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) store: Field<RawStore>,
     #[serde(default)]
+    pub(crate) deid: Field<RawDeid>,
+    #[serde(default)]
+    pub(crate) validate: Field<RawValidate>,
+    #[serde(default)]
     pub(crate) source: Field<RawSources>,
 }
 
@@ -305,6 +309,169 @@ fn default_group_commit_max() -> Field<Integer> {
 fn default_max_bytes() -> Field<Integer> {
     // The file says "no limit" with 0.
     integer(defaults::MAX_BYTES.unwrap_or(0))
+}
+
+/// `[deid]`
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "snake_case",
+    expecting = "a [deid] table"
+)]
+pub(crate) struct RawDeid {
+    #[serde(default = "default_deid_date_policy")]
+    pub(crate) date_policy: Field<String>,
+    #[serde(default = "default_deid_date_shift_max_days")]
+    pub(crate) date_shift_max_days: Field<Integer>,
+    #[serde(default = "default_deid_pseudonym_scope")]
+    pub(crate) pseudonym_scope: Field<String>,
+    #[serde(default = "default_deid_network_key_file")]
+    pub(crate) network_key_file: Field<String>,
+    #[serde(default)]
+    pub(crate) overrides: Field<RawOverrides>,
+}
+
+impl Default for RawDeid {
+    fn default() -> Self {
+        Self {
+            date_policy: default_deid_date_policy(),
+            date_shift_max_days: default_deid_date_shift_max_days(),
+            pseudonym_scope: default_deid_pseudonym_scope(),
+            network_key_file: default_deid_network_key_file(),
+            overrides: Field::default(),
+        }
+    }
+}
+
+fn default_deid_date_policy() -> Field<String> {
+    Field::absent(defaults::DEID_DATE_POLICY.as_str().to_owned())
+}
+
+fn default_deid_date_shift_max_days() -> Field<Integer> {
+    integer(defaults::DEID_DATE_SHIFT_MAX_DAYS)
+}
+
+fn default_deid_pseudonym_scope() -> Field<String> {
+    Field::absent(defaults::DEID_PSEUDONYM_SCOPE.as_str().to_owned())
+}
+
+fn default_deid_network_key_file() -> Field<String> {
+    // The file says "none" with "".
+    Field::absent(defaults::DEID_NETWORK_KEY_FILE.unwrap_or("").to_owned())
+}
+
+/// `[deid.overrides]`: `FIELD = ACTION` entries. Its keys are data (field
+/// names), not schema, so it is a map rather than a struct: the parser does
+/// not check its keys, and validation checks their form.
+#[derive(Debug, Default)]
+pub(crate) struct RawOverrides(pub(crate) Vec<RawOverride>);
+
+/// One `FIELD = ACTION` entry of `[deid.overrides]`.
+#[derive(Debug)]
+pub(crate) struct RawOverride {
+    /// The key as written (unquoted).
+    pub(crate) field: String,
+    /// Byte range of the key in the text.
+    pub(crate) field_span: Range<usize>,
+    /// The value.
+    pub(crate) action: Field<OverrideValue>,
+}
+
+impl<'de> Deserialize<'de> for RawOverrides {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawOverrides;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a [deid.overrides] table")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawOverrides, A::Error> {
+                let mut entries = Vec::new();
+                while let Some((field, action)) =
+                    map.next_entry::<Spanned<String>, Field<OverrideValue>>()?
+                {
+                    entries.push(RawOverride {
+                        field_span: field.span(),
+                        field: field.into_inner(),
+                        action,
+                    });
+                }
+                // The parsed table is sorted by key; the file's order is nicer.
+                entries.sort_by_key(|e| e.field_span.start);
+                Ok(RawOverrides(entries))
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
+}
+
+/// The value of a `[deid.overrides]` entry: an action name, or a table when
+/// the field was written without quotes (`PID-11.5 = ...` is the key `PID-11`
+/// holding the table `{ 5 = ... }`), which validation explains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OverrideValue {
+    /// A string, checked as an action name in validation.
+    Action(String),
+    /// A table; its first key, if any.
+    Table(Option<String>),
+}
+
+impl<'de> Deserialize<'de> for OverrideValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OverrideValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an action in quotes such as \"remove\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OverrideValue, E> {
+                Ok(OverrideValue::Action(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OverrideValue, A::Error> {
+                let first = map.next_key::<String>()?;
+                if first.is_some() {
+                    map.next_value::<de::IgnoredAny>()?;
+                    while map
+                        .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                        .is_some()
+                    {}
+                }
+                Ok(OverrideValue::Table(first))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// `[validate]`
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "snake_case",
+    expecting = "a [validate] table"
+)]
+pub(crate) struct RawValidate {
+    #[serde(default = "default_validate_max_future_skew")]
+    pub(crate) max_future_skew: Field<Duration>,
+    #[serde(default = "default_validate_max_age")]
+    pub(crate) max_age: Field<Duration>,
+}
+
+impl Default for RawValidate {
+    fn default() -> Self {
+        Self {
+            max_future_skew: default_validate_max_future_skew(),
+            max_age: default_validate_max_age(),
+        }
+    }
+}
+
+fn default_validate_max_future_skew() -> Field<Duration> {
+    Field::absent(Duration(defaults::VALIDATE_MAX_FUTURE_SKEW))
+}
+
+fn default_validate_max_age() -> Field<Duration> {
+    Field::absent(Duration(defaults::VALIDATE_MAX_AGE))
 }
 
 /// `[source]`: one key per source kind, each an array of tables.

@@ -1,7 +1,12 @@
 //! Tests that need the crate's internals: the embedded default against the schema.
 
-use crate::raw::{keys_of, RawConfig, RawGateway, RawLog, RawMllp, RawSources, RawStore};
-use crate::{embedded_default, from_toml_str, Config, MllpSource, Sources, DEFAULT_TOML};
+use crate::raw::{
+    keys_of, RawConfig, RawDeid, RawGateway, RawLog, RawMllp, RawSources, RawStore, RawValidate,
+};
+use crate::{
+    embedded_default, from_toml_str, Config, DeidConfig, FieldOverrideConfig, MllpSource,
+    OverrideAction, Sources, DEFAULT_TOML,
+};
 
 /// Every key of the schema, as `(table header, key)`.
 fn schema() -> Vec<(&'static str, &'static str)> {
@@ -10,6 +15,8 @@ fn schema() -> Vec<(&'static str, &'static str)> {
         ("[gateway]", keys_of::<RawGateway>()),
         ("[log]", keys_of::<RawLog>()),
         ("[store]", keys_of::<RawStore>()),
+        ("[deid]", keys_of::<RawDeid>()),
+        ("[validate]", keys_of::<RawValidate>()),
         ("[[source.mllp]]", keys_of::<RawMllp>()),
     ] {
         keys.extend(fields.iter().map(|k| (table, *k)));
@@ -21,14 +28,25 @@ fn schema() -> Vec<(&'static str, &'static str)> {
 fn the_key_lists_come_from_the_structs() {
     assert_eq!(
         keys_of::<RawConfig>(),
-        ["gateway", "log", "store", "source"]
+        ["gateway", "log", "store", "deid", "validate", "source"]
     );
     assert_eq!(keys_of::<RawSources>(), ["mllp"]);
     assert_eq!(
         keys_of::<RawStore>(),
         ["raw_retention", "group_commit_max", "max_bytes"]
     );
-    assert_eq!(schema().len(), 13);
+    assert_eq!(
+        keys_of::<RawDeid>(),
+        [
+            "date_policy",
+            "date_shift_max_days",
+            "pseudonym_scope",
+            "network_key_file",
+            "overrides"
+        ]
+    );
+    assert_eq!(keys_of::<RawValidate>(), ["max_future_skew", "max_age"]);
+    assert_eq!(schema().len(), 20);
 }
 
 #[test]
@@ -60,11 +78,14 @@ fn embedded_default_sets_every_key_in_its_table_with_a_comment_above() {
             .iter()
             .position(|l| *l == table)
             .unwrap_or_else(|| panic!("default.toml has no {table} header"));
+        // A key whose value is a table is its own header: `[deid.overrides]`.
+        let sub_table = format!("{}.{key}]", table.trim_end_matches(']'));
         let at = lines[header + 1..]
             .iter()
             .take_while(|l| !l.starts_with('['))
             .position(|l| l.starts_with(&format!("{key} = ")))
             .map(|i| header + 1 + i)
+            .or_else(|| lines.iter().position(|l| *l == sub_table))
             .unwrap_or_else(|| panic!("default.toml does not set {key} under {table}"));
         assert!(
             lines[at - 1].starts_with("# "),
@@ -111,5 +132,39 @@ fn the_commented_out_example_listener_is_valid() -> Result<(), String> {
     assert_eq!(lab.name, "lab");
     assert_eq!(lab.allow.len(), 2);
     assert_eq!(lab.allow[1].to_string(), "192.168.4.7/32");
+    Ok(())
+}
+
+#[test]
+fn embedded_default_has_every_section_at_its_default() -> Result<(), String> {
+    let parsed = embedded_default().map_err(|e| e.to_string())?;
+    assert_eq!(parsed.deid, DeidConfig::default());
+    assert!(parsed.deid.overrides.is_empty());
+    assert!(parsed.deid.network_key_file.is_none());
+    assert_eq!(parsed.validate, crate::ValidateConfig::default());
+    Ok(())
+}
+
+#[test]
+fn the_commented_out_override_example_is_valid() -> Result<(), String> {
+    let example = "# \"PID-11.5\" = \"generalize\"";
+    assert!(
+        DEFAULT_TOML.lines().any(|l| l == example),
+        "default.toml has no commented-out override example"
+    );
+    let text = DEFAULT_TOML.replace(example, example.trim_start_matches("# "));
+    let line = DEFAULT_TOML
+        .lines()
+        .position(|l| l == example)
+        .map(|i| i + 1);
+    let config = from_toml_str(&text, "example").map_err(|e| e.to_string())?;
+    assert_eq!(
+        config.deid.overrides,
+        [FieldOverrideConfig {
+            field: "PID-11.5".to_owned(),
+            action: OverrideAction::Generalize,
+            line,
+        }]
+    );
     Ok(())
 }

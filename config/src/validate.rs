@@ -9,10 +9,11 @@ use std::ops::{Range, RangeInclusive};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::raw::{self, Field, Integer, RawConfig, RawMllp};
+use crate::raw::{self, Field, Integer, OverrideValue, RawConfig, RawMllp};
 use crate::report::Report;
 use crate::{
-    defaults, Config, GatewayConfig, LogConfig, LogLevel, MllpSource, Sources, StoreConfig,
+    defaults, Config, DatePolicyConfig, DeidConfig, FieldOverrideConfig, GatewayConfig, LogConfig,
+    LogLevel, MllpSource, OverrideAction, PseudonymScope, Sources, StoreConfig, ValidateConfig,
 };
 
 const STORE_MIN_MAX_BYTES: i64 = 1024 * 1024;
@@ -43,6 +44,21 @@ const FIX_IDLE_TIMEOUT: &str = "write a duration of at least 1s in quotes, e.g. 
 const FIX_DUPLICATE_WINDOW: &str =
     "write a duration in quotes, e.g. \"24h\", or \"0s\" to turn duplicate detection off";
 const FIX_COMMIT_BLOCKS: &str = "write true or false, without quotes";
+const FIX_DATE_POLICY: &str = "write \"shift\" (every date of a patient moves by the same number \
+     of days) or \"year\" (only the year is kept), lowercase";
+const FIX_DATE_SHIFT_MAX_DAYS: &str = "write a whole number of days from 1 to 3650, e.g. 180";
+const FIX_PSEUDONYM_SCOPE: &str = "write \"site\" (this gateway's own secret) or \"network\" \
+     (ABHA numbers also with the secret shared by the network), lowercase";
+const FIX_NETWORK_KEY_FILE: &str = "write the path of the shared network secret file in quotes, \
+     e.g. \"/etc/wardlink/network.key\", or \"\" for none";
+const FIX_OVERRIDE_FIELD: &str =
+    "write the field in quotes as \"SEG-N\" or \"SEG-N.C\": a segment \
+     of 3 characters A-Z and 0-9 starting with a letter, a field number from 1 to 999 and an \
+     optional component from 1 to 99, without leading zeros, e.g. \"PID-11.5\" or \"PV1-3\"";
+const FIX_OVERRIDE_ACTION: &str = "write one of \"remove\", \"pseudonymize\", \"generalize\", \
+     \"shift_date\", \"keep\" in quotes";
+const FIX_MAX_FUTURE_SKEW: &str = "write a duration of at least 1s in quotes, e.g. \"5m\"";
+const FIX_MAX_AGE: &str = "write a duration of at least 1h in quotes, e.g. \"30d\"";
 
 /// Validates everything; the result is meaningful only if `report` stayed empty.
 pub(crate) fn validate(raw: &RawConfig, report: &mut Report<'_>) -> Config {
@@ -52,6 +68,8 @@ pub(crate) fn validate(raw: &RawConfig, report: &mut Report<'_>) -> Config {
         gateway: section(report, &root, "gateway", &raw.gateway, gateway).unwrap_or_default(),
         log: section(report, &root, "log", &raw.log, log).unwrap_or_default(),
         store: section(report, &root, "store", &raw.store, store).unwrap_or_default(),
+        deid: section(report, &root, "deid", &raw.deid, deid).unwrap_or_default(),
+        validate: section(report, &root, "validate", &raw.validate, limits).unwrap_or_default(),
         sources: section(report, &root, "source", &raw.source, |r, s, raw| Sources {
             mllp: mllp_list(r, s, &raw.mllp, &mut claims),
         })
@@ -267,6 +285,267 @@ fn store(report: &mut Report<'_>, scope: &Scope, raw: &raw::RawStore) -> StoreCo
         raw_retention: raw_retention.unwrap_or(defaults.raw_retention),
         group_commit_max: group_commit_max.unwrap_or(defaults.group_commit_max),
         max_bytes,
+    }
+}
+
+fn deid(report: &mut Report<'_>, scope: &Scope, raw: &raw::RawDeid) -> DeidConfig {
+    // `None` for a wrong value (already reported): checks that depend on it are skipped.
+    let year_only = match scope.get(report, "date_policy", &raw.date_policy, FIX_DATE_POLICY) {
+        None => None,
+        Some(name) => match name.as_str() {
+            "shift" => Some(false),
+            "year" => Some(true),
+            _ => {
+                report.push(
+                    scope.span_of(&raw.date_policy),
+                    scope.key("date_policy"),
+                    format!("{name:?} is not a date policy"),
+                    FIX_DATE_POLICY,
+                );
+                None
+            }
+        },
+    };
+    let date_policy = if year_only == Some(true) {
+        // The number of days does not apply, so its range is not checked; its type still is.
+        let _ = scope.get(
+            report,
+            "date_shift_max_days",
+            &raw.date_shift_max_days,
+            FIX_DATE_SHIFT_MAX_DAYS,
+        );
+        DatePolicyConfig::YearOnly
+    } else {
+        let max_days = scope
+            .int(
+                report,
+                "date_shift_max_days",
+                &raw.date_shift_max_days,
+                1..=3650,
+                FIX_DATE_SHIFT_MAX_DAYS,
+            )
+            .and_then(|days| u32::try_from(days).ok());
+        DatePolicyConfig::Shift {
+            max_days: max_days.unwrap_or(defaults::DEID_DATE_SHIFT_MAX_DAYS),
+        }
+    };
+
+    let pseudonym_scope = scope
+        .get(
+            report,
+            "pseudonym_scope",
+            &raw.pseudonym_scope,
+            FIX_PSEUDONYM_SCOPE,
+        )
+        .and_then(|name| {
+            let found = PseudonymScope::from_name(name);
+            if found.is_none() {
+                report.push(
+                    scope.span_of(&raw.pseudonym_scope),
+                    scope.key("pseudonym_scope"),
+                    format!("{name:?} is not a pseudonym scope"),
+                    FIX_PSEUDONYM_SCOPE,
+                );
+            }
+            found
+        });
+    // `Some(None)`: written empty (or absent); `None`: wrong type, reported.
+    let network_key_file = scope
+        .get(
+            report,
+            "network_key_file",
+            &raw.network_key_file,
+            FIX_NETWORK_KEY_FILE,
+        )
+        .map(|path| (!path.trim().is_empty()).then(|| PathBuf::from(path)));
+    match (pseudonym_scope, &network_key_file) {
+        (Some(PseudonymScope::Network), Some(None)) => {
+            let state = match &raw.network_key_file.span {
+                Some(span) => format!("is empty{}", at_line(report, Some(span))),
+                None => "is not set".to_owned(),
+            };
+            report.push(
+                scope.span_of(&raw.pseudonym_scope),
+                scope.key("pseudonym_scope"),
+                format!(
+                    "\"network\" needs the secret shared by the network, but {} {state}",
+                    scope.key("network_key_file")
+                ),
+                "set network_key_file to the shared secret file, e.g. \
+                 network_key_file = \"/etc/wardlink/network.key\", or write pseudonym_scope = \"site\"",
+            );
+        }
+        (Some(PseudonymScope::Site), Some(Some(_))) => {
+            let state = match &raw.pseudonym_scope.span {
+                Some(span) => at_line(report, Some(span)),
+                None => " (the default)".to_owned(),
+            };
+            report.push(
+                scope.span_of(&raw.network_key_file),
+                scope.key("network_key_file"),
+                format!(
+                    "a network key file is set, but {} is \"site\"{state}, which uses no network secret",
+                    scope.key("pseudonym_scope")
+                ),
+                "write pseudonym_scope = \"network\" to use it, or network_key_file = \"\" \
+                 for site pseudonyms only",
+            );
+        }
+        _ => {}
+    }
+
+    DeidConfig {
+        date_policy,
+        pseudonym_scope: pseudonym_scope.unwrap_or(defaults::DEID_PSEUDONYM_SCOPE),
+        network_key_file: network_key_file.flatten(),
+        overrides: section(report, scope, "overrides", &raw.overrides, overrides)
+            .unwrap_or_default(),
+    }
+}
+
+fn overrides(
+    report: &mut Report<'_>,
+    scope: &Scope,
+    raw: &raw::RawOverrides,
+) -> Vec<FieldOverrideConfig> {
+    let mut overrides = Vec::new();
+    for entry in &raw.0 {
+        let key = toml_key(&entry.field);
+        if let Ok(OverrideValue::Table(first)) = &entry.action.value {
+            let (key, message, fix) = match first {
+                // `PID-11.5 = ...` without quotes: the key `PID-11` holding `{ 5 = ... }`.
+                Some(sub) if !sub.is_empty() && sub.bytes().all(|b| b.is_ascii_digit()) => {
+                    let written = format!("{}.{sub}", entry.field);
+                    (
+                        format!("{key}.{sub}"),
+                        format!(
+                            "the value is a table: without quotes, {written} is read as the \
+                             key {} holding a table with the key {sub}",
+                            entry.field
+                        ),
+                        format!("write the field in quotes, e.g. \"{written}\" = \"generalize\""),
+                    )
+                }
+                _ => (
+                    key,
+                    "the value is a table, not an action".to_owned(),
+                    FIX_OVERRIDE_ACTION.to_owned(),
+                ),
+            };
+            report.push(Some(&entry.field_span), scope.key(&key), message, fix);
+            continue;
+        }
+        let field_problem = override_field_problem(&entry.field);
+        if let Some(message) = &field_problem {
+            report.push(
+                Some(&entry.field_span),
+                scope.key(&key),
+                message.as_str(),
+                FIX_OVERRIDE_FIELD,
+            );
+        }
+        let action = match scope.get(report, &key, &entry.action, FIX_OVERRIDE_ACTION) {
+            Some(OverrideValue::Action(name)) => {
+                let found = OverrideAction::from_name(name);
+                if found.is_none() {
+                    report.push(
+                        scope.span_of(&entry.action),
+                        scope.key(&key),
+                        format!("{name:?} is not an action"),
+                        FIX_OVERRIDE_ACTION,
+                    );
+                }
+                found
+            }
+            // A table was reported above.
+            Some(OverrideValue::Table(_)) | None => None,
+        };
+        if let (None, Some(action)) = (field_problem, action) {
+            overrides.push(FieldOverrideConfig {
+                field: entry.field.clone(),
+                action,
+                line: Some(report.line_of(entry.field_span.start)),
+            });
+        }
+    }
+    overrides
+}
+
+/// What is wrong with an override's field, which must be `SEG-N` or
+/// `SEG-N.C` (one spelling per field: uppercase, no leading zeros).
+fn override_field_problem(field: &str) -> Option<String> {
+    if field.is_empty() {
+        return Some("the field is empty".to_owned());
+    }
+    let Some((segment, rest)) = field.split_once('-') else {
+        return Some(format!("{field:?} has no field number (\"SEG-N\")"));
+    };
+    let segment_ok = segment.len() == 3
+        && segment.starts_with(|c: char| c.is_ascii_uppercase())
+        && segment
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+    if !segment_ok {
+        return Some(format!("{segment:?} is not a segment name"));
+    }
+    let (number, component) = match rest.split_once('.') {
+        Some((number, component)) => (number, Some(component)),
+        None => (rest, None),
+    };
+    if !number_from_1_to(number, 999) {
+        return Some(format!("{number:?} is not a field number from 1 to 999"));
+    }
+    match component {
+        Some(component) if !number_from_1_to(component, 99) => Some(format!(
+            "{component:?} is not a component number from 1 to 99"
+        )),
+        _ => None,
+    }
+}
+
+/// Decimal digits without a leading zero, from 1 to `max`.
+fn number_from_1_to(digits: &str, max: u32) -> bool {
+    !digits.starts_with('0')
+        && !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && digits.parse::<u32>().is_ok_and(|n| n <= max)
+}
+
+/// A key as it is written in a dotted path: bare if TOML allows, else quoted.
+fn toml_key(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        key.to_owned()
+    } else {
+        format!("{key:?}")
+    }
+}
+
+/// `[validate]`.
+fn limits(report: &mut Report<'_>, scope: &Scope, raw: &raw::RawValidate) -> ValidateConfig {
+    let defaults = ValidateConfig::default();
+    ValidateConfig {
+        max_future_skew: scope
+            .duration(
+                report,
+                "max_future_skew",
+                &raw.max_future_skew,
+                Duration::from_secs(1),
+                FIX_MAX_FUTURE_SKEW,
+            )
+            .unwrap_or(defaults.max_future_skew),
+        max_age: scope
+            .duration(
+                report,
+                "max_age",
+                &raw.max_age,
+                Duration::from_secs(60 * 60),
+                FIX_MAX_AGE,
+            )
+            .unwrap_or(defaults.max_age),
     }
 }
 
@@ -554,5 +833,47 @@ mod tests {
         assert!(name_problem("Lab").is_some());
         assert!(name_problem("lab adt").is_some());
         assert!(name_problem("läb").is_some());
+    }
+
+    #[test]
+    fn override_field_rules() {
+        for good in ["PID-11.5", "PV1-3", "ZZ9-999.99", "OBX-5", "IN1-1.1"] {
+            assert_eq!(override_field_problem(good), None, "{good}");
+        }
+        for bad in [
+            "",
+            "PID",
+            "PID-",
+            "PID-0",
+            "PID-011",
+            "PID-1000",
+            "PID-11.",
+            "PID-11.0",
+            "PID-11.05",
+            "PID-11.100",
+            "PID-11.5.1",
+            "pid-11",
+            "Pid-11",
+            "1ID-11",
+            "PI-11",
+            "PIDX-11",
+            "PÍD-11",
+            "PID-+1",
+            "PID-11:TX",
+            " PID-11",
+            "PID-1 ",
+        ] {
+            assert!(
+                override_field_problem(bad).is_some(),
+                "{bad:?} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_are_quoted_only_when_toml_needs_it() {
+        assert_eq!(toml_key("PV1-3"), "PV1-3");
+        assert_eq!(toml_key("PID-11.5"), "\"PID-11.5\"");
+        assert_eq!(toml_key(""), "\"\"");
     }
 }

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use wardlink_config::{
-    from_toml_str, load_file, ConfigError, LogLevel, MllpSource, Problem, DEFAULT_TOML,
+    from_toml_str, load_file, ConfigError, DatePolicyConfig, DeidConfig, FieldOverrideConfig,
+    LogLevel, MllpSource, OverrideAction, Problem, PseudonymScope, ValidateConfig, DEFAULT_TOML,
 };
 
 const ORIGIN: &str = "test.toml";
@@ -181,7 +182,7 @@ fn unknown_keys_are_reported_with_the_allowed_keys() {
         1,
         "gatway",
         "unknown key; did you mean `gateway`? The keys allowed at the top level are: \
-         gateway, log, store, source",
+         gateway, log, store, deid, validate, source",
     );
     assert_one(
         "[[source.serial]]\nport = \"/dev/ttyS0\"\n",
@@ -556,6 +557,404 @@ fn commit_blocks_is_a_boolean() {
     assert!(ok("[[source.mllp]]\ncommit_blocks = true\n").sources.mllp[0].commit_blocks);
 }
 
+// --- [deid] --------------------------------------------------------------
+
+#[test]
+fn date_policy_is_shift_or_year() {
+    assert_one(
+        "[deid]\ndate_policy = \"weekly\"\n",
+        2,
+        "deid.date_policy",
+        "\"weekly\" is not a date policy; write \"shift\" (",
+    );
+    assert_one(
+        "[deid]\ndate_policy = \"Year\"\n",
+        2,
+        "deid.date_policy",
+        "or \"year\" (only the year is kept), lowercase",
+    );
+    assert_one(
+        "[deid]\ndate_policy = 1\n",
+        2,
+        "deid.date_policy",
+        "expected a string",
+    );
+    assert_eq!(
+        ok("[deid]\ndate_policy = \"year\"\n").deid.date_policy,
+        DatePolicyConfig::YearOnly
+    );
+    assert_eq!(
+        ok("[deid]\ndate_policy = \"shift\"\n").deid.date_policy,
+        DatePolicyConfig::Shift { max_days: 180 }
+    );
+}
+
+#[test]
+fn date_shift_max_days_is_1_to_3650_and_ignored_with_year() {
+    let key = "deid.date_shift_max_days";
+    assert_one(
+        "[deid]\ndate_shift_max_days = 0\n",
+        2,
+        key,
+        "0 is less than the minimum of 1; write a whole number of days from 1 to 3650",
+    );
+    assert_one(
+        "[deid]\ndate_policy = \"shift\"\n\ndate_shift_max_days = 3651\n",
+        4,
+        key,
+        "3651 is more than the maximum of 3650",
+    );
+    assert_one(
+        "[deid]\ndate_shift_max_days = \"180\"\n",
+        2,
+        key,
+        "expected a whole number",
+    );
+    let policy = |text: &str| ok(text).deid.date_policy;
+    assert_eq!(
+        policy("[deid]\ndate_shift_max_days = 1\n"),
+        DatePolicyConfig::Shift { max_days: 1 }
+    );
+    assert_eq!(
+        policy("[deid]\ndate_policy = \"shift\"\ndate_shift_max_days = 3650\n"),
+        DatePolicyConfig::Shift { max_days: 3650 }
+    );
+    // With "year" the number does not apply: its range is not checked (its type still is).
+    assert_eq!(
+        policy("[deid]\ndate_policy = \"year\"\ndate_shift_max_days = 0\n"),
+        DatePolicyConfig::YearOnly
+    );
+    assert_eq!(
+        policy("[deid]\ndate_shift_max_days = 99999\ndate_policy = \"year\"\n"),
+        DatePolicyConfig::YearOnly
+    );
+    assert_one(
+        "[deid]\ndate_policy = \"year\"\ndate_shift_max_days = \"x\"\n",
+        3,
+        key,
+        "expected a whole number",
+    );
+    // An unknown policy does not hide a wrong number.
+    let all = problems("[deid]\ndate_policy = \"month\"\ndate_shift_max_days = 0\n");
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_has(&all, 2, "deid.date_policy", "not a date policy");
+    assert_has(&all, 3, key, "less than the minimum of 1");
+}
+
+#[test]
+fn pseudonym_scope_is_site_or_network() {
+    assert_one(
+        "[deid]\npseudonym_scope = \"global\"\n",
+        2,
+        "deid.pseudonym_scope",
+        "\"global\" is not a pseudonym scope; write \"site\" (this gateway's own secret) or \"network\"",
+    );
+    let config = ok("[deid]\npseudonym_scope = \"site\"\nnetwork_key_file = \"\"\n");
+    assert_eq!(config.deid.pseudonym_scope, PseudonymScope::Site);
+    assert_eq!(config.deid.network_key_file, None);
+}
+
+#[test]
+fn network_scope_needs_a_key_file_and_names_both_keys() {
+    assert_one(
+        "[deid]\npseudonym_scope = \"network\"\n",
+        2,
+        "deid.pseudonym_scope",
+        "\"network\" needs the secret shared by the network, but deid.network_key_file is not \
+         set; set network_key_file to the shared secret file",
+    );
+    assert_one(
+        "[deid]\npseudonym_scope = \"network\"\nnetwork_key_file = \"\"\n",
+        2,
+        "deid.pseudonym_scope",
+        "but deid.network_key_file is empty (line 3); set network_key_file",
+    );
+    assert_one(
+        "[deid]\nnetwork_key_file = \" \"\n\npseudonym_scope = \"network\"\n",
+        4,
+        "deid.pseudonym_scope",
+        "deid.network_key_file is empty (line 2)",
+    );
+    let config = ok(
+        "[deid]\npseudonym_scope = \"network\"\nnetwork_key_file = \"/etc/wardlink/network.key\"\n",
+    );
+    assert_eq!(config.deid.pseudonym_scope, PseudonymScope::Network);
+    assert_eq!(
+        config.deid.network_key_file,
+        Some(PathBuf::from("/etc/wardlink/network.key"))
+    );
+    // Not read while validating: the daemon checks the file.
+    let config =
+        ok("[deid]\npseudonym_scope = \"network\"\nnetwork_key_file = \"/nonexistent/k\"\n");
+    assert_eq!(
+        config.deid.network_key_file,
+        Some(PathBuf::from("/nonexistent/k"))
+    );
+}
+
+#[test]
+fn a_key_file_with_site_scope_names_both_keys() {
+    assert_one(
+        "[deid]\nnetwork_key_file = \"/etc/wardlink/network.key\"\n",
+        2,
+        "deid.network_key_file",
+        "a network key file is set, but deid.pseudonym_scope is \"site\" (the default), which \
+         uses no network secret; write pseudonym_scope = \"network\" to use it, or \
+         network_key_file = \"\"",
+    );
+    assert_one(
+        "[deid]\npseudonym_scope = \"site\"\n\nnetwork_key_file = \"/k\"\n",
+        4,
+        "deid.network_key_file",
+        "deid.pseudonym_scope is \"site\" (line 2)",
+    );
+    // An unknown scope is reported once, without guessing about the key file.
+    assert_one(
+        "[deid]\npseudonym_scope = \"sites\"\nnetwork_key_file = \"/k\"\n",
+        2,
+        "deid.pseudonym_scope",
+        "not a pseudonym scope",
+    );
+    assert_one(
+        "[deid]\nnetwork_key_file = 5\n",
+        2,
+        "deid.network_key_file",
+        "expected a string; write the path of the shared network secret file",
+    );
+}
+
+#[test]
+fn override_fields_are_seg_n_or_seg_n_c() {
+    let case = |field: &str, key: &str, says: &str| {
+        assert_one(
+            &format!("[deid.overrides]\n\"PID-3\" = \"keep\"\n{field:?} = \"remove\"\n"),
+            3,
+            &format!("deid.overrides.{key}"),
+            says,
+        );
+    };
+    let form = "write the field in quotes as \"SEG-N\" or \"SEG-N.C\"";
+    case("", "\"\"", "the field is empty");
+    case("PID", "PID", "\"PID\" has no field number");
+    case("pid-11", "pid-11", "\"pid\" is not a segment name");
+    case("1ID-11", "1ID-11", "\"1ID\" is not a segment name");
+    case(
+        "PI-11",
+        "PI-11",
+        &format!("\"PI\" is not a segment name; {form}"),
+    );
+    case(
+        "PID-0",
+        "PID-0",
+        "\"0\" is not a field number from 1 to 999",
+    );
+    case("PID-1000", "PID-1000", "\"1000\" is not a field number");
+    case("PID-011", "PID-011", "\"011\" is not a field number");
+    case("PID-", "PID-", "\"\" is not a field number");
+    case(
+        "PID-11.0",
+        "\"PID-11.0\"",
+        "\"0\" is not a component number from 1 to 99",
+    );
+    case("PID-11.100", "\"PID-11.100\"", "\"100\" is not a component");
+    case("PID-11.5.1", "\"PID-11.5.1\"", "\"5.1\" is not a component");
+    case(
+        "PID-11:TX",
+        "\"PID-11:TX\"",
+        "\"11:TX\" is not a field number",
+    );
+    // A wrong field and a wrong action are two problems.
+    let all = problems("[deid.overrides]\n\"PID-0\" = \"kept\"\n");
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_has(&all, 2, "deid.overrides.PID-0", "is not a field number");
+    assert_has(&all, 2, "deid.overrides.PID-0", "\"kept\" is not an action");
+}
+
+#[test]
+fn override_actions_are_the_five_names() {
+    let key = "deid.overrides.\"PID-11.5\"";
+    let actions =
+        "write one of \"remove\", \"pseudonymize\", \"generalize\", \"shift_date\", \"keep\"";
+    assert_one(
+        "[deid.overrides]\n\"PID-11.5\" = \"delete\"\n",
+        2,
+        key,
+        &format!("\"delete\" is not an action; {actions}"),
+    );
+    assert_one(
+        "[deid.overrides]\n\"PID-11.5\" = \"shift-date\"\n",
+        2,
+        key,
+        "\"shift-date\" is not an action",
+    );
+    assert_one(
+        "[deid.overrides]\n\"PID-11.5\" = \"Keep\"\n",
+        2,
+        key,
+        "\"Keep\" is not an action",
+    );
+    assert_one(
+        "[deid.overrides]\n\"PID-11.5\" = 5\n",
+        2,
+        key,
+        "invalid type: integer `5`, expected an action in quotes",
+    );
+    assert_one(
+        "[deid.overrides]\n\"PID-11.5\" = [\"keep\"]\n",
+        2,
+        key,
+        actions,
+    );
+    for action in OverrideAction::ALL {
+        let config = ok(&format!(
+            "[deid.overrides]\n\"PID-11.5\" = \"{}\"\n",
+            action.as_str()
+        ));
+        assert_eq!(config.deid.overrides[0].action, action);
+    }
+    let names: Vec<&str> = OverrideAction::ALL.iter().map(|a| a.as_str()).collect();
+    assert_eq!(
+        names,
+        ["remove", "pseudonymize", "generalize", "shift_date", "keep"]
+    );
+}
+
+#[test]
+fn an_unquoted_field_with_a_component_is_explained() {
+    assert_one(
+        "[deid.overrides]\nPID-11.5 = \"keep\"\n",
+        2,
+        "deid.overrides.PID-11.5",
+        "the value is a table: without quotes, PID-11.5 is read as the key PID-11 holding a \
+         table with the key 5; write the field in quotes, e.g. \"PID-11.5\" = \"generalize\"",
+    );
+    assert_one(
+        "[deid.overrides.PID]\nx = \"keep\"\n",
+        1,
+        "deid.overrides.PID",
+        "the value is a table, not an action",
+    );
+    // A field without a component needs no quotes.
+    assert_eq!(
+        ok("[deid.overrides]\nPV1-3 = \"keep\"\n").deid.overrides[0].field,
+        "PV1-3"
+    );
+}
+
+#[test]
+fn overrides_keep_file_order_and_lines_and_are_not_unknown_keys() {
+    let config = ok("[deid.overrides]\n\"PV1-3\" = \"keep\"\n\n\"PID-11.5\" = \"shift_date\"\nOBX-5 = \"remove\"\n");
+    assert_eq!(
+        config.deid.overrides,
+        [
+            FieldOverrideConfig {
+                field: "PV1-3".to_owned(),
+                action: OverrideAction::Keep,
+                line: Some(2),
+            },
+            FieldOverrideConfig {
+                field: "PID-11.5".to_owned(),
+                action: OverrideAction::ShiftDate,
+                line: Some(4),
+            },
+            FieldOverrideConfig {
+                field: "OBX-5".to_owned(),
+                action: OverrideAction::Remove,
+                line: Some(5),
+            },
+        ]
+    );
+    let inline = ok("[deid]\noverrides = { \"PID-3\" = \"pseudonymize\" }\n");
+    assert_eq!(inline.deid.overrides[0].line, Some(2));
+    assert!(ok("[deid.overrides]\n").deid.overrides.is_empty());
+}
+
+#[test]
+fn deid_and_validate_tables_check_their_keys_and_types() {
+    assert_one(
+        "[deid]\ndate_shift_days = 30\n",
+        2,
+        "deid.date_shift_days",
+        "unknown key; did you mean `date_shift_max_days`? The keys allowed in [deid] are: \
+         date_policy, date_shift_max_days, pseudonym_scope, network_key_file, overrides",
+    );
+    assert_one(
+        "[validate]\nmax_agee = \"1d\"\n",
+        2,
+        "validate.max_agee",
+        "did you mean `max_age`? The keys allowed in [validate] are: max_future_skew, max_age",
+    );
+    assert_one("deid = 3\n", 1, "deid", "expected a [deid] table");
+    assert_one(
+        "validate = \"yes\"\n",
+        1,
+        "validate",
+        "expected a [validate] table",
+    );
+    assert_one(
+        "[deid]\noverrides = 5\n",
+        2,
+        "deid.overrides",
+        "expected a [deid.overrides] table; write it as a [deid.overrides] table",
+    );
+}
+
+// --- [validate] -----------------------------------------------------------
+
+#[test]
+fn max_future_skew_is_at_least_a_second() {
+    let key = "validate.max_future_skew";
+    assert_one(
+        "[validate]\nmax_future_skew = \"999ms\"\n",
+        2,
+        key,
+        "\"999ms\" is shorter than the minimum of 1s; write a duration of at least 1s",
+    );
+    assert_one(
+        "[validate]\nmax_future_skew = \"0s\"\n",
+        2,
+        key,
+        "shorter than the minimum of 1s",
+    );
+    assert_one(
+        "[validate]\nmax_future_skew = 300\n",
+        2,
+        key,
+        "expected a duration in quotes",
+    );
+    assert_eq!(
+        ok("[validate]\nmax_future_skew = \"1s\"\n")
+            .validate
+            .max_future_skew,
+        Duration::from_secs(1)
+    );
+}
+
+#[test]
+fn max_age_is_at_least_an_hour() {
+    let key = "validate.max_age";
+    assert_one(
+        "[validate]\n\nmax_age = \"59m\"\n",
+        3,
+        key,
+        "\"59m\" is shorter than the minimum of 1h; write a duration of at least 1h in quotes, e.g. \"30d\"",
+    );
+    assert_one(
+        "[validate]\nmax_age = \"a month\"\n",
+        2,
+        key,
+        "is not a duration",
+    );
+    assert_eq!(
+        ok("[validate]\nmax_age = \"1h\"\n").validate.max_age,
+        Duration::from_secs(3600)
+    );
+    assert_eq!(
+        ok("[validate]\nmax_age = \"365d\"\n").validate.max_age,
+        Duration::from_secs(365 * 86_400)
+    );
+}
+
 // --- names and resources across sources -----------------------------------
 
 #[test]
@@ -638,6 +1037,16 @@ max_message_bytes = 2048
 idle_timeout = "30s"
 duplicate_window = "0s"
 commit_blocks = true
+[deid]
+date_policy = "shift"
+date_shift_max_days = 30
+pseudonym_scope = "network"
+network_key_file = "/etc/wardlink/network.key"
+[deid.overrides]
+"PID-11.5" = "remove"
+[validate]
+max_future_skew = "30s"
+max_age = "365d"
 "#);
     assert_eq!(config.gateway.state_dir, PathBuf::from("/var/lib/wardlink"));
     assert_eq!(config.log.level.as_str(), "warn");
@@ -653,6 +1062,26 @@ commit_blocks = true
     assert_eq!(lab.idle_timeout, Duration::from_secs(30));
     assert_eq!(lab.duplicate_window, Duration::ZERO);
     assert!(lab.commit_blocks);
+    assert_eq!(
+        config.deid,
+        DeidConfig {
+            date_policy: DatePolicyConfig::Shift { max_days: 30 },
+            pseudonym_scope: PseudonymScope::Network,
+            network_key_file: Some(PathBuf::from("/etc/wardlink/network.key")),
+            overrides: vec![FieldOverrideConfig {
+                field: "PID-11.5".to_owned(),
+                action: OverrideAction::Remove,
+                line: Some(25),
+            }],
+        }
+    );
+    assert_eq!(
+        config.validate,
+        ValidateConfig {
+            max_future_skew: Duration::from_secs(30),
+            max_age: Duration::from_secs(365 * 86_400),
+        }
+    );
 }
 
 #[test]
@@ -666,6 +1095,22 @@ fn absent_keys_take_their_defaults() {
         }
     );
     assert_eq!(config.log.level.as_str(), "info");
+    assert_eq!(
+        config.deid,
+        DeidConfig {
+            date_policy: DatePolicyConfig::Shift { max_days: 180 },
+            pseudonym_scope: PseudonymScope::Site,
+            network_key_file: None,
+            overrides: Vec::new(),
+        }
+    );
+    assert_eq!(
+        config.validate,
+        ValidateConfig {
+            max_future_skew: Duration::from_secs(5 * 60),
+            max_age: Duration::from_secs(30 * 86_400),
+        }
+    );
     assert!(ok("").sources.is_empty());
 }
 
