@@ -23,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 use wardlink_config::{Config, MllpSource};
 use wardlink_devices::mllp::{MllpListener, MllpOptions};
 
-use crate::pipeline::{Pipeline, PipelineSettings, SiteKeys};
 use crate::processor::Processor;
 use crate::status::{ListenerInfo, Runtime};
 use crate::store::checkpoint::Checkpointer;
@@ -76,10 +75,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     )
     .context("cannot start the store writer thread")?;
 
-    let keys =
-        SiteKeys::load_or_create(&state_dir).context("cannot load or create the site secret")?;
-    let pipeline = Pipeline::new(PipelineSettings::default(), keys)
-        .context("cannot build the de-identification pipeline")?;
+    let pipeline = crate::settings::gateway_pipeline(&config)?;
     let processor = Processor::spawn(&state_dir, pipeline, writer.jobs(), writer.doorbell())
         .context("cannot start the pipeline")?;
 

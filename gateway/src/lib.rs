@@ -11,6 +11,7 @@
 //! - [`daemon`]: the lifecycle: open the store, bind, serve, stop cleanly.
 //! - [`quarantine`]: list, show, release and drop quarantined messages;
 //!   [`review`]: `wardlink deid`, the de-identification review of sample files.
+//! - [`settings`]: from the validated config to the pipeline's settings and keys.
 //! - [`cli`]: the command-line definition; [`logging`]: tracing to stderr.
 //!
 //! The binary (`src/main.rs`) is glue: it parses the command line, loads the
@@ -23,5 +24,6 @@ pub mod pipeline;
 pub mod processor;
 pub mod quarantine;
 pub mod review;
+pub mod settings;
 pub mod status;
 pub mod store;

@@ -20,7 +20,7 @@ use anyhow::Context as _;
 use wardlink_config::Config;
 
 use crate::pipeline::pseudonym::SITE_KEY_FILE;
-use crate::pipeline::{NoHistory, Pipeline, PipelineSettings, RawMessage, SiteKeys};
+use crate::pipeline::{NoHistory, Pipeline, RawMessage, SiteKeys};
 
 /// Split a file's bytes into messages: MLLP frames if there are start
 /// blocks, else at every segment line that starts with `MSH`.
@@ -64,7 +64,8 @@ pub fn run(config: &Config, files: &[PathBuf], out: &mut dyn Write) -> anyhow::R
             "# pseudonyms with the site secret of {}",
             state_dir.display()
         )?;
-        SiteKeys::load_or_create(state_dir).context("cannot read the site secret")?
+        let keys = SiteKeys::load_or_create(state_dir).context("cannot read the site secret")?;
+        crate::settings::with_network_key(config, keys)?
     } else {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
@@ -73,9 +74,9 @@ pub fn run(config: &Config, files: &[PathBuf], out: &mut dyn Write) -> anyhow::R
             "# no site secret in {}: pseudonyms use a temporary secret and differ from the gateway's",
             state_dir.display()
         )?;
-        SiteKeys::from_secrets(&secret, None)
+        crate::settings::with_network_key(config, SiteKeys::from_secrets(&secret, None))?
     };
-    let pipeline = Pipeline::new(PipelineSettings::default(), keys)?;
+    let pipeline = Pipeline::new(crate::settings::pipeline_settings(config)?, keys)?;
     for path in files {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
