@@ -7,7 +7,9 @@
 //! - `fsync-per-msg`: the same listener with a plain SQLite writer that
 //!   commits each message in its own transaction (WAL, synchronous=FULL),
 //!   i.e. one fsync per message and no group commit;
-//! - `wardlink`: the real store writer (group commit, dedup, counters).
+//! - `wardlink`: the real store writer (group commit, dedup, counters);
+//! - `wardlink + pipeline`: the same with the pipeline thread processing the
+//!   stored messages concurrently, as in the daemon.
 //!
 //! Run: `cargo bench -p wardlink --bench mllp_ingest`
 //! (`WARDLINK_BENCH_SECS=5` to measure longer; default 3 s per cell).
@@ -33,6 +35,7 @@ enum Variant {
     AckOnly,
     FsyncPerMessage,
     Wardlink,
+    WardlinkWithPipeline,
 }
 
 impl Variant {
@@ -41,6 +44,7 @@ impl Variant {
             Variant::AckOnly => "ack-only (no store)",
             Variant::FsyncPerMessage => "fsync-per-msg SQLite",
             Variant::Wardlink => "wardlink (group commit)",
+            Variant::WardlinkWithPipeline => "wardlink + pipeline",
         }
     }
 }
@@ -172,7 +176,7 @@ fn start_store(
                 }),
             )
         }
-        Variant::Wardlink => {
+        Variant::Wardlink | Variant::WardlinkWithPipeline => {
             let conn = store::open_for_writing(dir, None).unwrap();
             let checkpointer = store::checkpoint::Checkpointer::spawn(dir).unwrap();
             let writer = StoreWriter::spawn(
@@ -186,9 +190,30 @@ fn start_store(
             )
             .unwrap();
             let stats = writer.stats();
+            // The pipeline runs beside ingest, as in the daemon: it competes
+            // for the same two cores and for the store's write lock.
+            let processor = (variant == Variant::WardlinkWithPipeline).then(|| {
+                let pipeline = wardlink::pipeline::Pipeline::new(
+                    wardlink::pipeline::PipelineSettings::default(),
+                    wardlink::pipeline::SiteKeys::from_secrets(&[7u8; 32], None),
+                )
+                .unwrap();
+                wardlink::processor::Processor::spawn(
+                    dir,
+                    pipeline,
+                    writer.jobs(),
+                    writer.doorbell(),
+                )
+                .unwrap()
+            });
             (
                 submitter,
                 Box::new(move || {
+                    if let Some(p) = processor {
+                        let done = p.stats().processed.load(Ordering::Relaxed);
+                        p.stop();
+                        eprintln!("  (pipeline processed {done} messages during the run)");
+                    }
                     writer.join();
                     checkpointer.stop();
                     let g = stats.groups.load(Ordering::Relaxed).max(1) as f64;
@@ -350,7 +375,7 @@ fn main() {
             );
             cells.push(cell);
         }
-        if variant == Variant::Wardlink {
+        if variant == Variant::WardlinkWithPipeline {
             wardlink_rss = peak_rss_mb();
         }
     }
@@ -379,7 +404,7 @@ fn main() {
         get(Variant::Wardlink, 8).p99_ms
     );
     println!(
-        "peak resident memory (VmHWM, client included) after the wardlink runs: {wardlink_rss:.1} MB (target < 48 MB); after all runs: {:.1} MB",
+        "peak resident memory (VmHWM, client included) after the wardlink runs (with and without pipeline): {wardlink_rss:.1} MB (target < 48 MB); after all runs: {:.1} MB",
         peak_rss_mb()
     );
 }
