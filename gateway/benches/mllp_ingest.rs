@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use wardlink::store::{self, StoreWriter, WriterOptions};
 use wardlink_devices::mllp::{MllpListener, MllpOptions};
+use wardlink_devices::sim::Hl7Generator;
 use wardlink_devices::{Reply, ToStore};
 
 const CONNECTIONS: [usize; 3] = [1, 8, 64];
@@ -58,65 +59,12 @@ struct Cell {
     avg_group: f64,
 }
 
-/// A ~1 KB ORU^R01 (IHE PCD-01 style vitals), original ack mode.
-fn oru(conn: usize, seq: u64) -> Vec<u8> {
-    let mut m = format!(
-        "MSH|^~\\&|MONITOR|ICU-7|WARDLINK|HOSP|20261123101500+0530||ORU^R01^ORU_R01|B{conn}-{seq}|P|2.6||||||UNICODE UTF-8\r\
-         PID|1||MRN{conn}{seq}^^^HOSP^MR||Sharma^Priya^K||19780412|F\r\
-         PV1|1|I|ICU^07^B^HOSP\r\
-         OBR|1|||69837^MDC_DEV_METER_PHYSIO_MULTI_PARAM_MDS^MDC|||20261123101500+0530\r"
-    );
-    let obs = [
-        (
-            "147842",
-            "MDC_ECG_HEART_RATE",
-            "72",
-            "264864",
-            "MDC_DIM_BEAT_PER_MIN",
-        ),
-        (
-            "150456",
-            "MDC_PULS_OXIM_SAT_O2",
-            "97",
-            "262688",
-            "MDC_DIM_PERCENT",
-        ),
-        (
-            "151562",
-            "MDC_RESP_RATE",
-            "16",
-            "264928",
-            "MDC_DIM_RESP_PER_MIN",
-        ),
-        (
-            "150301",
-            "MDC_PRESS_CUFF_SYS",
-            "121",
-            "266016",
-            "MDC_DIM_MMHG",
-        ),
-        (
-            "150302",
-            "MDC_PRESS_CUFF_DIA",
-            "79",
-            "266016",
-            "MDC_DIM_MMHG",
-        ),
-        ("150344", "MDC_TEMP", "36.8", "268192", "MDC_DIM_DEGC"),
-    ];
-    for (i, (code, name, value, ucode, uname)) in obs.iter().enumerate() {
-        m.push_str(&format!(
-            "OBX|{}|NM|{code}^{name}^MDC|1.1.1.{}|{value}|{ucode}^{uname}^MDC|||||F|||20261123101500+0530||||0123456789ABCDEF^^0123456789ABCDEF^EUI-64\r",
-            i + 1,
-            i + 1
-        ));
-    }
-    while m.len() < 1024 {
-        m.push_str("NTE|1||padding to one kilobyte\r");
-    }
+/// A ~1 KB IHE PCD-01 ORU^R01 (vitals) from the shared simulator, MLLP-framed.
+fn framed(generator: &mut Hl7Generator) -> Vec<u8> {
+    let m = generator.oru_vitals();
     let mut f = Vec::with_capacity(m.len() + 3);
     f.push(0x0b);
-    f.extend_from_slice(m.as_bytes());
+    f.extend_from_slice(&m);
     f.extend_from_slice(&[0x1c, 0x0d]);
     f
 }
@@ -236,10 +184,9 @@ async fn client(
     s.set_nodelay(true).unwrap();
     let mut lat = Vec::with_capacity(1 << 16);
     let mut buf = vec![0u8; 4096];
-    let mut seq = 0u64;
+    let mut generator = Hl7Generator::new(conn as u64 + 1);
     while !stop.load(Ordering::Relaxed) {
-        let msg = oru(conn, seq);
-        seq += 1;
+        let msg = framed(&mut generator);
         let t = Instant::now();
         s.write_all(&msg).await.unwrap();
         // Read until the end of one framed ACK.
@@ -348,8 +295,8 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
     println!(
-        "MLLP ingest, window 1, {} B ORU^R01, {secs} s per cell, client and server on this machine",
-        oru(0, 0).len() - 3
+        "MLLP ingest, window 1, {} B IHE PCD-01 ORU^R01, {secs} s per cell, client and server on this machine",
+        framed(&mut Hl7Generator::new(0)).len() - 3
     );
     println!(
         "{:<26} {:>5} {:>10} {:>8} {:>8} {:>9}",
