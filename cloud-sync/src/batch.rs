@@ -1,0 +1,1 @@
+//! The batch format: filled in by the next commit.

@@ -1,0 +1,13 @@
+//! wardlink's wire contract with the central collector.
+//!
+//! Layout:
+//! - [`batch`]: the batch format (`docs/batch-format.md`): sealing events
+//!   into a signed, hash-chained batch, its wire encoding, and verification.
+//!
+//! This crate never depends on `gateway`: the batch format is the contract
+//! between the box and the collector, so it lives with the side that ships
+//! data off the box. Batch bodies carry events as opaque JSON objects; the
+//! only fields this layer reads are `event_id` (and `type`, for feeds).
+#![deny(missing_docs)]
+
+pub mod batch;
