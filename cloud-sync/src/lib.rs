@@ -3,6 +3,10 @@
 //! Layout:
 //! - [`batch`]: the batch format (`docs/batch-format.md`): sealing events
 //!   into a signed, hash-chained batch, its wire encoding, and verification.
+//! - [`keys`]: Ed25519 key files (mode 0600), printable public keys and the
+//!   gateway id derived from a key.
+//! - [`receipt`]: the collector's signed receipt for a stored batch, which
+//!   the gateway checks before it deletes anything.
 //!
 //! This crate never depends on `gateway`: the batch format is the contract
 //! between the box and the collector, so it lives with the side that ships
@@ -11,3 +15,6 @@
 #![deny(missing_docs)]
 
 pub mod batch;
+mod hex;
+pub mod keys;
+pub mod receipt;
