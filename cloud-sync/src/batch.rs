@@ -688,6 +688,19 @@ pub fn verify_with_limit(
     key: &PublicKey,
     max_body_bytes: usize,
 ) -> Result<VerifiedBatch, VerifyError> {
+    verify_owned(batch.clone(), key, max_body_bytes)
+}
+
+/// [`verify_with_limit`] taking the batch by value, which saves copying
+/// the body (what a receiver that got the batch off the wire wants).
+///
+/// # Errors
+/// See [`verify_with_limit`].
+pub fn verify_owned(
+    batch: Batch,
+    key: &PublicKey,
+    max_body_bytes: usize,
+) -> Result<VerifiedBatch, VerifyError> {
     let digest = Sha256::digest(&batch.header_bytes);
     let signature = Signature::from_bytes(&batch.signature);
     key.verifying_key()
@@ -703,7 +716,7 @@ pub fn verify_with_limit(
     let ndjson = decompress(&batch.body, max_body_bytes)?;
     let events = index_events(&ndjson, &batch.header)?;
     Ok(VerifiedBatch {
-        batch: batch.clone(),
+        batch,
         ndjson,
         events,
     })

@@ -7,6 +7,9 @@
 //!   gateway id derived from a key.
 //! - [`receipt`]: the collector's signed receipt for a stored batch, which
 //!   the gateway checks before it deletes anything.
+//! - `collector` (feature `collector`, on by default): the collector's
+//!   config, storage trait, SQLite store and HTTP API; the binary
+//!   `wardlink-collector` is glue around it.
 //!
 //! This crate never depends on `gateway`: the batch format is the contract
 //! between the box and the collector, so it lives with the side that ships
@@ -15,6 +18,8 @@
 #![deny(missing_docs)]
 
 pub mod batch;
+#[cfg(feature = "collector")]
+pub mod collector;
 mod hex;
 pub mod keys;
 pub mod receipt;
