@@ -9,5 +9,8 @@ cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
 
 export WARDLINK_TEST_PYTHON="$PWD/target/test-venv/bin/python"
+# A PostgreSQL server on 127.0.0.1 for the collector's suite (reused if running).
+WARDLINK_TEST_POSTGRES_URL="$(scripts/test-postgres.sh)"
+export WARDLINK_TEST_POSTGRES_URL
 export WARDLINK_REQUIRE_EXTERNAL=1
 cargo test --workspace

@@ -1,5 +1,8 @@
 //! End-to-end: the real `wardlink-collector` binary on 127.0.0.1:0, driven
-//! with a real HTTP client (reqwest) and real signed batches. Issue 4.
+//! with a real HTTP client (reqwest) and real signed batches, once on SQLite
+//! and once on a real PostgreSQL server (`scripts/test-postgres.sh`; the
+//! PostgreSQL runs skip with a message when WARDLINK_TEST_POSTGRES_URL is
+//! unset, unless WARDLINK_REQUIRE_EXTERNAL is set). Issue 4.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use std::collections::BTreeMap;
@@ -24,6 +27,85 @@ fn collector_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_wardlink-collector"))
 }
 
+/// Which database a collector under test uses.
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite,
+    /// The server's URL (a database in it is made per collector).
+    Postgres(String),
+}
+
+impl Backend {
+    /// The PostgreSQL server of `scripts/test-postgres.sh`, or `None` (skip).
+    fn postgres() -> Option<Backend> {
+        match std::env::var("WARDLINK_TEST_POSTGRES_URL") {
+            Ok(url) => Some(Backend::Postgres(url)),
+            Err(_) => {
+                assert!(
+                    std::env::var_os("WARDLINK_REQUIRE_EXTERNAL").is_none(),
+                    "WARDLINK_TEST_POSTGRES_URL is not set but external services are required"
+                );
+                eprintln!(
+                    "SKIPPED: no PostgreSQL; run scripts/test.sh to include the PostgreSQL runs"
+                );
+                None
+            }
+        }
+    }
+
+    /// The `database` value for a new, empty database.
+    async fn fresh_database(&self, dir: &std::path::Path) -> Result<String> {
+        match self {
+            Backend::Sqlite => Ok(format!("sqlite://{}/data/collector.db", dir.display())),
+            Backend::Postgres(server) => {
+                let mut raw = [0u8; 8];
+                getrandom::fill(&mut raw)?;
+                let name: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+                let name = format!("wl_test_{name}");
+                let (client, conn) = tokio::time::timeout(
+                    IO_TIMEOUT,
+                    tokio_postgres::connect(server, tokio_postgres::NoTls),
+                )
+                .await??;
+                tokio::spawn(conn);
+                client
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .await?;
+                let base = server.rsplit_once('/').ok_or("no database in the URL")?.0;
+                Ok(format!("{base}/{name}"))
+            }
+        }
+    }
+}
+
+/// Each scenario runs once per backend: `NAME::sqlite` and `NAME::postgres`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() -> super::Result {
+                super::$name(super::Backend::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() -> super::Result {
+                match super::Backend::postgres() {
+                    Some(b) => super::$name(b).await,
+                    None => Ok(()),
+                }
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    tampered_unknown_and_revoked_batches_are_rejected,
+    replay_is_idempotent_and_reuse_is_a_conflict,
+    gaps_are_reported_until_filled,
+    feed_cursor_never_skips_or_repeats,
+    tokens_separate_readers_from_gateways,
+);
+
 /// A running collector on a private directory.
 struct Collector {
     child: Option<Child>,
@@ -33,13 +115,14 @@ struct Collector {
 }
 
 impl Collector {
-    fn start() -> Result<Collector> {
+    async fn start(backend: &Backend) -> Result<Collector> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("collector.toml");
+        let database = backend.fresh_database(dir.path()).await?;
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:0\"\ndatabase = \"sqlite://{0}/data/collector.db\"\nkey_file = \"{0}/data/collector.key\"\n",
+                "listen = \"127.0.0.1:0\"\ndatabase = \"{database}\"\nkey_file = \"{0}/data/collector.key\"\n",
                 dir.path().display()
             ),
         )?;
@@ -47,6 +130,20 @@ impl Collector {
             child: None,
             dir,
             config,
+            base: String::new(),
+        };
+        c.spawn()?;
+        Ok(c)
+    }
+
+    /// A second process on the same config: the same database and receipt
+    /// key, as replicas behind a load balancer share them.
+    fn replica(&self) -> Result<Collector> {
+        let dir = tempfile::tempdir()?;
+        let mut c = Collector {
+            child: None,
+            dir,
+            config: self.config.clone(),
             base: String::new(),
         };
         c.spawn()?;
@@ -284,9 +381,8 @@ fn flip(wire: &[u8], at: usize) -> Vec<u8> {
 
 /// Flipped bytes in header, signature and body, unknown and revoked gateways:
 /// each gets its own status, and the good batch gets a receipt that verifies.
-#[tokio::test]
-async fn tampered_unknown_and_revoked_batches_are_rejected() -> Result {
-    let c = Collector::start()?;
+async fn tampered_unknown_and_revoked_batches_are_rejected(backend: Backend) -> Result {
+    let c = Collector::start(&backend).await?;
     let mut gw = Gateway::new(1);
     c.enroll(&gw.key)?;
     let b = gw.seal(20, 0);
@@ -335,9 +431,8 @@ async fn tampered_unknown_and_revoked_batches_are_rejected() -> Result {
 
 /// A re-sent batch gets the same receipt and no second copy; another batch
 /// with a used sequence number, or a broken chain, is a 409 and an alarm.
-#[tokio::test]
-async fn replay_is_idempotent_and_reuse_is_a_conflict() -> Result {
-    let mut c = Collector::start()?;
+async fn replay_is_idempotent_and_reuse_is_a_conflict(backend: Backend) -> Result {
+    let mut c = Collector::start(&backend).await?;
     let mut gw = Gateway::new(3);
     c.enroll(&gw.key)?;
     let token = c.token("analyst")?;
@@ -382,9 +477,8 @@ async fn replay_is_idempotent_and_reuse_is_a_conflict() -> Result {
 }
 
 /// Gaps are accepted, shown by /v1/gateways, and closed as they fill.
-#[tokio::test]
-async fn gaps_are_reported_until_filled() -> Result {
-    let c = Collector::start()?;
+async fn gaps_are_reported_until_filled(backend: Backend) -> Result {
+    let c = Collector::start(&backend).await?;
     let token = c.token("ops")?;
     let mut gw = Gateway::new(4);
     c.enroll(&gw.key)?;
@@ -421,9 +515,8 @@ async fn gaps_are_reported_until_filled() -> Result {
 
 /// Readers page through the feed while two gateways upload: every event
 /// exactly once, in order per gateway, with filters too.
-#[tokio::test]
-async fn feed_cursor_never_skips_or_repeats() -> Result {
-    let c = Collector::start()?;
+async fn feed_cursor_never_skips_or_repeats(backend: Backend) -> Result {
+    let c = Collector::start(&backend).await?;
     let token = c.token("feed-reader")?;
     let mut a = Gateway::new(5);
     let mut b = Gateway::new(6);
@@ -439,14 +532,22 @@ async fn feed_cursor_never_skips_or_repeats() -> Result {
     let total_a = a.next_event - 1;
     let total_b = b.next_event - 1;
 
-    // Upload on two connections while reading in small pages.
-    let base = c.base.clone();
+    // Upload on two connections while reading in small pages; on
+    // PostgreSQL the second uploader goes to a second collector process.
+    let replica = match backend {
+        Backend::Postgres(_) => Some(c.replica()?),
+        Backend::Sqlite => None,
+    };
+    let bases = [
+        c.base.clone(),
+        replica.as_ref().map_or(c.base.clone(), |r| r.base.clone()),
+    ];
     let upload = tokio::spawn(async move {
         let client = client();
         let mut handles = Vec::new();
         for half in [0, 1] {
             let mine: Vec<Vec<u8>> = batches.iter().skip(half).step_by(2).cloned().collect();
-            let (client, base) = (client.clone(), base.clone());
+            let (client, base) = (client.clone(), bases[half].clone());
             handles.push(tokio::spawn(async move {
                 for w in mine {
                     let r = client
@@ -510,9 +611,8 @@ async fn feed_cursor_never_skips_or_repeats() -> Result {
 }
 
 /// Readers need a token and cannot upload; gateways cannot read.
-#[tokio::test]
-async fn tokens_separate_readers_from_gateways() -> Result {
-    let c = Collector::start()?;
+async fn tokens_separate_readers_from_gateways(backend: Backend) -> Result {
+    let c = Collector::start(&backend).await?;
     let token = c.token("reader-1")?;
     assert!(token.starts_with("wlr_"), "{token}");
     assert!(c.token("reader-1").is_err(), "names are unique");
@@ -563,6 +663,45 @@ async fn tokens_separate_readers_from_gateways() -> Result {
         .send()
         .await?;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    Ok(())
+}
+
+/// Two collector processes on one PostgreSQL database: the same batch
+/// posted to both at once is stored once, both answer with the same
+/// receipt, and the feed holds every event once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_postgres_store_each_batch_once() -> Result {
+    let Some(backend) = Backend::postgres() else {
+        return Ok(());
+    };
+    let c1 = Collector::start(&backend).await?;
+    let c2 = c1.replica()?;
+    let token = c1.token("auditor")?;
+    let mut gw = Gateway::new(9);
+    c1.enroll(&gw.key)?;
+    let batches: Vec<Batch> = (0..20).map(|i| gw.seal(1 + i % 4, 0)).collect();
+    let mut outcomes = BTreeMap::new();
+    for b in &batches {
+        let (r1, r2) = tokio::join!(post(&c1, b.encode()), post(&c2, b.encode()));
+        let (r1, r2) = (r1?, r2?);
+        assert_eq!((r1.0, r2.0), (StatusCode::OK, StatusCode::OK));
+        assert_eq!(r1.2, r2.2, "both answer with the one stored receipt");
+        for status in [r1.1, r2.1] {
+            *outcomes.entry(status.unwrap_or_default()).or_insert(0) += 1;
+        }
+    }
+    let expected: BTreeMap<String, i32> =
+        [("duplicate".to_string(), 20), ("stored".to_string(), 20)].into();
+    assert_eq!(outcomes, expected);
+    let ids: Vec<u64> = read_all(&c2, &token, 9, "")
+        .await?
+        .iter()
+        .map(|l| l["event"]["event_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, (1..gw.next_event).collect::<Vec<_>>());
+    let g = gateways(&c1, &token).await?;
+    assert_eq!(g[0]["batches_received"], 20);
+    assert_eq!(g[0]["last_seq"], 20);
     Ok(())
 }
 

@@ -9,11 +9,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use wardlink_sync::collector::config::{CollectorConfig, Database, DEFAULT_TOML};
+use wardlink_sync::collector::config::{CollectorConfig, DEFAULT_TOML};
 use wardlink_sync::collector::http::now_ms;
-use wardlink_sync::collector::sqlite::SqliteStore;
 use wardlink_sync::collector::store::EnrollOutcome;
-use wardlink_sync::collector::{new_reader_token, serve, CollectorStore as _};
+use wardlink_sync::collector::{new_reader_token, serve, AnyStore, CollectorStore as _};
 use wardlink_sync::keys::{GatewayId, PublicKey, SigningKeyFile};
 
 const EXIT_REFUSED: u8 = 1;
@@ -171,12 +170,19 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(Failure::Runtime)
 }
 
-fn open_store(config: &CollectorConfig) -> Result<SqliteStore, Failure> {
-    match &config.database {
-        Database::Sqlite(path) => SqliteStore::open(path)
-            .with_context(|| format!("opening the database {}", path.display()))
-            .map_err(Failure::Runtime),
-    }
+/// Open the configured database, run `f` on it, and let it drain.
+fn with_store<T>(
+    config: &CollectorConfig,
+    f: impl AsyncFnOnce(&AnyStore) -> anyhow::Result<T>,
+) -> Result<T, Failure> {
+    runtime()?.block_on(async {
+        let store = AnyStore::open(&config.database)
+            .await
+            .context("opening the database")?;
+        let result = f(&store).await;
+        store.shutdown();
+        result.map_err(Failure::Runtime)
+    })
 }
 
 fn run_serve(config: CollectorConfig) -> Result<(), Failure> {
@@ -186,8 +192,10 @@ fn run_serve(config: CollectorConfig) -> Result<(), Failure> {
     if key.was_created() {
         tracing::info!(path = %config.key_file.display(), "Created the collector's receipt key");
     }
-    let store = open_store(&config)?;
-    let result: anyhow::Result<()> = rt.block_on(async {
+    let result: anyhow::Result<AnyStore> = rt.block_on(async {
+        let store = AnyStore::open(&config.database)
+            .await
+            .context("opening the database")?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -205,12 +213,13 @@ fn run_serve(config: CollectorConfig) -> Result<(), Failure> {
         )
         .await
         .context("serving")?;
-        Ok(())
+        Ok(store)
     });
     // Let queued writes finish; then every connection is closed cleanly.
+    let store = result.map_err(Failure::Runtime)?;
     store.shutdown();
     tracing::info!("Collector stopped");
-    result.map_err(Failure::Runtime)
+    Ok(())
 }
 
 /// Completes on SIGTERM or SIGINT.
@@ -244,11 +253,9 @@ fn enroll(config: &CollectorConfig, gateway_id: &str, public_key: &str) -> Resul
             key.gateway_id()
         )));
     }
-    let store = open_store(config)?;
-    let outcome = runtime()?
-        .block_on(store.enroll(&id, &key, now_ms()))
-        .context("enrolling")?;
-    store.shutdown();
+    let outcome = with_store(config, async |s| {
+        s.enroll(&id, &key, now_ms()).await.context("enrolling")
+    })?;
     match outcome {
         EnrollOutcome::Enrolled => println!("enrolled {id}"),
         EnrollOutcome::AlreadyEnrolled => println!("{id} was already enrolled with this key"),
@@ -266,11 +273,9 @@ fn revoke(config: &CollectorConfig, gateway_id: &str) -> Result<(), Failure> {
     let id: GatewayId = gateway_id
         .parse()
         .map_err(|e: wardlink_sync::keys::KeyError| Failure::Refused(e.to_string()))?;
-    let store = open_store(config)?;
-    let found = runtime()?
-        .block_on(store.revoke(&id, now_ms()))
-        .context("revoking")?;
-    store.shutdown();
+    let found = with_store(config, async |s| {
+        s.revoke(&id, now_ms()).await.context("revoking")
+    })?;
     if !found {
         return Err(Failure::Refused(format!("{id} is not enrolled")));
     }
@@ -290,11 +295,11 @@ fn token_create(config: &CollectorConfig, name: &str) -> Result<(), Failure> {
         )));
     }
     let (token, digest) = new_reader_token().context("making a token")?;
-    let store = open_store(config)?;
-    let created = runtime()?
-        .block_on(store.create_token(name, digest, now_ms()))
-        .context("storing the token")?;
-    store.shutdown();
+    let created = with_store(config, async |s| {
+        s.create_token(name, digest, now_ms())
+            .await
+            .context("storing the token")
+    })?;
     if !created {
         return Err(Failure::Refused(format!(
             "a reader named {name:?} exists already"

@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:8443"            # where POST /v1/batches and the feeds are served
-//! database = "sqlite://collector-data/collector.db"
+//! database = "sqlite://collector-data/collector.db"   # or postgres://user@host:5432/db
 //! key_file = "collector-data/collector.key"   # signs receipts; created (0600) if missing
 //! max_batch_bytes = 67108864           # largest request body accepted (64 MiB)
 //! max_body_bytes = 268435456           # largest decompressed batch body (256 MiB)
@@ -24,7 +24,9 @@ pub const DEFAULT_TOML: &str = r#"# wardlink-collector configuration (the built-
 # Address and port to listen on. Plain HTTP: keep it on loopback, or put a
 # TLS-terminating proxy in front (native TLS is not implemented yet).
 listen = "127.0.0.1:8443"
-# Where batches and events are stored: sqlite://PATH (PostgreSQL: planned).
+# Where batches and events are stored: sqlite://PATH, or
+# postgres://USER[:PASSWORD]@HOST:PORT/DATABASE for deployments with several
+# collector processes on one database (plain TCP: keep it on a trusted network).
 database = "sqlite://collector-data/collector.db"
 # The collector's Ed25519 key that signs receipts; created (mode 0600) if
 # missing. Gateways are configured with its public key
@@ -101,10 +103,23 @@ fn default_max_body_bytes() -> u64 {
 }
 
 /// Where the collector keeps its data.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Database {
     /// A SQLite file.
     Sqlite(PathBuf),
+    /// A PostgreSQL connection URL (libpq form, e.g.
+    /// `postgres://wardlink@db.internal:5432/collector`).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(p) => f.debug_tuple("Sqlite").field(p).finish(),
+            // The URL may carry a password.
+            Database::Postgres(_) => f.write_str("Postgres(..)"),
+        }
+    }
 }
 
 /// The validated configuration.
@@ -166,16 +181,13 @@ pub fn parse(text: &str, path: &Path) -> Result<CollectorConfig, ConfigError> {
     })?;
     let database = match raw.database.split_once("://") {
         Some(("sqlite", p)) if !p.is_empty() => Database::Sqlite(PathBuf::from(p)),
-        Some(("postgres" | "postgresql", _)) => {
-            return Err(invalid(
-                "database",
-                "PostgreSQL is not supported by this build yet; use sqlite://PATH".into(),
-            ))
+        Some(("postgres" | "postgresql", rest)) if !rest.is_empty() => {
+            Database::Postgres(raw.database.clone())
         }
         _ => {
             return Err(invalid(
                 "database",
-                format!("{:?} is not sqlite://PATH", raw.database),
+                "expected sqlite://PATH or postgres://USER@HOST:PORT/DATABASE".into(),
             ))
         }
     };
@@ -227,6 +239,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("database"), "{e}");
+        let c = parse("database = \"postgres://u@127.0.0.1:5/d\"", p).unwrap();
+        assert_eq!(
+            c.database,
+            Database::Postgres("postgres://u@127.0.0.1:5/d".into())
+        );
         let e = parse("lissten = \"x\"", p).unwrap_err().to_string();
         assert!(e.contains("unknown field"), "{e}");
     }

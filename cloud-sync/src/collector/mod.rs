@@ -6,7 +6,9 @@
 //! - [`store`]: what the collector needs from a database, as a trait
 //!   ([`CollectorStore`]), with the contract every implementation keeps.
 //! - [`sqlite`]: the SQLite implementation (one writer thread, WAL,
-//!   `synchronous=FULL`).
+//!   `synchronous=FULL`); the default.
+//! - [`postgres`]: the PostgreSQL implementation, for several collector
+//!   processes on one database; [`AnyStore`] picks one by URL.
 //! - [`http`]: the axum routes: upload, feed, gateways.
 //!
 //! The binary `wardlink-collector` (`src/bin/wardlink-collector.rs`) is glue
@@ -14,6 +16,7 @@
 
 pub mod config;
 pub mod http;
+pub mod postgres;
 pub mod sqlite;
 pub mod store;
 
@@ -63,4 +66,101 @@ pub fn new_reader_token() -> Result<(String, [u8; 32]), getrandom::Error> {
     let token = format!("{READER_TOKEN_PREFIX}{}", crate::hex::encode(&raw));
     let digest = Sha256::digest(token.as_bytes()).into();
     Ok((token, digest))
+}
+
+/// Either database, chosen by the configuration's `database` URL.
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    /// `sqlite://PATH`.
+    Sqlite(sqlite::SqliteStore),
+    /// `postgres://…`.
+    Postgres(postgres::PgStore),
+}
+
+impl AnyStore {
+    /// Open the configured database (and migrate it).
+    ///
+    /// # Errors
+    /// The database cannot be opened, reached or migrated.
+    pub async fn open(database: &config::Database) -> Result<AnyStore, store::StoreError> {
+        match database {
+            config::Database::Sqlite(path) => sqlite::SqliteStore::open(path).map(AnyStore::Sqlite),
+            config::Database::Postgres(url) => {
+                postgres::PgStore::open(url).await.map(AnyStore::Postgres)
+            }
+        }
+    }
+
+    /// Let queued writes finish (SQLite's writer thread); a no-op for PostgreSQL.
+    pub fn shutdown(&self) {
+        if let AnyStore::Sqlite(s) = self {
+            s.shutdown();
+        }
+    }
+}
+
+/// Forward a [`CollectorStore`] method to whichever store is inside.
+macro_rules! forward {
+    ($self:ident, $method:ident ( $($arg:expr),* )) => {
+        match $self {
+            AnyStore::Sqlite(s) => s.$method($($arg),*).await,
+            AnyStore::Postgres(s) => s.$method($($arg),*).await,
+        }
+    };
+}
+
+impl CollectorStore for AnyStore {
+    async fn enroll(
+        &self,
+        gateway: &crate::keys::GatewayId,
+        key: &crate::keys::PublicKey,
+        now_ms: u64,
+    ) -> Result<store::EnrollOutcome, store::StoreError> {
+        forward!(self, enroll(gateway, key, now_ms))
+    }
+
+    async fn revoke(
+        &self,
+        gateway: &crate::keys::GatewayId,
+        now_ms: u64,
+    ) -> Result<bool, store::StoreError> {
+        forward!(self, revoke(gateway, now_ms))
+    }
+
+    async fn enrolment(
+        &self,
+        gateway: &crate::keys::GatewayId,
+    ) -> Result<Option<store::Enrolment>, store::StoreError> {
+        forward!(self, enrolment(gateway))
+    }
+
+    async fn store_batch(
+        &self,
+        batch: crate::batch::VerifiedBatch,
+        receipt: crate::receipt::Receipt,
+        now_ms: u64,
+    ) -> Result<store::StoreOutcome, store::StoreError> {
+        forward!(self, store_batch(batch, receipt, now_ms))
+    }
+
+    async fn create_token(
+        &self,
+        name: &str,
+        token_sha256: [u8; 32],
+        now_ms: u64,
+    ) -> Result<bool, store::StoreError> {
+        forward!(self, create_token(name, token_sha256, now_ms))
+    }
+
+    async fn reader(&self, token_sha256: [u8; 32]) -> Result<Option<String>, store::StoreError> {
+        forward!(self, reader(token_sha256))
+    }
+
+    async fn feed(&self, query: store::FeedQuery) -> Result<store::FeedPage, store::StoreError> {
+        forward!(self, feed(query))
+    }
+
+    async fn gateways(&self) -> Result<Vec<store::GatewayReport>, store::StoreError> {
+        forward!(self, gateways())
+    }
 }
