@@ -50,8 +50,8 @@ if ! as_owner "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
     echo "$PORT" > "$DIR/port"
 fi
 URL="postgres://postgres@127.0.0.1:$(cat "$DIR/port")/postgres"
-# Databases the tests made in an earlier run (each test makes its own).
-for db in $("$BIN/psql" "$URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'wl\_test\_%'"); do
+# Databases the tests and benchmarks made in an earlier run.
+for db in $("$BIN/psql" "$URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'wl\_test\_%' OR datname LIKE 'wl\_bench\_%'"); do
     "$BIN/psql" "$URL" -qc "DROP DATABASE IF EXISTS $db" >&2
 done
 echo "$URL"

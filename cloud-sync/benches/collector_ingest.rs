@@ -7,7 +7,10 @@
 //! per batch, end-to-end upload → verify → store → receipt latency per batch
 //! and sustained events/s, and the collector's peak resident memory.
 //! Set `BENCH_BATCHES` and `BENCH_EVENTS` to change the load (defaults 60 and
-//! 5,000: the gateway's default batch_max_events).
+//! 5,000: the gateway's default batch_max_events). With
+//! `BENCH_POSTGRES_URL=postgres://…/postgres` (e.g. from
+//! `scripts/test-postgres.sh`) the collector stores into a new database on
+//! that server instead of SQLite.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark")]
 
 use std::io::{BufRead as _, BufReader};
@@ -115,13 +118,42 @@ fn main() {
         t.elapsed().as_secs_f64() * 1000.0 / n as f64
     );
 
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
     // The real collector.
+    let database = match std::env::var("BENCH_POSTGRES_URL") {
+        Err(_) => format!("sqlite://{}/collector.db", dir.path().display()),
+        Ok(server) => rt.block_on(async {
+            let name = format!("wl_bench_{}", std::process::id());
+            let (client, conn) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            // One statement per call: DROP/CREATE DATABASE refuse a transaction block.
+            client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+                .await
+                .unwrap();
+            client
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .unwrap();
+            format!("{}/{name}", server.rsplit_once('/').unwrap().0)
+        }),
+    };
+    println!(
+        "collector database: {}",
+        database.split("://").next().unwrap_or("?")
+    );
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_wardlink-collector"));
     let config = dir.path().join("c.toml");
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndatabase = \"sqlite://{0}/collector.db\"\nkey_file = \"{0}/collector.key\"\n",
+            "listen = \"127.0.0.1:0\"\ndatabase = \"{database}\"\nkey_file = \"{}/collector.key\"\n",
             dir.path().display()
         ),
     )
@@ -161,10 +193,6 @@ fn main() {
         .unwrap()
         .to_string();
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let (elapsed, mut latencies) = rt.block_on(async {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
