@@ -193,6 +193,8 @@ fn main() {
         .unwrap()
         .to_string();
 
+    // reqwest is built without a provider of its own (ring only in the tree).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let (elapsed, mut latencies) = rt.block_on(async {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))

@@ -238,8 +238,25 @@ impl Drop for Collector {
     }
 }
 
+/// reqwest is built with `rustls-no-provider` (ring only in the tree), so
+/// every client, even a plain-HTTP one, needs the process-wide provider.
+fn install_ring() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A plain-HTTP client. It still gets a (rootless) rustls config of its own:
+/// otherwise reqwest loads the platform's roots for every client built.
 fn client() -> reqwest::Client {
+    install_ring();
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default TLS versions")
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
     reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
         .timeout(IO_TIMEOUT)
         .build()
         .expect("http client")
@@ -746,5 +763,85 @@ fn enroll_refuses_an_id_that_is_not_the_keys() -> Result {
         .output()?;
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen"));
+    Ok(())
+}
+
+/// HTTPS with rustls: a gateway-like client that trusts only the collector's
+/// certificate uploads and gets a receipt; plain HTTP to the TLS port gets
+/// nothing; a missing key file is a configuration error (exit 78).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_configured_certificate() -> Result {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])?;
+    let dir = tempfile::tempdir()?;
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, cert.cert.pem())?;
+    std::fs::write(&key_file, cert.signing_key.serialize_pem())?;
+    let config = dir.path().join("collector.toml");
+    let write_config = |key: &std::path::Path| {
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndatabase = \"sqlite://{0}/data/c.db\"\nkey_file = \"{0}/data/c.key\"\ntls_cert_file = \"{1}\"\ntls_key_file = \"{2}\"\n",
+                dir.path().display(),
+                cert_file.display(),
+                key.display()
+            ),
+        )
+    };
+    write_config(&dir.path().join("missing.pem"))?;
+    let out = Command::new(collector_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()?;
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tls_key_file"));
+
+    write_config(&key_file)?;
+    let mut c = Collector {
+        child: None,
+        dir: tempfile::tempdir()?,
+        config: config.clone(),
+        base: String::new(),
+    };
+    c.spawn()?;
+    assert!(c.base.starts_with("https://127.0.0.1:"), "{}", c.base);
+    let mut gw = Gateway::new(10);
+    c.enroll(&gw.key)?;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone())?;
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    install_ring();
+    let https = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(IO_TIMEOUT)
+        .build()?;
+    let b = gw.seal(5, 0);
+    let r = https
+        .post(c.url("/v1/batches"))
+        .body(b.encode())
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::OK);
+    let receipt = Receipt::from_json(&r.bytes().await?)?;
+    let ck: Value = serde_json::from_str(
+        &https
+            .get(c.url("/v1/collector"))
+            .send()
+            .await?
+            .text()
+            .await?,
+    )?;
+    receipt.verify_for(&ck["public_key"].as_str().ok_or("key")?.parse()?, &b)?;
+
+    // Plain HTTP to the TLS port is not served.
+    let plain = c.base.replacen("https://", "http://", 1);
+    let r = client().get(format!("{plain}/v1/collector")).send().await;
+    assert!(r.is_err() || r.is_ok_and(|r| !r.status().is_success()));
     Ok(())
 }

@@ -192,6 +192,15 @@ fn run_serve(config: CollectorConfig) -> Result<(), Failure> {
     if key.was_created() {
         tracing::info!(path = %config.key_file.display(), "Created the collector's receipt key");
     }
+    // Certificate problems are configuration errors (exit 78), found before binding.
+    let tls = match &config.tls {
+        None => None,
+        Some(files) => Some(
+            wardlink_sync::collector::tls::server_config(&files.cert_file, &files.key_file)
+                .map_err(|e| Failure::Config(e.to_string()))?,
+        ),
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let result: anyhow::Result<AnyStore> = rt.block_on(async {
         let store = AnyStore::open(&config.database)
             .await
@@ -202,11 +211,12 @@ fn run_serve(config: CollectorConfig) -> Result<(), Failure> {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, public_key = %key.public_key(), "Collector listening");
         // One line on stdout that scripts and tests parse for the bound port.
-        println!("wardlink-collector listening on http://{addr}");
+        println!("wardlink-collector listening on {scheme}://{addr}");
         serve(
             store.clone(),
             key,
             listener,
+            tls,
             config.max_batch_bytes,
             config.max_body_bytes,
             stop_signal(),

@@ -6,6 +6,8 @@
 //! key_file = "collector-data/collector.key"   # signs receipts; created (0600) if missing
 //! max_batch_bytes = 67108864           # largest request body accepted (64 MiB)
 //! max_body_bytes = 268435456           # largest decompressed batch body (256 MiB)
+//! tls_cert_file = "/etc/wardlink-collector/cert.pem"   # HTTPS: both or neither
+//! tls_key_file = "/etc/wardlink-collector/key.pem"
 //! ```
 //!
 //! Without `--config` the built-in default above is used: plain HTTP on
@@ -21,8 +23,8 @@ use serde::Deserialize;
 
 /// The built-in default configuration, printed by `print-default-config`.
 pub const DEFAULT_TOML: &str = r#"# wardlink-collector configuration (the built-in default).
-# Address and port to listen on. Plain HTTP: keep it on loopback, or put a
-# TLS-terminating proxy in front (native TLS is not implemented yet).
+# Address and port to listen on. Without tls_cert_file/tls_key_file this is
+# plain HTTP: keep it on loopback then.
 listen = "127.0.0.1:8443"
 # Where batches and events are stored: sqlite://PATH, or
 # postgres://USER[:PASSWORD]@HOST:PORT/DATABASE for deployments with several
@@ -36,6 +38,10 @@ key_file = "collector-data/collector.key"
 max_batch_bytes = 67108864
 # The largest decompressed batch body, in bytes (400 above it).
 max_body_bytes = 268435456
+# HTTPS (rustls): the server's certificate chain and private key, PEM files.
+# Set both or neither; gateways are configured with the CA that issued it.
+# tls_cert_file = "/etc/wardlink-collector/cert.pem"
+# tls_key_file = "/etc/wardlink-collector/key.pem"
 "#;
 
 /// Errors in the configuration file.
@@ -84,6 +90,10 @@ struct Raw {
     max_batch_bytes: u64,
     #[serde(default = "default_max_body_bytes")]
     max_body_bytes: u64,
+    #[serde(default)]
+    tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    tls_key_file: Option<PathBuf>,
 }
 
 fn default_listen() -> String {
@@ -135,6 +145,17 @@ pub struct CollectorConfig {
     pub max_batch_bytes: usize,
     /// Largest decompressed batch body.
     pub max_body_bytes: usize,
+    /// HTTPS certificate chain and key (PEM), or plain HTTP when `None`.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of the HTTPS server (read when the server starts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert_file: PathBuf,
+    /// The private key.
+    pub key_file: PathBuf,
 }
 
 impl CollectorConfig {
@@ -197,7 +218,27 @@ pub fn parse(text: &str, path: &Path) -> Result<CollectorConfig, ConfigError> {
             .filter(|&n| n >= 1024)
             .ok_or_else(|| invalid(key, format!("{v} must be at least 1024 bytes")))
     };
+    let tls = match (raw.tls_cert_file, raw.tls_key_file) {
+        (None, None) => None,
+        (Some(cert_file), Some(key_file)) => Some(TlsFiles {
+            cert_file,
+            key_file,
+        }),
+        (Some(_), None) => {
+            return Err(invalid(
+                "tls_key_file",
+                "missing: tls_cert_file is set, so HTTPS needs its private key too".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "tls_cert_file",
+                "missing: tls_key_file is set, so HTTPS needs its certificate too".into(),
+            ))
+        }
+    };
     Ok(CollectorConfig {
+        tls,
         listen,
         database,
         key_file: raw.key_file,
@@ -228,6 +269,10 @@ mod tests {
         ] {
             assert!(DEFAULT_TOML.contains(&format!("\n{key} = ")), "{key}");
         }
+        for key in ["tls_cert_file", "tls_key_file"] {
+            assert!(DEFAULT_TOML.contains(&format!("\n# {key} = ")), "{key}");
+        }
+        assert_eq!(c.tls, None);
     }
 
     #[test]
@@ -244,6 +289,10 @@ mod tests {
             c.database,
             Database::Postgres("postgres://u@127.0.0.1:5/d".into())
         );
+        let e = parse("tls_cert_file = \"c.pem\"", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls_key_file: missing"), "{e}");
         let e = parse("lissten = \"x\"", p).unwrap_err().to_string();
         assert!(e.contains("unknown field"), "{e}");
     }

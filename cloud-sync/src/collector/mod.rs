@@ -10,6 +10,7 @@
 //! - [`postgres`]: the PostgreSQL implementation, for several collector
 //!   processes on one database; [`AnyStore`] picks one by URL.
 //! - [`http`]: the axum routes: upload, feed, gateways.
+//! - [`tls`]: HTTPS with rustls (ring), handshakes off the accept loop.
 //!
 //! The binary `wardlink-collector` (`src/bin/wardlink-collector.rs`) is glue
 //! around [`serve`] and the admin commands here.
@@ -19,6 +20,7 @@ pub mod http;
 pub mod postgres;
 pub mod sqlite;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,8 +35,8 @@ use crate::keys::SigningKeyFile;
 /// log or a config file is recognisable.
 pub const READER_TOKEN_PREFIX: &str = "wlr_";
 
-/// Serve the API on `listener` until `shutdown` completes, then finish the
-/// requests in flight.
+/// Serve the API on `listener` (over TLS when `tls` is given) until
+/// `shutdown` completes, then finish the requests in flight.
 ///
 /// # Errors
 /// The server fails to accept connections.
@@ -42,6 +44,7 @@ pub async fn serve<S: CollectorStore>(
     store: S,
     key: SigningKeyFile,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     max_batch_bytes: usize,
     max_body_bytes: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -51,9 +54,19 @@ pub async fn serve<S: CollectorStore>(
         key,
         max_body_bytes,
     });
-    axum::serve(listener, http::router(app, max_batch_bytes))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let router = http::router(app, max_batch_bytes);
+    match tls {
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(config) => {
+            axum::serve(tls::TlsListener::new(listener, config)?, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }
 
 /// A new random reader token and the SHA-256 the store keeps of it.
