@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=target/test-venv
-PY_PACKAGES=("hl7==0.4.5")
+PY_PACKAGES=("hl7==0.4.5" "cryptography==46.0.3" "zstandard==0.25.0")
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else echo "need root for: $*" >&2; return 1; fi; }
 
@@ -29,7 +29,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     mkdir -p target
     python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c 'import hl7' >/dev/null 2>&1; then
+if ! "$VENV/bin/python" -c 'import hl7, cryptography, zstandard' >/dev/null 2>&1; then
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi
 echo "test dependencies ready: $VENV ($("$VENV/bin/python" --version))"

@@ -9,5 +9,10 @@ cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
 
 export WARDLINK_TEST_PYTHON="$PWD/target/test-venv/bin/python"
+# A PostgreSQL server on 127.0.0.1 for the collector's suite, stopped again
+# when this script exits (whatever the outcome).
+WARDLINK_TEST_POSTGRES_URL="$(scripts/test-postgres.sh)"
+trap 'scripts/test-postgres.sh stop >/dev/null 2>&1 || true' EXIT
+export WARDLINK_TEST_POSTGRES_URL
 export WARDLINK_REQUIRE_EXTERNAL=1
 cargo test --workspace
