@@ -1,12 +1,13 @@
 //! The pipeline runner: stored raw messages in, events or quarantine out,
 //! off the ACK path.
 //!
-//! One thread reads `awaiting` messages (oldest first, up to [`BATCH`] at a
-//! time) on its own read-only connection, runs [`Pipeline::process`] on
+//! One thread reads `awaiting` messages (in id order, up to [`BATCH`] at a
+//! time: first any an operator released, then those above the persisted
+//! cursor) on its own read-only connection, runs [`Pipeline::process`] on
 //! each, and sends the results to the store writer as one [`Job`]; the
 //! writer applies a job in one transaction (events or quarantine entry, the
-//! message's new state, the counters). The runner waits for that commit
-//! before it reads the next batch, so it never processes a message twice.
+//! message's new state, the counters, the cursor). The runner waits for that
+//! commit before it reads the next batch, so it never processes a message twice.
 //!
 //! Because the pipeline is deterministic (keyed pseudonyms, per-patient
 //! date shifts), a crash between the raw commit and this one only means the
@@ -130,8 +131,18 @@ fn run(
     stop: &AtomicBool,
     stats: &ProcessorStats,
 ) {
+    let mut cursor: i64 = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            [store::PIPELINE_CURSOR],
+            |r| r.get(0),
+        )
+        .optional()
+        .ok()
+        .flatten()
+        .unwrap_or(0);
     while !stop.load(Ordering::Relaxed) {
-        let batch = match load_awaiting(conn) {
+        let batch = match load_awaiting(conn, cursor) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "reading awaiting messages failed");
@@ -144,28 +155,32 @@ fn run(
             continue;
         }
         let mut seen = HashSet::new();
+        let next_cursor = batch.iter().map(|m| m.id).filter(|&id| id > cursor).max();
         let processed: Vec<Processed> = batch
             .into_iter()
             .map(|m| process_one(pipeline, conn, &mut seen, m, stats))
             .collect();
         let (done, committed) = oneshot::channel();
-        if jobs.blocking_send(Job { processed, done }).is_err() {
+        let job = Job {
+            processed,
+            cursor: next_cursor,
+            done,
+        };
+        if jobs.blocking_send(job).is_err() {
             return; // the writer has stopped
         }
         match committed.blocking_recv() {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => cursor = next_cursor.unwrap_or(cursor),
             Ok(Err(_)) => doorbell.wait(RETRY_AFTER),
             Err(_) => return,
         }
     }
 }
 
-fn load_awaiting(conn: &Connection) -> rusqlite::Result<Vec<Pending>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, source, received_at, charset, raw FROM messages
-         WHERE state = ?1 ORDER BY id LIMIT ?2",
-    )?;
-    let rows = stmt.query_map((State::Awaiting as i64, BATCH as i64), |r| {
+/// The next messages to process: released ones first, then those above the
+/// cursor, in id order, at most [`BATCH`].
+fn load_awaiting(conn: &Connection, cursor: i64) -> rusqlite::Result<Vec<Pending>> {
+    let row = |r: &rusqlite::Row<'_>| {
         Ok(Pending {
             id: r.get(0)?,
             source: Arc::from(r.get::<_, String>(1)?),
@@ -173,8 +188,27 @@ fn load_awaiting(conn: &Connection) -> rusqlite::Result<Vec<Pending>> {
             charset: r.get(3)?,
             raw: r.get(4)?,
         })
-    })?;
-    rows.collect()
+    };
+    let mut batch: Vec<Pending> = conn
+        .prepare_cached(
+            "SELECT m.id, m.source, m.received_at, m.charset, m.raw
+             FROM released r JOIN messages m ON m.id = r.message_id
+             WHERE m.state = ?1 ORDER BY m.id LIMIT ?2",
+        )?
+        .query_map((State::Awaiting as i64, BATCH as i64), row)?
+        .collect::<Result<_, _>>()?;
+    let room = BATCH.saturating_sub(batch.len());
+    if room > 0 {
+        let tail = conn
+            .prepare_cached(
+                "SELECT id, source, received_at, charset, raw FROM messages
+                 WHERE id > ?1 AND state = ?2 ORDER BY id LIMIT ?3",
+            )?
+            .query_map((cursor, State::Awaiting as i64, room as i64), row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        batch.extend(tail);
+    }
+    Ok(batch)
 }
 
 /// Encounter history: what the store knows plus what this batch added.

@@ -168,6 +168,11 @@ fn change(state_dir: &Path, id: i64, to: State) -> Result<(), QuarantineError> {
                 "UPDATE counters SET quarantined = quarantined - 1, awaiting = awaiting + 1 WHERE source = ?1",
                 [&source],
             )?;
+            // Below the pipeline's cursor: tell the pipeline explicitly.
+            tx.execute(
+                "INSERT OR IGNORE INTO released (message_id) VALUES (?1)",
+                [id],
+            )?;
         }
     }
     tx.execute("DELETE FROM quarantine WHERE message_id = ?1", [id])?;

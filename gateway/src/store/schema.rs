@@ -35,7 +35,9 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX messages_dedup ON messages (dedup_key, received_at)
         WHERE dedup_key IS NOT NULL;
-     CREATE INDEX messages_state ON messages (state, id);
+     -- Partial: only uploaded rows are in it, so storing a new message (the
+     -- ACK path) never touches it; it serves the raw_retention pruning.
+     CREATE INDEX messages_uploaded ON messages (state_at) WHERE state = 3;
      CREATE TABLE counters (
         source         TEXT PRIMARY KEY,
         received       INTEGER NOT NULL DEFAULT 0,
@@ -48,8 +50,8 @@ const MIGRATIONS: &[&str] = &[
         uploaded       INTEGER NOT NULL DEFAULT 0
      );",
     // 2: the pipeline's results: the outbox of de-identified events, the
-    // quarantine, and the encounters seen (for the "transfer of an unknown
-    // encounter" rule).
+    // quarantine, the encounters seen (for the "transfer of an unknown
+    // encounter" rule), the pipeline's cursor and the released messages.
     "CREATE TABLE outbox (
         id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- the event id: never reused, batch order
         message_id  INTEGER NOT NULL,     -- the raw message it came from
@@ -68,6 +70,17 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE encounters (
         pseudonym   TEXT PRIMARY KEY
      ) WITHOUT ROWID;
+     -- The pipeline processes messages in id order; everything at or below
+     -- the cursor is processed (no index on the state is needed, which
+     -- keeps one B-tree out of every ACK's commit).
+     CREATE TABLE meta (
+        key         TEXT PRIMARY KEY,
+        value       INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     -- Messages an operator released from quarantine, below the cursor.
+     CREATE TABLE released (
+        message_id  INTEGER PRIMARY KEY
+     );
      ALTER TABLE counters ADD COLUMN dropped INTEGER NOT NULL DEFAULT 0;",
 ];
 

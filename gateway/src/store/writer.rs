@@ -93,6 +93,9 @@ pub enum ProcessedResult {
 pub struct Job {
     /// The results, applied in one transaction.
     pub processed: Vec<Processed>,
+    /// The pipeline's new cursor (the highest id it has now processed in
+    /// order), persisted in the same transaction.
+    pub cursor: Option<i64>,
     /// Answered after the commit (`Err` with the reason if it failed).
     pub done: oneshot::Sender<Result<(), String>>,
 }
@@ -326,7 +329,7 @@ impl Writer {
     /// Apply a batch of pipeline results in one transaction.
     fn apply_job(&mut self, job: Job) {
         let n = job.processed.len();
-        let result = apply_processed(&mut self.conn, &job.processed).map_err(|e| {
+        let result = apply_processed(&mut self.conn, &job.processed, job.cursor).map_err(|e| {
             tracing::error!(error = %e, results = n, "storing pipeline results failed; the messages stay awaiting and are processed again");
             e.to_string()
         });
@@ -450,7 +453,11 @@ fn write_group(
 /// `pending_upload` (its events in the outbox) or `quarantined`, with the
 /// counters, in one transaction. A message no longer awaiting (dropped or
 /// processed meanwhile) is skipped, so applying a result twice is harmless.
-fn apply_processed(conn: &mut Connection, processed: &[Processed]) -> rusqlite::Result<()> {
+fn apply_processed(
+    conn: &mut Connection,
+    processed: &[Processed],
+    cursor: Option<i64>,
+) -> rusqlite::Result<()> {
     let now = unix_ms(SystemTime::now());
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
@@ -466,6 +473,7 @@ fn apply_processed(conn: &mut Connection, processed: &[Processed]) -> rusqlite::
             "INSERT OR REPLACE INTO quarantine (message_id, source, reason, issues, at)
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
+        let mut unrelease = tx.prepare_cached("DELETE FROM released WHERE message_id = ?1")?;
         let mut count = tx.prepare_cached(
             "UPDATE counters SET awaiting = awaiting - 1,
                 pending_upload = pending_upload + ?2, quarantined = quarantined + ?3
@@ -478,6 +486,7 @@ fn apply_processed(conn: &mut Connection, processed: &[Processed]) -> rusqlite::
             };
             let changed =
                 mark.execute((state as i64, now, p.message_id, State::Awaiting as i64))?;
+            unrelease.execute([p.message_id])?;
             if changed == 0 {
                 continue;
             }
@@ -501,6 +510,13 @@ fn apply_processed(conn: &mut Connection, processed: &[Processed]) -> rusqlite::
                 }
             }
             count.execute((&*p.source, to_outbox, to_quarantine))?;
+        }
+        if let Some(c) = cursor {
+            tx.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+            )?
+            .execute((super::PIPELINE_CURSOR, c))?;
         }
     }
     tx.commit()
