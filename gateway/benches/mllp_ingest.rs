@@ -306,6 +306,7 @@ fn main() {
     let mut wardlink_rss = 0.0_f64;
     for variant in [
         Variant::Wardlink,
+        Variant::WardlinkWithPipeline,
         Variant::AckOnly,
         Variant::FsyncPerMessage,
     ] {
