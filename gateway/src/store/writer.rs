@@ -163,6 +163,7 @@ impl StoreWriter {
                     carry: HashMap::new(),
                     last_prune: Instant::now(),
                     doorbell: bell,
+                    not_durable: None,
                 };
                 w.run(requests, job_rx, &runtime);
             })?;
@@ -217,6 +218,9 @@ struct Writer {
     carry: HashMap<Arc<str>, Delta>,
     last_prune: Instant,
     doorbell: Arc<Doorbell>,
+    /// Set if the connection could not be put back to `synchronous=FULL`:
+    /// every commit is then refused rather than acknowledged without fsync.
+    not_durable: Option<String>,
 }
 
 /// What woke the writer.
@@ -283,7 +287,13 @@ impl Writer {
     /// Write one group in one transaction, then answer each request.
     fn commit_group(&mut self, group: &mut Vec<ToStore>) {
         let count = group.len() as u64;
-        match write_group(&mut self.conn, group, &self.carry) {
+        let written = match &self.not_durable {
+            Some(why) => Err(rusqlite::Error::InvalidParameterName(format!(
+                "the store cannot guarantee durability ({why})"
+            ))),
+            None => write_group(&mut self.conn, group, &self.carry),
+        };
+        match written {
             Ok(replies) => {
                 self.carry.clear();
                 self.stats.groups.fetch_add(1, Ordering::Relaxed);
@@ -327,9 +337,24 @@ impl Writer {
     }
 
     /// Apply a batch of pipeline results in one transaction.
+    ///
+    /// Committed with `synchronous=NORMAL`: no fsync of its own. That is
+    /// safe because a pipeline result can always be made again from the raw
+    /// message, which is already durable; a crash that loses this commit
+    /// only means the pipeline runs again, with the same result. The WAL is
+    /// sequential, so the next FULL commit (a source's) makes this one
+    /// durable too, before anything built on it (a sealed batch) can be.
     fn apply_job(&mut self, job: Job) {
         let n = job.processed.len();
-        let result = apply_processed(&mut self.conn, &job.processed, job.cursor).map_err(|e| {
+        let _ = self.conn.pragma_update(None, "synchronous", "NORMAL");
+        let result = apply_processed(&mut self.conn, &job.processed, job.cursor);
+        if let Err(e) = self.conn.pragma_update(None, "synchronous", "FULL") {
+            // Never commit a message that will be ACKed without FULL: from
+            // now on every commit is refused (senders retry later).
+            tracing::error!(error = %e, "cannot restore synchronous=FULL; refusing every new message");
+            self.not_durable = Some(e.to_string());
+        }
+        let result = result.map_err(|e| {
             tracing::error!(error = %e, results = n, "storing pipeline results failed; the messages stay awaiting and are processed again");
             e.to_string()
         });
@@ -689,6 +714,7 @@ mod tests {
             carry: HashMap::new(),
             last_prune: Instant::now(),
             doorbell: Arc::default(),
+            not_durable: None,
         };
         w.housekeeping();
         let left: Vec<(i64, i64)> = w
