@@ -272,27 +272,29 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit_group(&mut group);
+            self.commit_group(&mut group, &mut requests);
             if self.last_prune.elapsed() >= PRUNE_EVERY {
                 self.housekeeping();
             }
         }
         // Every sender is gone: flush counts still carried from a failed commit.
         if !self.carry.is_empty() {
-            self.commit_group(&mut group);
+            self.commit_group(&mut group, &mut requests);
         }
         tracing::debug!("store writer stopped");
     }
 
     /// Write one group in one transaction, then answer each request.
-    fn commit_group(&mut self, group: &mut Vec<ToStore>) {
-        let count = group.len() as u64;
+    fn commit_group(&mut self, group: &mut Vec<ToStore>, requests: &mut mpsc::Receiver<ToStore>) {
+        let max = self.options.group_commit_max.max(1);
+        let mut late = || requests.try_recv().ok();
         let written = match &self.not_durable {
             Some(why) => Err(rusqlite::Error::InvalidParameterName(format!(
                 "the store cannot guarantee durability ({why})"
             ))),
-            None => write_group(&mut self.conn, group, &self.carry),
+            None => write_group(&mut self.conn, group, &self.carry, &mut late, max),
         };
+        let count = group.len() as u64;
         match written {
             Ok(replies) => {
                 self.carry.clear();
@@ -390,15 +392,22 @@ fn refuse_reason(e: &rusqlite::Error) -> RefuseReason {
 
 /// Write a group in one transaction. Returns, per request, the reply to send
 /// once the transaction is durable (`None` for count-only requests).
+/// Write a group in one transaction. Requests that arrive while the group
+/// is being written (`late`) join it, up to `max`, before the commit: they
+/// cost no extra fsync and no waiting (with eight senders each waiting for
+/// its ACK, those freed by the previous commit arrive during this one's
+/// inserts).
 fn write_group(
     conn: &mut Connection,
-    group: &[ToStore],
+    group: &mut Vec<ToStore>,
     carry: &HashMap<Arc<str>, Delta>,
+    late: &mut dyn FnMut() -> Option<ToStore>,
+    max: usize,
 ) -> rusqlite::Result<Vec<Option<Reply>>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut deltas: HashMap<&str, Delta> = HashMap::new();
+    let mut deltas: HashMap<Arc<str>, Delta> = HashMap::new();
     for (source, d) in carry {
-        let e = deltas.entry(source).or_default();
+        let e = deltas.entry(source.clone()).or_default();
         e.received += d.received;
         e.rejected += d.rejected;
     }
@@ -415,10 +424,19 @@ fn write_group(
                 state, state_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?3)",
         )?;
-        for req in group {
+        let mut next = 0;
+        loop {
+            if next == group.len() {
+                match (group.len() < max).then(&mut *late).flatten() {
+                    Some(req) => group.push(req),
+                    None => break,
+                }
+            }
+            let req = &group[next];
+            next += 1;
             match req {
                 ToStore::Commit { received, .. } => {
-                    let d = deltas.entry(&received.source).or_default();
+                    let d = deltas.entry(received.source.clone()).or_default();
                     d.received += 1;
                     let at = unix_ms(received.received_at);
                     if let Some(dup) = find_duplicate(&mut find_dup, received, at)? {
@@ -449,7 +467,7 @@ fn write_group(
                     }));
                 }
                 ToStore::Rejected { source, .. } => {
-                    let d = deltas.entry(source).or_default();
+                    let d = deltas.entry(source.clone()).or_default();
                     d.received += 1;
                     d.rejected += 1;
                     replies.push(None);
@@ -467,7 +485,7 @@ fn write_group(
                 awaiting = awaiting + excluded.awaiting",
         )?;
         for (source, d) in &deltas {
-            bump.execute((source, d.received, d.acked, d.rejected, d.duplicates))?;
+            bump.execute((&**source, d.received, d.acked, d.rejected, d.duplicates))?;
         }
     }
     tx.commit()?;
