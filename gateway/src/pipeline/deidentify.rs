@@ -269,16 +269,17 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
         out
     }
 
-    /// A code-like value must pass: ≤ 20 chars, no whitespace, no `@`, not
-    /// an all-digit run longer than 5, no identifier detected.
+    /// A code-like value must pass: ≤ 20 chars, no whitespace, no `@`, at
+    /// most 5 digits (longer numbers are identifiers more often than codes:
+    /// MRNs, visit and account numbers), no identifier detected.
     pub fn keep_code(&mut self, s: &str) -> Option<String> {
         let t = s.trim();
         if t.is_empty() {
             return None;
         }
         let n = t.chars().count();
-        let all_digits = t.bytes().all(|b| b.is_ascii_digit());
-        if n > 20 || t.contains(char::is_whitespace) || t.contains('@') || (all_digits && n > 5) {
+        let digits = t.bytes().filter(u8::is_ascii_digit).count();
+        if n > 20 || t.contains(char::is_whitespace) || t.contains('@') || digits > 5 {
             return None;
         }
         if !detect::find(t, Mode::Strict, None).is_empty() || self.dictionary().matches(t) {
