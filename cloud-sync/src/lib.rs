@@ -15,5 +15,5 @@ pub mod event;
 
 pub use event::{
     AdtAction, AdtBody, Body, Code, Event, Hl7OtherBody, Issue, Location, ObservationBody,
-    OtherSegment, Severity, SCHEMA_VERSION,
+    OtherSegment, Severity, Text, SCHEMA_VERSION,
 };

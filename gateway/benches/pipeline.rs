@@ -1,1 +1,85 @@
-fn main() {}
+//! Pipeline throughput on ~1 KB IHE PCD-01 ORU^R01 messages, one core.
+//!
+//! Target (issue 3): at least 50,000 messages/s for parse, validate,
+//! normalize and de-identify. Run with `cargo bench -p wardlink --bench pipeline`.
+//! Prints messages/s and ns/message for the pipeline alone and with JSON
+//! serialization of the events (what the outbox would store).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant, SystemTime};
+
+use wardlink::pipeline::{NoHistory, Outcome, Pipeline, PipelineSettings, RawMessage, SiteKeys};
+
+fn main() {
+    let mut rng = support::Rng::new(42);
+    let messages: Vec<String> = (0..1000).map(|i| support::pcd_oru(&mut rng, i).0).collect();
+    let avg = messages.iter().map(String::len).sum::<usize>() / messages.len();
+    let pipeline = match Pipeline::new(PipelineSettings::default(), SiteKeys::from_secrets(&[7u8; 32], None)) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("pipeline: {e}");
+            std::process::exit(2);
+        }
+    };
+    let received = SystemTime::UNIX_EPOCH + Duration::from_secs(1_717_200_000);
+    let raws: Vec<RawMessage<'_>> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| RawMessage {
+            id: i as i64,
+            source: "icu-monitors",
+            received_at: received,
+            bytes: m.as_bytes(),
+            charset_hint: Some("UNICODE UTF-8"),
+        })
+        .collect();
+    // Sanity: every message yields observations.
+    let mut events_per_msg = 0;
+    for r in &raws {
+        match pipeline.process(r, &NoHistory) {
+            Outcome::Events { events, .. } => events_per_msg = events.len(),
+            Outcome::Quarantine { reason, .. } => {
+                eprintln!("unexpected quarantine: {reason}");
+                std::process::exit(2);
+            }
+        }
+    }
+    println!("messages: {} distinct, average {avg} bytes, {events_per_msg} events each", raws.len());
+
+    for (label, serialize) in [("pipeline", false), ("pipeline + JSON", true)] {
+        // Warm up, then measure for ~3 s.
+        let mut n = 0u64;
+        let start = Instant::now();
+        let mut bytes = 0usize;
+        while start.elapsed() < Duration::from_millis(500) {
+            for r in &raws {
+                black_box(pipeline.process(r, &NoHistory));
+            }
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            for r in &raws {
+                let out = pipeline.process(black_box(r), &NoHistory);
+                if serialize {
+                    if let Outcome::Events { events, .. } = &out {
+                        for e in events {
+                            bytes += serde_json::to_vec(e).map_or(0, |v| v.len());
+                        }
+                    }
+                }
+                black_box(out);
+                n += 1;
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "{label:<16} {:>10.0} msgs/s  {:>8.0} ns/msg{}",
+            n as f64 / secs,
+            secs * 1e9 / n as f64,
+            if serialize { format!("  ({} JSON bytes/msg)", bytes / n as usize) } else { String::new() }
+        );
+    }
+}

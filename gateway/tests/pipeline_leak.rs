@@ -83,7 +83,7 @@ fn run(settings: PipelineSettings, check_free_text: bool) {
         assert_no_leak(i, &json, &planted);
         assert_eq!(evs.len(), 1);
         let Body::Adt(adt) = &evs[0].body else { panic!("not adt: {json}") };
-        assert_eq!(adt.trigger, planted.codes[0]);
+        assert_eq!(&*adt.trigger, planted.codes[0].as_str());
         assert_eq!(adt.location.as_ref().and_then(|l| l.ward.as_deref()), Some(planted.codes[1].as_str()));
         assert_eq!(adt.patient_class.as_deref(), Some(planted.codes[2].as_str()));
         assert_eq!(adt.sex.as_deref(), Some("M"));
@@ -98,7 +98,7 @@ fn run(settings: PipelineSettings, check_free_text: bool) {
         for (code, value, unit) in &planted.clinical {
             let found = evs.iter().any(|e| match &e.body {
                 Body::Observation(o) => {
-                    o.code.code == *code && o.value_num == Some(*value) && o.unit.as_deref() == Some(unit.as_str())
+                    &*o.code.code == code.as_str() && o.value_num == Some(*value) && o.unit.as_deref() == Some(unit.as_str())
                 }
                 _ => false,
             });

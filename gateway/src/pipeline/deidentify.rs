@@ -18,7 +18,7 @@
 
 use std::borrow::Cow;
 
-use wardlink_sync::OtherSegment;
+use wardlink_sync::{OtherSegment, Text};
 
 use super::detect::{self, Dictionary, Mode};
 use super::hl7::{escape_into, Message, Precision, Segment, Ts, Value};
@@ -103,6 +103,17 @@ pub struct Deid<'p, 'm, 'a> {
     /// Epoch seconds of the message's reference time (for generalizing birth dates).
     pub reference: Option<Ts>,
     dict: Option<Dictionary>,
+    /// keep-code results already computed for this message (values like
+    /// `NM` or a ward code repeat on every row).
+    code_memo: Vec<(Text, Option<Text>)>,
+    /// Distinct short values of this message (see [`Deid::intern`]).
+    interned: Vec<Text>,
+    /// Whether keep-code also rejects values containing this message's names
+    /// and identifiers. On for `hl7_other` (fields of unknown meaning); off
+    /// for the normalizer's known code fields (ward, class, value type …),
+    /// where building the dictionary for every device message would cost
+    /// more than the whole parse and protect against nothing plausible.
+    pub codes_use_dictionary: bool,
     /// Field traces, when explaining.
     pub trace: Option<Vec<FieldTrace>>,
 }
@@ -118,11 +129,8 @@ pub fn normalize_device_id(s: &str) -> String {
 /// The device id of an EI value (OBX-18, MSH-3 as HD): the universal id when
 /// typed EUI-64, else the entity/namespace id.
 pub fn device_id_of(ei: Value<'_>, hd: bool) -> Option<String> {
-    let (id, uid, ty) = if hd {
-        (ei.comp(1), ei.comp(2), ei.comp(3))
-    } else {
-        (ei.comp(1), ei.comp(3), ei.comp(4))
-    };
+    let [c1, c2, c3, c4] = ei.comps_n::<4>();
+    let (id, uid, ty) = if hd { (c1, c2, c3) } else { (c1, c3, c4) };
     let pick = if ty.raw().eq_ignore_ascii_case("EUI-64") && !uid.is_empty() {
         uid
     } else if hd {
@@ -146,6 +154,9 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
             offset_days: 0,
             reference: None,
             dict: None,
+            code_memo: Vec::new(),
+            interned: Vec::new(),
+            codes_use_dictionary: false,
             trace: tracing.then(Vec::new),
         }
     }
@@ -224,6 +235,23 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
         self.dict.get_or_insert_with(|| build_dictionary(msg))
     }
 
+    /// A shared string for `s`: values repeat across the rows of a message
+    /// (`NM`, `R`, `MDC`, units, the observation time), so each distinct
+    /// value is allocated once per message.
+    pub fn intern(&mut self, s: &str) -> Text {
+        if s.len() > 40 {
+            return Text::from(s);
+        }
+        if let Some(t) = self.interned.iter().find(|t| t.as_ref() == s) {
+            return t.clone();
+        }
+        let t = Text::from(s);
+        if self.interned.len() < 64 {
+            self.interned.push(t.clone());
+        }
+        t
+    }
+
     /// Renders a parsed date per `action` and the date policy (ISO 8601).
     pub fn render_date(&self, ts: &Ts, action: Action) -> Option<String> {
         match action {
@@ -238,10 +266,10 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
     }
 
     /// A timestamp field for an event (ISO 8601 under the policy), traced.
-    pub fn date(&mut self, loc: Loc<'_>, ts: Option<&Ts>) -> Option<String> {
+    pub fn date(&mut self, loc: Loc<'_>, ts: Option<&Ts>) -> Option<Text> {
         let ts = ts?;
         let (action, origin) = self.action(&loc);
-        let out = self.render_date(ts, action);
+        let out = self.render_date(ts, action).map(|s| self.intern(&s));
         self.record(&loc, action, origin, out.as_deref());
         out
     }
@@ -254,14 +282,31 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
 
     /// An identifier for an event: pseudonymized from `parts` when the
     /// profile says so, else per the action applied to `display`.
-    pub fn ident(&mut self, loc: Loc<'_>, kind: IdKind, parts: &[&str], display: &str) -> Option<String> {
+    pub fn ident(&mut self, loc: Loc<'_>, kind: IdKind, parts: &[&str], display: &str) -> Option<Text> {
         if display.trim().is_empty() {
             return None;
         }
         let (action, origin) = self.action(&loc);
         let out = match action {
-            Action::Pseudonymize => Some(self.keys.pseudonym(kind, parts)),
-            Action::Keep => Some(display.to_owned()),
+            Action::Pseudonymize => Some(self.keys.pseudonym_text(kind, parts)),
+            Action::Keep => Some(self.intern(display)),
+            Action::KeepCode => self.keep_code(display),
+            _ => None,
+        };
+        self.record(&loc, action, origin, out.as_deref());
+        out
+    }
+
+    /// Like [`Deid::ident`] when the caller already computed the pseudonym
+    /// (it also needs it internally): no second HMAC.
+    pub fn ident_with(&mut self, loc: Loc<'_>, pseudonym: &Text, display: &str) -> Option<Text> {
+        if display.trim().is_empty() {
+            return None;
+        }
+        let (action, origin) = self.action(&loc);
+        let out = match action {
+            Action::Pseudonymize => Some(pseudonym.clone()),
+            Action::Keep => Some(self.intern(display)),
             Action::KeepCode => self.keep_code(display),
             _ => None,
         };
@@ -272,20 +317,28 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
     /// A code-like value must pass: ≤ 20 chars, no whitespace, no `@`, at
     /// most 5 digits (longer numbers are identifiers more often than codes:
     /// MRNs, visit and account numbers), no identifier detected.
-    pub fn keep_code(&mut self, s: &str) -> Option<String> {
+    pub fn keep_code(&mut self, s: &str) -> Option<Text> {
         let t = s.trim();
         if t.is_empty() {
             return None;
         }
+        if let Some((_, r)) = self.code_memo.iter().find(|(k, _)| k.as_ref() == t) {
+            return r.clone();
+        }
         let n = t.chars().count();
         let digits = t.bytes().filter(u8::is_ascii_digit).count();
-        if n > 20 || t.contains(char::is_whitespace) || t.contains('@') || digits > 5 {
-            return None;
+        let shape_ok = n <= 20 && !t.contains(char::is_whitespace) && !t.contains('@') && digits <= 5;
+        // Every strict detector needs '@', '.', ':' or more than 5 digits,
+        // except PAN: skip the scan when none can fire.
+        let ok = shape_ok
+            && !((t.contains(['.', ':']) || detect::is_pan(t)) && !detect::find(t, Mode::Strict, None).is_empty())
+            && !(self.codes_use_dictionary && self.dictionary().matches(t));
+        let key = self.intern(t);
+        let r = ok.then(|| key.clone());
+        if self.code_memo.len() < 64 {
+            self.code_memo.push((key, r.clone()));
         }
-        if !detect::find(t, Mode::Strict, None).is_empty() || self.dictionary().matches(t) {
-            return None;
-        }
-        Some(t.to_owned())
+        r
     }
 
     /// Free text scrubbed with every detector and this message's dictionary.
@@ -295,19 +348,19 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
     }
 
     /// A textual value for an event, per its action.
-    pub fn text(&mut self, loc: Loc<'_>, v: Value<'_>) -> Option<String> {
+    pub fn text(&mut self, loc: Loc<'_>, v: Value<'_>) -> Option<Text> {
         let t = v.text()?;
         self.text_str(loc, &t)
     }
 
     /// Like [`Deid::text`] for an already decoded string.
-    pub fn text_str(&mut self, loc: Loc<'_>, t: &str) -> Option<String> {
+    pub fn text_str(&mut self, loc: Loc<'_>, t: &str) -> Option<Text> {
         let (action, origin) = self.action(&loc);
         match action {
             Action::Scrub => {
                 let (s, counts) = self.scrub_text(t);
                 self.record_scrub(&loc, origin, Some(&s), &counts);
-                Some(s)
+                Some(Text::from(s))
             }
             _ => {
                 let out = self.apply_plain(&loc, action, t);
@@ -317,21 +370,21 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
         }
     }
 
-    fn apply_plain(&mut self, loc: &Loc<'_>, action: Action, t: &str) -> Option<String> {
+    fn apply_plain(&mut self, loc: &Loc<'_>, action: Action, t: &str) -> Option<Text> {
         match action {
-            Action::Keep => Some(t.to_owned()),
+            Action::Keep => Some(self.intern(t)),
             Action::KeepCode => self.keep_code(t),
             Action::Remove => None,
-            Action::Scrub => Some(self.scrub_text(t).0),
+            Action::Scrub => Some(Text::from(self.scrub_text(t).0)),
             Action::Pseudonymize => Some(
                 self.keys
-                    .pseudonym(pseudonym_kind(loc.seg, loc.field, loc.comp), &[t]),
+                    .pseudonym_text(pseudonym_kind(loc.seg, loc.field, loc.comp), &[t]),
             ),
             Action::ShiftDate => {
                 let ts = Ts::parse(t.split(['^', '&']).next().unwrap_or(""))?;
-                self.render_date(&ts, Action::ShiftDate)
+                self.render_date(&ts, Action::ShiftDate).map(Text::from)
             }
-            Action::Generalize => self.generalize(loc, t),
+            Action::Generalize => self.generalize(loc, t).map(Text::from),
         }
     }
 
@@ -354,6 +407,8 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
     /// `hl7_other`: every segment, every field, after the profile.
     pub fn other_segments(&mut self) -> Vec<OtherSegment> {
         let msg = self.msg;
+        self.codes_use_dictionary = true;
+        self.code_memo.clear();
         let mut out = Vec::with_capacity(msg.segment_count());
         let mut occ: Vec<(&str, usize)> = Vec::new();
         for seg in msg.segments() {
@@ -470,8 +525,8 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
                             continue;
                         }
                         let r = match a {
-                            Action::ShiftDate | Action::Generalize => self.hl7_date(&cloc, a, &t),
-                            Action::Scrub => Some(self.scrub_text(&t).0),
+                            Action::ShiftDate | Action::Generalize => self.hl7_date(&cloc, a, &t).map(Text::from),
+                            Action::Scrub => Some(Text::from(self.scrub_text(&t).0)),
                             _ => self.apply_plain(&cloc, a, &t),
                         };
                         if let Some(r) = r {

@@ -33,7 +33,7 @@ pub mod validate;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use wardlink_sync::{Event, Issue, Severity, SCHEMA_VERSION};
+use wardlink_sync::{Event, Issue, Severity, Text, SCHEMA_VERSION};
 
 pub use profile::{Action, FieldOverride};
 pub use pseudonym::{KeyError, SiteKeys};
@@ -322,15 +322,16 @@ impl Pipeline {
             max_age: i64::try_from(self.settings.max_age.as_secs()).unwrap_or(i64::MAX / 4),
         };
         let msh = msg.msh();
-        let msh7 = validate::timestamp(msh.field(7).comp(1).raw(), "MSH-7", "MSH7_INVALID", &limits, true, &mut issues);
+        let msh7 = validate::timestamp(msh.field(7).comp(1).raw(), || "MSH-7".to_owned(), "MSH7_INVALID", &limits, true, &mut issues);
         let mut deid = Deid::new(&self.profile, &self.keys, self.settings.date_policy, &msg, tracing);
         let ident = normalize::identity(&msg, &mut deid, self.settings.pseudonym_scope, raw.source, &mut issues);
         deid.set_subject(&ident.subject);
-        let control_id_hash = self.keys.pseudonym(
+        let control_id_hash = Text::from(self.keys.pseudonym(
             IdKind::Control,
             &[msh.field(3).raw(), msh.field(4).raw(), msh.field(10).raw()],
-        );
-        let received_at = deid.received(&Ts::from_epoch_utc(received));
+        ));
+        let received_at = Text::from(deid.received(&Ts::from_epoch_utc(received)));
+        let source = Text::from(raw.source);
         let code = msh.field(9).comp(1).raw().trim();
         let trigger = msh.field(9).comp(2).raw().trim();
         let trigger = if trigger.is_empty() && code == "ADT" {
@@ -364,7 +365,7 @@ impl Pipeline {
             all.extend(own);
             events.push(Event {
                 schema: SCHEMA_VERSION,
-                source: raw.source.to_owned(),
+                source: source.clone(),
                 control_id_hash: control_id_hash.clone(),
                 received_at: received_at.clone(),
                 quality: validate::quality(&all),

@@ -19,7 +19,9 @@
 
 use std::borrow::Cow;
 
-use wardlink_sync::{AdtAction, AdtBody, Body, Code, Hl7OtherBody, Issue, Location, ObservationBody};
+use std::sync::Arc;
+
+use wardlink_sync::{AdtAction, AdtBody, Body, Code, Hl7OtherBody, Issue, Location, ObservationBody, Text};
 
 use super::deidentify::{age_text, age_years, device_id_of, postal_prefix, Deid, Loc};
 use super::detect;
@@ -33,11 +35,11 @@ use super::{PipelineContext, Scope};
 #[derive(Debug, Default)]
 pub struct Identity {
     /// Exported patient pseudonym (per the profile's PID-3 action).
-    pub patient: Option<String>,
+    pub patient: Option<Text>,
     /// Exported network pseudonym (network scope and an ABHA number).
-    pub patient_network: Option<String>,
+    pub patient_network: Option<Text>,
     /// Exported encounter pseudonym (per the profile's PV1-19 action).
-    pub encounter: Option<String>,
+    pub encounter: Option<Text>,
     /// The encounter pseudonym used for reference checks (always computed when
     /// a visit number exists; stays on the box).
     pub encounter_internal: Option<String>,
@@ -137,13 +139,13 @@ pub fn identity(
             let ty = rep.comp(5).decoded();
             let idv = rep.comp(1).decoded();
             id.has_patient_id = true;
-            let internal = keys.pseudonym(IdKind::Patient, &[&auth, &ty, &idv]);
-            id.patient = deid.ident(loc, IdKind::Patient, &[&auth, &ty, &idv], &idv);
-            subject = Some(internal);
+            let internal = keys.pseudonym_text(IdKind::Patient, &[&auth, &ty, &idv]);
+            id.patient = deid.ident_with(loc, &internal, &idv);
+            subject = Some(internal.to_string());
         }
         if let (Scope::Network, Some(a)) = (scope, abha.as_ref()) {
             if deid.action(&Loc::field("PID", 3)).0 == Action::Pseudonymize {
-                id.patient_network = keys.network_pseudonym(IdKind::NetworkPatient, &[a]);
+                id.patient_network = keys.network_pseudonym(IdKind::NetworkPatient, &[a]).map(Text::from);
                 deid.note(Loc::field("PID", 3), Action::Pseudonymize, "network scope: ABHA number with the network key", id.patient_network.as_deref());
             }
             if subject.is_none() {
@@ -163,8 +165,9 @@ pub fn identity(
         let visit = v.comp(1).decoded();
         if !visit.trim().is_empty() {
             let auth = v.comp(4).decoded();
-            id.encounter_internal = Some(keys.pseudonym(IdKind::Visit, &[&auth, &visit]));
-            id.encounter = deid.ident(Loc::field("PV1", 19), IdKind::Visit, &[&auth, &visit], &visit);
+            let internal = keys.pseudonym_text(IdKind::Visit, &[&auth, &visit]);
+            id.encounter = deid.ident_with(Loc::field("PV1", 19), &internal, &visit);
+            id.encounter_internal = Some(internal.to_string());
         } else if let (Some(s), Some(admit)) = (&subject, pv1.field(44).comp(1).text()) {
             // No visit number: key the stay by patient and admit time (hl7v2-mllp.md §6).
             let parts = ["ADMIT", s.as_str(), admit.as_ref()];
@@ -222,11 +225,12 @@ fn adt_action(trigger: &str) -> AdtAction {
 }
 
 fn code_of(deid: &mut Deid<'_, '_, '_>, base: Loc<'_>, v: Value<'_>) -> Option<Code> {
-    let code = deid.text(base.comp(1), v.comp(1))?;
+    let [c1, c2, c3] = v.comps_n::<3>();
+    let code = deid.text(base.comp(1), c1)?;
     Some(Code {
         code,
-        system: deid.text(base.comp(3), v.comp(3)),
-        display: deid.text(base.comp(2), v.comp(2)),
+        system: deid.text(base.comp(3), c3),
+        display: deid.text(base.comp(2), c2),
     })
 }
 
@@ -248,7 +252,7 @@ pub fn adt(
     let pv1 = msg.first("PV1");
     let ts_field = |seg: Option<Segment<'_, '_>>, name: &str, f: usize, age: bool, issues: &mut Vec<Issue>| {
         let s = seg?;
-        validate::timestamp(s.field(f).comp(1).raw(), &format!("{name}-{f}"), "TS_INVALID", limits, age, issues)
+        validate::timestamp(s.field(f).comp(1).raw(), || format!("{name}-{f}"), "TS_INVALID", limits, age, issues)
     };
     let evn2 = ts_field(evn, "EVN", 2, true, issues);
     let evn6 = ts_field(evn, "EVN", 6, true, issues);
@@ -263,7 +267,7 @@ pub fn adt(
     let reference = event_ts.unwrap_or_else(|| Ts::from_epoch_utc(limits.received));
     deid.reference = Some(reference);
     let mut body = AdtBody {
-        trigger: trigger.to_owned(),
+        trigger: Text::from(trigger),
         action: adt_action(trigger),
         patient_class: None,
         location: None,
@@ -294,7 +298,7 @@ pub fn adt(
         let dob_raw = pid.field(7).comp(1);
         if !dob_raw.is_empty() {
             let mut tmp = Vec::new();
-            let dob = validate::timestamp(dob_raw.raw(), "PID-7", "TS_INVALID", limits, false, &mut tmp);
+            let dob = validate::timestamp(dob_raw.raw(), || "PID-7".to_owned(), "TS_INVALID", limits, false, &mut tmp);
             issues.extend(tmp.into_iter().filter(|i| i.code != "TS_FUTURE"));
             if let Some(dob) = dob {
                 let loc = Loc::field("PID", 7);
@@ -302,7 +306,7 @@ pub fn adt(
                 match age_years(&dob, &reference) {
                     None => issues.push(issue("DOB_IN_FUTURE", Some("PID-7".into()), "birth date is after the event time")),
                     Some(years) => {
-                        let out = (action != Action::Remove).then(|| age_text(years));
+                        let out = (action != Action::Remove).then(|| Text::from(age_text(years)));
                         deid.note(loc, action, "birth date → age in whole years (90+)", out.as_deref());
                         body.age = out;
                     }
@@ -321,7 +325,7 @@ pub fn adt(
             let (action, _) = deid.action(&loc);
             body.postal_prefix = match action {
                 Action::Generalize => {
-                    let out = postal_prefix(&zip);
+                    let out = postal_prefix(&zip).map(Text::from);
                     deid.note(loc, action, "PIN/ZIP → first 3 digits", out.as_deref());
                     out
                 }
@@ -378,28 +382,52 @@ pub fn adt(
 
 /// Maps a unit (OBX-6) to UCUM.
 pub fn ucum(code: &str, text: &str, system: &str) -> Option<Cow<'static, str>> {
+    let by_num = |c: &str| -> Option<&'static str> {
+        let n: u32 = c.parse().ok()?;
+        Some(match n {
+            262656 => "1",
+            262688 => "%",
+            268384 => "%{vol}",
+            264864 | 264928 => "/min",
+            266016 => "mm[Hg]",
+            265987 => "kPa",
+            266048 => "cm[H2O]",
+            263744 => "L",
+            263762 => "mL",
+            265216 => "L/min",
+            265234 => "mL/min",
+            268032 => "L/cm[H2O]",
+            268050 => "mL/cm[H2O]",
+            268064 => "cm[H2O]/(L/s)",
+            268192 => "Cel",
+            264320 => "s",
+            264338 => "ms",
+            264352 => "min",
+            263875 => "kg",
+            _ => return None,
+        })
+    };
     let by_mdc = |c: &str| -> Option<&'static str> {
+        if c.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+            return by_num(c);
+        }
         Some(match c {
-            "262656" | "MDC_DIM_DIMLESS" => "1",
-            "262688" | "MDC_DIM_PERCENT" => "%",
-            "268384" | "MDC_DIM_VOL_PERCENT" => "%{vol}",
-            "264864" | "MDC_DIM_BEAT_PER_MIN" => "/min",
-            "264928" | "MDC_DIM_RESP_PER_MIN" => "/min",
-            "266016" | "MDC_DIM_MMHG" => "mm[Hg]",
-            "265987" | "MDC_DIM_KILO_PASCAL" => "kPa",
-            "266048" | "MDC_DIM_CM_H2O" => "cm[H2O]",
-            "263744" | "MDC_DIM_X_L" => "L",
-            "263762" | "MDC_DIM_MILLI_L" => "mL",
-            "265216" | "MDC_DIM_X_L_PER_MIN" => "L/min",
-            "265234" | "MDC_DIM_MILLI_L_PER_MIN" => "mL/min",
-            "268032" => "L/cm[H2O]",
-            "268050" => "mL/cm[H2O]",
-            "268064" => "cm[H2O]/(L/s)",
-            "268192" | "MDC_DIM_DEGC" => "Cel",
-            "264320" | "MDC_DIM_SEC" => "s",
-            "264338" | "MDC_DIM_MILLI_SEC" => "ms",
-            "264352" | "MDC_DIM_MIN" => "min",
-            "263875" | "MDC_DIM_KILO_G" => "kg",
+            "MDC_DIM_DIMLESS" => "1",
+            "MDC_DIM_PERCENT" => "%",
+            "MDC_DIM_VOL_PERCENT" => "%{vol}",
+            "MDC_DIM_BEAT_PER_MIN" | "MDC_DIM_RESP_PER_MIN" => "/min",
+            "MDC_DIM_MMHG" => "mm[Hg]",
+            "MDC_DIM_KILO_PASCAL" => "kPa",
+            "MDC_DIM_CM_H2O" => "cm[H2O]",
+            "MDC_DIM_X_L" => "L",
+            "MDC_DIM_MILLI_L" => "mL",
+            "MDC_DIM_X_L_PER_MIN" => "L/min",
+            "MDC_DIM_MILLI_L_PER_MIN" => "mL/min",
+            "MDC_DIM_DEGC" => "Cel",
+            "MDC_DIM_SEC" => "s",
+            "MDC_DIM_MILLI_SEC" => "ms",
+            "MDC_DIM_MIN" => "min",
+            "MDC_DIM_KILO_G" => "kg",
             _ => return None,
         })
     };
@@ -432,22 +460,30 @@ pub fn ucum(code: &str, text: &str, system: &str) -> Option<Cow<'static, str>> {
     if sys.eq_ignore_ascii_case("UCUM") && !code.is_empty() {
         return Some(by_text(code).map_or_else(|| Cow::Owned(code.to_owned()), Cow::Borrowed));
     }
-    by_mdc(code)
-        .or_else(|| by_mdc(text))
+    if let Some(u) = by_mdc(code) {
+        return Some(Cow::Borrowed(u));
+    }
+    by_mdc(text)
         .or_else(|| by_text(code))
         .or_else(|| by_text(text))
         .map(Cow::Borrowed)
 }
 
+/// FNV-1a, for remembering short keys (OBX-4 paths) without copying them.
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
 #[derive(Default)]
 struct Tree {
-    /// (OBX-4 prefix, containment code, normalized device id)
-    nodes: Vec<(String, String, Option<String>)>,
+    /// (hash of the OBX-4 prefix, containment code, normalized device id)
+    nodes: Vec<(u64, Text, Option<String>)>,
 }
 
 impl Tree {
-    fn get(&self, prefix: &str) -> Option<&(String, String, Option<String>)> {
-        self.nodes.iter().rev().find(|(p, _, _)| p == prefix)
+    fn get(&self, prefix: &str) -> Option<&(u64, Text, Option<String>)> {
+        let h = fnv(prefix);
+        self.nodes.iter().rev().find(|(p, _, _)| *p == h)
     }
 }
 
@@ -491,20 +527,19 @@ pub fn observations(
         .first("PV1")
         .and_then(|pv1| location(deid, Loc::field("PV1", 3), pv1.field(3).rep(0)));
     let msh_device = device_id_of(msg.msh().field(3), true);
-    let mut devices: Vec<(String, Option<String>)> = Vec::new();
+    let mut devices: Vec<(String, Option<Text>)> = Vec::new();
     let mut tree = Tree::default();
-    let mut panel: Option<Code> = None;
+    let mut panel: Option<Arc<Code>> = None;
     let mut obr7: Option<Ts> = None;
     let mut obr_n = 0usize;
     let mut obx_n = 0usize;
-    let mut sub_ids: Vec<(usize, String)> = Vec::new();
+    let mut sub_ids: Vec<(usize, u64)> = Vec::new();
     for seg in msg.segments() {
         match seg.id() {
             "OBR" => {
                 obr_n += 1;
-                let f = format!("OBR[{obr_n}]-7");
-                obr7 = validate::timestamp(seg.field(7).comp(1).raw(), &f, "TS_INVALID", limits, true, msg_issues);
-                panel = code_of(deid, Loc::field("OBR", 4).at(obr_n), seg.field(4));
+                obr7 = validate::timestamp(seg.field(7).comp(1).raw(), || format!("OBR[{obr_n}]-7"), "TS_INVALID", limits, true, msg_issues);
+                panel = code_of(deid, Loc::field("OBR", 4).at(obr_n), seg.field(4)).map(Arc::new);
                 tree = Tree::default();
             }
             "OBX" => {
@@ -535,9 +570,9 @@ fn observation(
     msh7: Option<&Ts>,
     obr7: Option<&Ts>,
     tree: &mut Tree,
-    devices: &mut Vec<(String, Option<String>)>,
+    devices: &mut Vec<(String, Option<Text>)>,
     msh_device: Option<&str>,
-    sub_ids: &mut Vec<(usize, String)>,
+    sub_ids: &mut Vec<(usize, u64)>,
     msg_issues: &mut Vec<Issue>,
 ) -> Option<(Body, Vec<Issue>)> {
     let mut issues = Vec::new();
@@ -557,7 +592,7 @@ fn observation(
     // PCD-01 header rows (MDS/VMD/CHAN): remember code and device, no event.
     if vt_raw.is_empty() && value.is_empty() {
         if let Some((_, prefix)) = header_prefix(sub_id) {
-            tree.nodes.push((prefix.to_owned(), code_v.comp(1).raw().trim().to_owned(), own_device));
+            tree.nodes.push((fnv(prefix), deid.intern(code_v.comp(1).raw().trim()), own_device));
         }
         return None;
     }
@@ -565,10 +600,11 @@ fn observation(
         issues.push(issue("OBX_VALUE_TYPE_UNKNOWN", Some(label(2)), format!("value type {:?} is not in table 0125", validate::short(vt_raw))));
     }
     if !sub_id.is_empty() {
-        if sub_ids.iter().any(|(o, s)| *o == obr_n && s == sub_id) {
+        let h = fnv(sub_id);
+        if sub_ids.iter().any(|(o, s)| *o == obr_n && *s == h) {
             issues.push(issue("OBX_SUB_ID_DUPLICATE", Some(label(4)), "sub-id repeats within the order"));
         } else {
-            sub_ids.push((obr_n, sub_id.to_owned()));
+            sub_ids.push((obr_n, h));
         }
     }
     // Unknown or missing value types are scrubbed like ST, never kept blindly.
@@ -576,15 +612,16 @@ fn observation(
     let base = Loc::field("OBX", 5).at(n).vt(vt);
     let code = code_of(deid, Loc::field("OBX", 3).at(n), code_v)?;
     let units = seg.field(6);
-    let unit = ucum(units.comp(1).raw().trim(), units.comp(2).raw().trim(), units.comp(3).raw().trim());
-    let unit_sent_raw = if units.comp(1).is_empty() { units.comp(2) } else { units.comp(1) };
+    let [u1, u2, u3] = units.comps_n::<3>();
+    let unit = ucum(u1.raw().trim(), u2.raw().trim(), u3.raw().trim());
+    let unit_sent_raw = if u1.is_empty() { u2 } else { u1 };
     let mut body = ObservationBody {
         code,
         value_type: deid.text_str(Loc::field("OBX", 2).at(n), vt_raw),
         value_num: None,
         value_code: None,
         value_text: None,
-        unit: unit.map(Cow::into_owned),
+        unit: unit.map(|u| deid.intern(&u)),
         unit_sent: deid.text(Loc::field("OBX", 6).at(n), unit_sent_raw),
         reference_range: deid.text(Loc::field("OBX", 7).at(n), seg.field(7)),
         abnormal_flags: Vec::new(),
@@ -676,7 +713,7 @@ fn observation(
         }
         body.result_status = deid.text_str(Loc::field("OBX", 11).at(n), &s);
     }
-    let obx14 = validate::timestamp(seg.field(14).comp(1).raw(), &label(14), "TS_INVALID", limits, true, &mut issues);
+    let obx14 = validate::timestamp(seg.field(14).comp(1).raw(), || label(14), "TS_INVALID", limits, true, &mut issues);
     body.observed_at = match (obx14, obr7, msh7) {
         (Some(t), _, _) => deid.date(Loc::field("OBX", 14).at(n), Some(&t)),
         (None, Some(t), _) => deid.date(Loc::field("OBR", 7), Some(t)),
@@ -730,7 +767,7 @@ pub fn other(msg: &Message<'_>, deid: &mut Deid<'_, '_, '_>, msh7: Option<&Ts>, 
         message_type.push('^');
         message_type.push_str(validate::short(trigger.trim()));
     }
-    let message_type = deid.keep_code(&message_type).unwrap_or_default();
+    let message_type = deid.keep_code(&message_type).map(|t| t.to_string()).unwrap_or_default();
     Body::Hl7Other(Hl7OtherBody {
         message_type,
         segments: deid.other_segments(),

@@ -413,6 +413,31 @@ pub struct Profile {
     /// (packed key, action, origin), sorted by key.
     table: Vec<(u64, Action, Origin)>,
     overrides: Vec<FieldOverride>,
+    /// Resolved actions for the hot segments' fields and components
+    /// (index: segment × field × component), so the normalizer's ~100
+    /// lookups per message are array reads.
+    dense: Vec<(Action, Origin)>,
+    /// Resolved OBX-5 actions per value type (index: `vt_index`).
+    obx5: Vec<(Action, Origin)>,
+}
+
+/// Segments whose lookups are precomputed.
+const HOT: [&str; 8] = ["MSH", "EVN", "PID", "PV1", "OBR", "OBX", "ORC", "NTE"];
+const HOT_FIELDS: usize = 53;
+const HOT_COMPS: usize = 10;
+
+fn hot_index(segment: &str) -> Option<usize> {
+    Some(match segment.as_bytes() {
+        b"MSH" => 0,
+        b"EVN" => 1,
+        b"PID" => 2,
+        b"PV1" => 3,
+        b"OBR" => 4,
+        b"OBX" => 5,
+        b"ORC" => 6,
+        b"NTE" => 7,
+        _ => return None,
+    })
 }
 
 /// An override key that does not parse.
@@ -449,10 +474,27 @@ impl Profile {
             }
         }
         table.sort_by_key(|e| e.0);
-        Ok(Profile {
+        let mut p = Profile {
             table,
             overrides: overrides.to_vec(),
-        })
+            dense: Vec::new(),
+            obx5: Vec::new(),
+        };
+        let mut dense = Vec::with_capacity(HOT.len() * HOT_FIELDS * HOT_COMPS);
+        for seg in HOT {
+            for f in 0..HOT_FIELDS {
+                for c in 0..HOT_COMPS {
+                    dense.push(p.lookup_slow(seg, f, (c > 0).then_some(c), None));
+                }
+            }
+        }
+        let mut obx5 = vec![p.lookup_slow("OBX", 5, None, None)];
+        for vt in VALUE_TYPES {
+            obx5.push(p.lookup_slow("OBX", 5, None, Some(vt)));
+        }
+        p.dense = dense;
+        p.obx5 = obx5;
+        Ok(p)
     }
 
     fn get(&self, k: u64) -> Option<(Action, Origin)> {
@@ -464,25 +506,54 @@ impl Profile {
 
     /// The action for `segment`-`field`[.`component`] with OBX-2 value type `vt`.
     pub fn lookup(&self, segment: &str, field: usize, component: Option<usize>, vt: Option<&str>) -> (Action, Origin) {
+        let c = component.unwrap_or(0);
+        let v = vt.map_or(0, vt_index);
+        if let Some(h) = hot_index(segment) {
+            if field < HOT_FIELDS && c < HOT_COMPS {
+                if v == 0 {
+                    if let Some(r) = self.dense.get((h * HOT_FIELDS + field) * HOT_COMPS + c) {
+                        return *r;
+                    }
+                } else if segment == "OBX" && field == 5 && c == 0 {
+                    if let Some(r) = self.obx5.get(usize::from(v)) {
+                        return *r;
+                    }
+                }
+            }
+        }
+        self.lookup_slow(segment, field, component, vt)
+    }
+
+    fn lookup_slow(&self, segment: &str, field: usize, component: Option<usize>, vt: Option<&str>) -> (Action, Origin) {
         let Some(seg) = seg_code(segment) else {
             return (UNLISTED_SEGMENT_ACTION, Origin::Unlisted);
         };
         let f = u16::try_from(field).unwrap_or(u16::MAX);
         let c = component.and_then(|c| u8::try_from(c).ok()).unwrap_or(0);
         let v = vt.map_or(0, vt_index);
-        let candidates = [
-            (c != 0 && v != 0).then(|| pack(seg, f, c, v)),
-            (c != 0).then(|| pack(seg, f, c, 0)),
-            (v != 0).then(|| pack(seg, f, 0, v)),
-            Some(pack(seg, f, 0, 0)),
-            Some(pack(seg, 0, 0, 0)),
-        ];
-        for k in candidates.into_iter().flatten() {
-            if let Some(hit) = self.get(k) {
-                return hit;
+        // All rules of this field sit together in the sorted table: find the
+        // most specific one in a single scan.
+        let lo = pack(seg, f, 0, 0);
+        let hi = pack(seg, f, 255, 255);
+        let mut best: Option<(u8, Action, Origin)> = None;
+        let start = self.table.partition_point(|e| e.0 < lo);
+        for &(k, a, o) in self.table[start..].iter().take_while(|e| e.0 <= hi) {
+            let (kc, kv) = (((k >> 8) & 0xFF) as u8, (k & 0xFF) as u8);
+            let rank = match (kc, kv) {
+                (0, 0) => 1,
+                (0, x) if x == v => 2,
+                (x, 0) if x == c => 3,
+                (x, y) if x == c && y == v => 4,
+                _ => continue,
+            };
+            if best.is_none_or(|(r, _, _)| rank > r) {
+                best = Some((rank, a, o));
             }
         }
-        (UNLISTED_SEGMENT_ACTION, Origin::Unlisted)
+        if let Some((_, a, o)) = best {
+            return (a, o);
+        }
+        self.get(pack(seg, 0, 0, 0)).unwrap_or((UNLISTED_SEGMENT_ACTION, Origin::Unlisted))
     }
 
     /// True when some rule targets a component of this field (so the field
@@ -540,6 +611,24 @@ pub fn default_profile_text() -> String {
 #[expect(clippy::unwrap_used, reason = "tests fail loudly")]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dense_lookup_agrees_with_the_table() {
+        for (i, h) in HOT.iter().enumerate() {
+            assert_eq!(hot_index(h), Some(i));
+        }
+        let o = vec![FieldOverride::parse("OBX-5:ST", "remove").unwrap(), FieldOverride::parse("PV1-3.1", "pseudonymize").unwrap()];
+        let p = Profile::new(&o).unwrap();
+        for seg in HOT.iter().chain(["NK1", "ZPI", "DG1"].iter()) {
+            for f in 0..60 {
+                for c in [None, Some(1), Some(2), Some(5), Some(12)] {
+                    for vt in [None, Some("ST"), Some("NM"), Some("TX")] {
+                        assert_eq!(p.lookup(seg, f, c, vt), p.lookup_slow(seg, f, c, vt), "{seg}-{f} {c:?} {vt:?}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn default_rules_all_parse_and_are_unique() {

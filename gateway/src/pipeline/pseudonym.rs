@@ -305,6 +305,20 @@ impl SiteKeys {
         finish(kind, tag(&self.site.pseudonym, kind, parts))
     }
 
+    /// Like [`SiteKeys::pseudonym`], as a shared string (one allocation).
+    pub fn pseudonym_text(&self, kind: IdKind, parts: &[&str]) -> wardlink_sync::Text {
+        let t = tag(&self.site.pseudonym, kind, parts);
+        let mut buf = [0u8; 35];
+        let prefix = kind.prefix().as_bytes();
+        buf[..3].copy_from_slice(prefix);
+        for (i, b) in t[..16].iter().enumerate() {
+            buf[3 + 2 * i] = HEX[usize::from(b >> 4)];
+            buf[4 + 2 * i] = HEX[usize::from(b & 15)];
+        }
+        // Prefix and hex digits are ASCII, so this never fails.
+        wardlink_sync::Text::from(std::str::from_utf8(&buf).unwrap_or(""))
+    }
+
     /// The network-scoped pseudonym (`None` without a network key).
     pub fn network_pseudonym(&self, kind: IdKind, parts: &[&str]) -> Option<String> {
         let ks = self.network.as_ref()?;
@@ -408,6 +422,7 @@ mod tests {
         let b = k.pseudonym(IdKind::Patient, &["hosp", "MR", "AB1234"]);
         assert_eq!(a, b);
         assert!(a.starts_with("P1-") && a.len() == 35, "{a}");
+        assert_eq!(&*k.pseudonym_text(IdKind::Patient, &["HOSP", "MR", "AB1234"]), a.as_str());
         let c = k.pseudonym(IdKind::Visit, &["HOSP", "MR", "AB1234"]);
         assert_ne!(a[3..], c[3..]);
         // Long identifiers go through the chunked path.

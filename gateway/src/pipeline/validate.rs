@@ -13,7 +13,7 @@
 
 use wardlink_sync::{Issue, Severity};
 
-use super::hl7::{Message, Ts};
+use super::hl7::{Message, Precision, Ts};
 
 /// One validation rule.
 #[derive(Debug, Clone, Copy)]
@@ -242,7 +242,7 @@ pub fn structure(msg: &Message<'_>, issues: &mut Vec<Issue>) {
         ));
     }
     // Escapes: only look when the message uses its escape character at all.
-    if let Some(esc) = msg.delimiters().escape {
+    if let Some(esc) = msg.delimiters().escape.filter(|e| msg.uses_byte(*e)) {
         'outer: for seg in msg.segments() {
             for n in 3..=seg.field_count() {
                 let raw = seg.field(n).raw();
@@ -284,7 +284,7 @@ const NO_ZONE_SLACK: i64 = 14 * 3600;
 /// value when valid.
 pub fn timestamp(
     raw: &str,
-    field: &str,
+    field: impl Fn() -> String,
     code_invalid: &'static str,
     limits: &TimeLimits,
     check_age: bool,
@@ -293,27 +293,30 @@ pub fn timestamp(
     let raw = raw.trim();
     if raw.is_empty() || raw == "\"\"" {
         if code_invalid == "MSH7_INVALID" {
-            issues.push(issue(code_invalid, Some(field.to_owned()), "message time is empty"));
+            issues.push(issue(code_invalid, Some(field()), "message time is empty"));
         }
         return None;
     }
     let Some(ts) = Ts::parse(raw) else {
-        issues.push(issue(code_invalid, Some(field.to_owned()), "not a valid HL7 timestamp"));
+        issues.push(issue(code_invalid, Some(field()), "not a valid HL7 timestamp"));
         return None;
     };
-    let slack = if ts.offset_min.is_none() {
+    let slack = if ts.precision < Precision::Hour {
+        // A date: its day may start or end up to a day and a zone away.
+        NO_ZONE_SLACK + 86_400
+    } else if ts.offset_min.is_none() {
         if !issues.iter().any(|i| i.code == "TS_NO_ZONE") {
-            issues.push(issue("TS_NO_ZONE", Some(field.to_owned()), "timestamp without zone offset"));
+            issues.push(issue("TS_NO_ZONE", Some(field()), "timestamp without zone offset"));
         }
         NO_ZONE_SLACK
     } else {
         0
     };
     let t = ts.epoch_seconds();
-    if t > limits.received + limits.future_skew + slack {
-        issues.push(issue("TS_FUTURE", Some(field.to_owned()), "timestamp is in the future beyond the allowed skew"));
-    } else if check_age && t < limits.received - limits.max_age - slack {
-        issues.push(issue("TS_TOO_OLD", Some(field.to_owned()), "timestamp is older than the allowed age"));
+    if t > limits.received.saturating_add(limits.future_skew).saturating_add(slack) {
+        issues.push(issue("TS_FUTURE", Some(field()), "timestamp is in the future beyond the allowed skew"));
+    } else if check_age && t < limits.received.saturating_sub(limits.max_age).saturating_sub(slack) {
+        issues.push(issue("TS_TOO_OLD", Some(field()), "timestamp is older than the allowed age"));
     }
     Some(ts)
 }
@@ -375,65 +378,66 @@ const MV: &[(&str, f64, f64)] = &[("L/min", 0.0, 60.0), ("mL/min", 0.0, 60000.0)
 const CO2: &[(&str, f64, f64)] = &[("mm[Hg]", 0.0, 150.0), ("kPa", 0.0, 20.0), ("%", 0.0, 20.0)];
 const CVP: &[(&str, f64, f64)] = &[("mm[Hg]", -10.0, 50.0), ("cm[H2O]", -15.0, 70.0)];
 
-/// The vital-sign and ventilator codes with plausibility ranges (ihe-pcd01.md §3).
+/// The vital-sign and ventilator codes with plausibility ranges (ihe-pcd01.md §3),
+/// sorted by code (a test checks) for binary search.
 pub const VITALS: &[Vital] = &[
     Vital { code: "147842", name: "heart rate (ECG)", units: BPM },
+    Vital { code: "149522", name: "pulse rate (invasive BP)", units: BPM },
     Vital { code: "149530", name: "pulse rate (oximeter)", units: BPM },
     Vital { code: "149546", name: "pulse rate (NIBP)", units: BPM },
-    Vital { code: "149522", name: "pulse rate (invasive BP)", units: BPM },
-    Vital { code: "8867-4", name: "heart rate", units: BPM },
-    Vital { code: "150456", name: "SpO2", units: PCT },
-    Vital { code: "59408-5", name: "SpO2", units: PCT },
-    Vital { code: "2708-6", name: "SaO2", units: PCT },
-    Vital { code: "150488", name: "perfusion index", units: PCT },
     Vital { code: "150021", name: "NIBP systolic", units: MMHG },
     Vital { code: "150022", name: "NIBP diastolic", units: MMHG },
     Vital { code: "150023", name: "NIBP mean", units: MMHG },
-    Vital { code: "150301", name: "cuff systolic", units: MMHG },
-    Vital { code: "150302", name: "cuff diastolic", units: MMHG },
-    Vital { code: "150303", name: "cuff mean", units: MMHG },
     Vital { code: "150033", name: "arterial systolic", units: MMHG },
     Vital { code: "150034", name: "arterial diastolic", units: MMHG },
     Vital { code: "150035", name: "arterial mean", units: MMHG },
     Vital { code: "150037", name: "ABP systolic", units: MMHG },
     Vital { code: "150038", name: "ABP diastolic", units: MMHG },
     Vital { code: "150039", name: "ABP mean", units: MMHG },
-    Vital { code: "8480-6", name: "systolic BP", units: MMHG },
-    Vital { code: "8462-4", name: "diastolic BP", units: MMHG },
     Vital { code: "150087", name: "CVP mean", units: CVP },
-    Vital { code: "151562", name: "respiration rate", units: RESP },
-    Vital { code: "9279-1", name: "respiration rate", units: RESP },
-    Vital { code: "151586", name: "ventilation rate", units: RESP },
-    Vital { code: "152490", name: "total breath rate", units: RESP },
-    Vital { code: "152498", name: "spontaneous breath rate", units: RESP },
-    Vital { code: "151728", name: "etCO2", units: CO2 },
-    Vital { code: "151708", name: "etCO2 concentration", units: CO2 },
+    Vital { code: "150301", name: "cuff systolic", units: MMHG },
+    Vital { code: "150302", name: "cuff diastolic", units: MMHG },
+    Vital { code: "150303", name: "cuff mean", units: MMHG },
     Vital { code: "150344", name: "temperature", units: TEMP },
     Vital { code: "150364", name: "body temperature", units: TEMP },
-    Vital { code: "188496", name: "axillary temperature", units: TEMP },
-    Vital { code: "8310-5", name: "body temperature", units: TEMP },
-    Vital { code: "151980", name: "tidal volume (delivered)", units: TV },
-    Vital { code: "151868", name: "tidal volume (expired)", units: TV },
-    Vital { code: "151976", name: "PEEP (applied)", units: CMH2O },
+    Vital { code: "150456", name: "SpO2", units: PCT },
+    Vital { code: "150488", name: "perfusion index", units: PCT },
+    Vital { code: "151562", name: "respiration rate", units: RESP },
+    Vital { code: "151586", name: "ventilation rate", units: RESP },
+    Vital { code: "151708", name: "etCO2 concentration", units: CO2 },
+    Vital { code: "151728", name: "etCO2", units: CO2 },
+    Vital { code: "151784", name: "plateau pressure", units: CMH2O },
     Vital { code: "151804", name: "PEEP", units: CMH2O },
     Vital { code: "151808", name: "intrinsic PEEP", units: CMH2O },
-    Vital { code: "152788", name: "total PEEP", units: CMH2O },
     Vital { code: "151817", name: "peak inspiratory pressure", units: CMH2O },
-    Vital { code: "151973", name: "peak airway pressure", units: CMH2O },
-    Vital { code: "151784", name: "plateau pressure", units: CMH2O },
-    Vital { code: "152424", name: "plateau pressure (vent)", units: CMH2O },
     Vital { code: "151819", name: "mean airway pressure", units: CMH2O },
-    Vital { code: "151975", name: "mean airway pressure (vent)", units: CMH2O },
-    Vital { code: "152196", name: "FiO2", units: PCT },
-    Vital { code: "151908", name: "airway O2", units: PCT },
+    Vital { code: "151868", name: "tidal volume (expired)", units: TV },
     Vital { code: "151880", name: "minute volume", units: MV },
     Vital { code: "151884", name: "expired minute volume", units: MV },
+    Vital { code: "151908", name: "airway O2", units: PCT },
+    Vital { code: "151973", name: "peak airway pressure", units: CMH2O },
+    Vital { code: "151975", name: "mean airway pressure (vent)", units: CMH2O },
+    Vital { code: "151976", name: "PEEP (applied)", units: CMH2O },
+    Vital { code: "151980", name: "tidal volume (delivered)", units: TV },
     Vital { code: "152008", name: "ventilator minute volume", units: MV },
+    Vital { code: "152196", name: "FiO2", units: PCT },
+    Vital { code: "152424", name: "plateau pressure (vent)", units: CMH2O },
+    Vital { code: "152490", name: "total breath rate", units: RESP },
+    Vital { code: "152498", name: "spontaneous breath rate", units: RESP },
+    Vital { code: "152788", name: "total PEEP", units: CMH2O },
+    Vital { code: "188496", name: "axillary temperature", units: TEMP },
+    Vital { code: "2708-6", name: "SaO2", units: PCT },
+    Vital { code: "59408-5", name: "SpO2", units: PCT },
+    Vital { code: "8310-5", name: "body temperature", units: TEMP },
+    Vital { code: "8462-4", name: "diastolic BP", units: MMHG },
+    Vital { code: "8480-6", name: "systolic BP", units: MMHG },
+    Vital { code: "8867-4", name: "heart rate", units: BPM },
+    Vital { code: "9279-1", name: "respiration rate", units: RESP },
 ];
 
 /// The vital entry for a code, if it is one of [`VITALS`].
 pub fn vital(code: &str) -> Option<&'static Vital> {
-    VITALS.iter().find(|v| v.code == code)
+    VITALS.binary_search_by(|v| v.code.cmp(code)).ok().and_then(|i| VITALS.get(i))
 }
 
 /// Checks a numeric value of a known code against its units and range.
@@ -471,6 +475,13 @@ mod tests {
         codes.sort_unstable();
         codes.dedup();
         assert_eq!(codes.len(), RULES.len());
+    }
+
+    #[test]
+    fn vitals_sorted_for_binary_search() {
+        assert!(VITALS.windows(2).all(|w| w[0].code < w[1].code));
+        assert_eq!(vital("150456").map(|v| v.name), Some("SpO2"));
+        assert!(vital("999999").is_none());
     }
 
     #[test]

@@ -235,11 +235,11 @@ pub fn esc(s: &str) -> String {
     o
 }
 
+/// A time on 2024-05-31 (India), within a day before the tests' receive
+/// time of 2024-06-01T00:00:00Z, as a live feed would be.
 fn ts(rng: &mut Rng) -> String {
     format!(
-        "2024{:02}{:02}{:02}{:02}{:02}+0530",
-        1 + rng.below(12),
-        1 + rng.below(28),
+        "20240531{:02}{:02}{:02}+0530",
         rng.below(24),
         rng.below(60),
         rng.below(60)
@@ -351,7 +351,7 @@ pub fn pcd_oru(rng: &mut Rng, i: usize) -> (String, Planted) {
     );
     let _ = write!(m, "PID|||{}^^^HOSP^MR||{}^{}^^^^^L|||F\r", format!("UH{}", rng.digits(8)), "DOE", "JANE");
     let _ = write!(m, "PV1||I|ICU3^R12^B{:02}^HOSP||||||||||||||||V{}^^^HOSP^VN\r", rng.below(30), rng.digits(8));
-    let _ = write!(m, "OBR|1|{i}^MONITOR^{eui}^EUI-64|{i}^MONITOR^{eui}^EUI-64|182777000^monitoring of patient^SCT|||{t}\r");
+    let _ = write!(m, "OBR|1|{i}^MONITOR^{eui}^EUI-64||182777000^monitoring of patient^SCT|||{t}\r");
     let _ = write!(m, "OBX|1||69965^MDC_DEV_MON_PHYSIO_MULTI_PARAM_MDS^MDC|1.0.0.0|||||||X|||||||{eui}^^{eui}^EUI-64\r");
     let _ = write!(m, "OBX|2||69798^MDC_DEV_ECG_VMD^MDC|1.1.0.0|||||||X\r");
     let mut planted = Planted::default();
