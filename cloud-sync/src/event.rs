@@ -228,7 +228,7 @@ pub struct ObservationBody {
     pub device_channel: Option<Text>,
     /// Where the patient/device was (PV1-3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub location: Option<Location>,
+    pub location: Option<Arc<Location>>,
     /// The order's universal service id (OBR-4), e.g. `182777000` / `SCT`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub panel: Option<Arc<Code>>,

@@ -107,7 +107,9 @@ pub struct Deid<'p, 'm, 'a> {
     /// `NM` or a ward code repeat on every row).
     code_memo: Vec<(Text, Option<Text>)>,
     /// Distinct short values of this message (see [`Deid::intern`]).
-    interned: Vec<Text>,
+    interned: Vec<(u64, Text)>,
+    /// Hash slots into `interned` (index + 1; at most half full).
+    intern_slots: [u16; 256],
     /// Whether keep-code also rejects values containing this message's names
     /// and identifiers. On for `hl7_other` (fields of unknown meaning); off
     /// for the normalizer's known code fields (ward, class, value type …),
@@ -155,7 +157,8 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
             reference: None,
             dict: None,
             code_memo: Vec::new(),
-            interned: Vec::new(),
+            interned: Vec::with_capacity(32),
+            intern_slots: [0; 256],
             codes_use_dictionary: false,
             trace: tracing.then(Vec::new),
         }
@@ -242,12 +245,27 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
         if s.len() > 40 {
             return Text::from(s);
         }
-        if let Some(t) = self.interned.iter().find(|t| t.as_ref() == s) {
-            return t.clone();
+        let h = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        // Open addressing over 256 slots holding index + 1 (0 = empty).
+        let mask = self.intern_slots.len() - 1;
+        let mut i = (h as usize) & mask;
+        for _ in 0..self.intern_slots.len() {
+            match self.intern_slots[i] {
+                0 => break,
+                k => {
+                    if let Some((kh, t)) = self.interned.get(usize::from(k) - 1) {
+                        if *kh == h && t.as_ref() == s {
+                            return t.clone();
+                        }
+                    }
+                }
+            }
+            i = (i + 1) & mask;
         }
         let t = Text::from(s);
-        if self.interned.len() < 64 {
-            self.interned.push(t.clone());
+        if self.interned.len() < 128 && self.intern_slots[i] == 0 {
+            self.interned.push((h, t.clone()));
+            self.intern_slots[i] = self.interned.len() as u16;
         }
         t
     }
@@ -322,7 +340,7 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
         if t.is_empty() {
             return None;
         }
-        if let Some((_, r)) = self.code_memo.iter().find(|(k, _)| k.as_ref() == t) {
+        if let Some((_, r)) = self.code_memo.iter().find(|(k, _)| k.len() == t.len() && k.as_ref() == t) {
             return r.clone();
         }
         let n = t.chars().count();
@@ -372,7 +390,10 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
 
     fn apply_plain(&mut self, loc: &Loc<'_>, action: Action, t: &str) -> Option<Text> {
         match action {
-            Action::Keep => Some(self.intern(t)),
+            // Short values repeat (value types, statuses, systems, units);
+            // longer ones (display names) rarely do.
+            Action::Keep if t.len() <= 8 => Some(self.intern(t)),
+            Action::Keep => Some(Text::from(t)),
             Action::KeepCode => self.keep_code(t),
             Action::Remove => None,
             Action::Scrub => Some(Text::from(self.scrub_text(t).0)),

@@ -525,7 +525,8 @@ pub fn observations(
     deid.reference = Some(msh7.copied().unwrap_or_else(|| Ts::from_epoch_utc(limits.received)));
     let location = msg
         .first("PV1")
-        .and_then(|pv1| location(deid, Loc::field("PV1", 3), pv1.field(3).rep(0)));
+        .and_then(|pv1| location(deid, Loc::field("PV1", 3), pv1.field(3).rep(0)))
+        .map(Arc::new);
     let msh_device = device_id_of(msg.msh().field(3), true);
     let mut devices: Vec<(String, Option<Text>)> = Vec::new();
     let mut tree = Tree::default();
@@ -534,6 +535,7 @@ pub fn observations(
     let mut obr_n = 0usize;
     let mut obx_n = 0usize;
     let mut sub_ids: Vec<(usize, u64)> = Vec::new();
+    let mut last_time: Option<(u64, Option<Text>)> = None;
     for seg in msg.segments() {
         match seg.id() {
             "OBR" => {
@@ -544,7 +546,7 @@ pub fn observations(
             }
             "OBX" => {
                 obx_n += 1;
-                if let Some(b) = observation(msg, seg, obx_n, obr_n, deid, limits, msh7, obr7.as_ref(), &mut tree, &mut devices, msh_device.as_deref(), &mut sub_ids, msg_issues) {
+                if let Some(b) = observation(msg, seg, obx_n, obr_n, deid, limits, msh7, obr7.as_ref(), &mut tree, &mut devices, msh_device.as_deref(), &mut sub_ids, &mut last_time, msg_issues) {
                     let (mut body, row_issues) = b;
                     if let Body::Observation(o) = &mut body {
                         o.location = location.clone();
@@ -573,6 +575,7 @@ fn observation(
     devices: &mut Vec<(String, Option<Text>)>,
     msh_device: Option<&str>,
     sub_ids: &mut Vec<(usize, u64)>,
+    last_time: &mut Option<(u64, Option<Text>)>,
     msg_issues: &mut Vec<Issue>,
 ) -> Option<(Body, Vec<Issue>)> {
     let mut issues = Vec::new();
@@ -713,13 +716,24 @@ fn observation(
         }
         body.result_status = deid.text_str(Loc::field("OBX", 11).at(n), &s);
     }
-    let obx14 = validate::timestamp(seg.field(14).comp(1).raw(), || label(14), "TS_INVALID", limits, true, &mut issues);
-    body.observed_at = match (obx14, obr7, msh7) {
-        (Some(t), _, _) => deid.date(Loc::field("OBX", 14).at(n), Some(&t)),
-        (None, Some(t), _) => deid.date(Loc::field("OBR", 7), Some(t)),
-        (None, None, Some(t)) => deid.date(Loc::field("MSH", 7), Some(t)),
-        _ => None,
-    };
+    // PCD rows of one message usually share OBX-14: a clean time seen on the
+    // previous row is not parsed, checked and rendered again.
+    let raw14 = seg.field(14).comp(1).raw();
+    let key14 = fnv(raw14);
+    match last_time {
+        Some((k, t)) if *k == key14 && !raw14.is_empty() && deid.trace.is_none() => body.observed_at = t.clone(),
+        _ => {
+            let before = issues.len();
+            let obx14 = validate::timestamp(raw14, || label(14), "TS_INVALID", limits, true, &mut issues);
+            body.observed_at = match (obx14, obr7, msh7) {
+                (Some(t), _, _) => deid.date(Loc::field("OBX", 14).at(n), Some(&t)),
+                (None, Some(t), _) => deid.date(Loc::field("OBR", 7), Some(t)),
+                (None, None, Some(t)) => deid.date(Loc::field("MSH", 7), Some(t)),
+                _ => None,
+            };
+            *last_time = (issues.len() == before && obx14.is_some()).then(|| (key14, body.observed_at.clone()));
+        }
+    }
     // Containment (PCD-01): nearest header row with a device wins.
     let pre = prefixes(sub_id);
     let mut inherited: Option<String> = None;

@@ -343,6 +343,11 @@ fn value(rng: &mut Rng, lo: f64, hi: f64, decimals: u32) -> f64 {
 /// A realistic IHE PCD-01 ORU^R01 from a bedside monitor (about 1 KB):
 /// MDS/VMD/CHAN header rows, eight vital-sign metrics, EUI-64 in MSH-3 and OBX-18.
 pub fn pcd_oru(rng: &mut Rng, i: usize) -> (String, Planted) {
+    pcd_oru_n(rng, i, METRICS.len())
+}
+
+/// Like [`pcd_oru`] with the first `metrics` vital signs (6 give about 1 KB).
+pub fn pcd_oru_n(rng: &mut Rng, i: usize, metrics: usize) -> (String, Planted) {
     let eui = format!("0012AB{:010X}", rng.below(1 << 40));
     let t = ts(rng);
     let mut m = format!(
@@ -356,7 +361,7 @@ pub fn pcd_oru(rng: &mut Rng, i: usize) -> (String, Planted) {
     let _ = write!(m, "OBX|2||69798^MDC_DEV_ECG_VMD^MDC|1.1.0.0|||||||X\r");
     let mut planted = Planted::default();
     let mut n = 3;
-    for (k, (code, refid, ucode, uref, ucum, lo, hi, dec)) in METRICS.iter().enumerate() {
+    for (k, (code, refid, ucode, uref, ucum, lo, hi, dec)) in METRICS.iter().take(metrics).enumerate() {
         let v = value(rng, *lo, *hi, *dec);
         let vs = if *dec == 0 { format!("{v:.0}") } else { format!("{v:.1}") };
         let _ = write!(
