@@ -212,3 +212,47 @@ fn quality_follows_the_formula() {
     let q: Vec<u8> = events.iter().map(|e| e.quality).collect();
     assert_eq!(q, [100, 80]);
 }
+
+#[test]
+fn validation_rules_doc_lists_every_rule_with_its_severity() {
+    let doc = include_str!("../../docs/validation-rules.md");
+    for r in RULES {
+        let row = format!("| `{}` | {} |", r.code, r.severity.as_str());
+        assert!(doc.contains(&row), "docs/validation-rules.md lacks {row}");
+    }
+}
+
+fn keys(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                out.push(k.clone());
+                keys(x, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| keys(x, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn data_dictionary_documents_every_exported_field() {
+    let doc = include_str!("../../docs/data-dictionary.md");
+    let a03 = edit(&edit(&edit(ADT, "ADT^A01^", "ADT^A03^"), "EVN|A01|", "EVN|A03|"), "PV1|1|I|W1^R1^B1^HOSP|||", "PV1|1|I|W1^R1^B1^HOSP|||W2^R2^B2^HOSP");
+    let a40 = format!("{}MRG|999^^^HOSP^MR\r", edit(&edit(ADT, "ADT^A01^", "ADT^A40^"), "EVN|A01|", "EVN|A40|"));
+    let orm = "MSH|^~\\&|HIS|HOSP|LIS|LAB|20240531100000+0530||ORM^O01|O1|P|2.5.1\rORC|NW|1^HIS\r";
+    let oru = format!("{ORU}OBX|4|CWE|8517-7^Finding^LN|1.1.1.3|POS^Positive^L||||||F\rOBX|5|ST|X^Mode^L|1.1.1.4|VC\r");
+    let mut all = Vec::new();
+    for t in [a03.as_str(), a40.as_str(), orm, oru.as_str()] {
+        let raw = RawMessage { id: 1, source: "doc", received_at: received(), bytes: t.as_bytes(), charset_hint: None };
+        let Outcome::Events { events, .. } = pipeline().process(&raw, &NoHistory) else { panic!("quarantined") };
+        let v = serde_json::to_value(&events).unwrap();
+        keys(&v, &mut all);
+    }
+    all.sort();
+    all.dedup();
+    for k in &all {
+        assert!(doc.contains(&format!("`{k}`")), "docs/data-dictionary.md lacks `{k}`");
+    }
+    assert!(all.len() > 40, "{all:?}");
+}

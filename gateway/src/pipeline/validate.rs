@@ -54,7 +54,7 @@ pub const RULES: &[Rule] = &[
     Rule { code: "UNIT_MISSING", severity: W, meaning: "a numeric value of a known code has no unit (OBX-6)" },
     Rule { code: "UNIT_UNEXPECTED", severity: W, meaning: "the unit is not one expected for the code (e.g. SpO2 not in %)" },
     Rule { code: "VALUE_IMPLAUSIBLE", severity: E, meaning: "a value is outside the physiological range for its code (e.g. SpO2 0–100 %, heart rate 0–350 /min)" },
-    Rule { code: "OBX_SUB_ID_DUPLICATE", severity: W, meaning: "OBX-4 repeats within the message for the same OBX-3 (IHE PCD requires unique sub-ids)" },
+    Rule { code: "OBX_SUB_ID_DUPLICATE", severity: W, meaning: "OBX-4 repeats within one order (OBR) group (IHE PCD requires unique sub-ids)" },
     Rule { code: "RESULT_STATUS_INVALID", severity: W, meaning: "OBX-11 is not in HL7 table 0085" },
     Rule { code: "ABNORMAL_FLAG_INVALID", severity: I, meaning: "OBX-8 has a flag not in HL7 table 0078" },
     Rule { code: "PATIENT_CLASS_INVALID", severity: W, meaning: "PV1-2 is not in HL7 table 0004" },
