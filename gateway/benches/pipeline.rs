@@ -21,9 +21,14 @@ fn main() {
 
 fn run(metrics: usize) {
     let mut rng = support::Rng::new(42);
-    let messages: Vec<String> = (0..1000).map(|i| support::pcd_oru_n(&mut rng, i, metrics).0).collect();
+    let messages: Vec<String> = (0..1000)
+        .map(|i| support::pcd_oru_n(&mut rng, i, metrics).0)
+        .collect();
     let avg = messages.iter().map(String::len).sum::<usize>() / messages.len();
-    let pipeline = match Pipeline::new(PipelineSettings::default(), SiteKeys::from_secrets(&[7u8; 32], None)) {
+    let pipeline = match Pipeline::new(
+        PipelineSettings::default(),
+        SiteKeys::from_secrets(&[7u8; 32], None),
+    ) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("pipeline: {e}");

@@ -1,7 +1,7 @@
 //! The leak test (issue 3): thousands of ADT and ORU messages with random,
 //! unique identifiers in every PHI-bearing field and in free text; nothing
 //! of them may appear in the exported events, and the clinical values must.
-#![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod support;
 
@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use support::{phi_adt, phi_oru, Planted, Rng};
 use wardlink::pipeline::{
-    Action, DatePolicy, FieldOverride, NoHistory, Outcome, Pipeline, PipelineSettings, RawMessage, Scope, SiteKeys,
+    Action, DatePolicy, FieldOverride, NoHistory, Outcome, Pipeline, PipelineSettings, RawMessage,
+    Scope, SiteKeys,
 };
 use wardlink_sync::{Body, Event};
 
@@ -21,7 +22,14 @@ fn received() -> SystemTime {
 }
 
 fn pipeline(settings: PipelineSettings) -> Pipeline {
-    Pipeline::new(settings, SiteKeys::from_secrets(b"leak-test-site-key-0123456789abc", Some(b"network-key-0123456789abcdefghij"))).unwrap()
+    Pipeline::new(
+        settings,
+        SiteKeys::from_secrets(
+            b"leak-test-site-key-0123456789abc",
+            Some(b"network-key-0123456789abcdefghij"),
+        ),
+    )
+    .unwrap()
 }
 
 /// Pseudonyms are HMAC outputs (32 hex digits after a kind prefix); a short
@@ -36,7 +44,9 @@ fn mask_pseudonyms(json: &str) -> String {
             && b[i].is_ascii_uppercase()
             && b[i + 1] == b'1'
             && b[i + 2] == b'-'
-            && b[i + 3..i + 35].iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+            && b[i + 3..i + 35]
+                .iter()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
         if is_ps {
             out.push_str("<ps>");
             i += 35;
@@ -59,7 +69,9 @@ fn events(p: &Pipeline, text: &str) -> Vec<Event> {
     };
     match p.process(&raw, &NoHistory) {
         Outcome::Events { events, .. } => events,
-        Outcome::Quarantine { reason, issues } => panic!("quarantined: {reason} {issues:?}\n{text}"),
+        Outcome::Quarantine { reason, issues } => {
+            panic!("quarantined: {reason} {issues:?}\n{text}")
+        }
     }
 }
 
@@ -67,7 +79,10 @@ fn assert_no_leak(i: usize, json: &str, planted: &Planted) {
     let masked = mask_pseudonyms(json);
     for s in &planted.secrets {
         assert!(s.len() >= 4, "weak secret {s:?}");
-        assert!(!masked.contains(s.as_str()), "message {i}: {s:?} leaked in\n{masked}");
+        assert!(
+            !masked.contains(s.as_str()),
+            "message {i}: {s:?} leaked in\n{masked}"
+        );
     }
 }
 
@@ -82,12 +97,23 @@ fn run(settings: PipelineSettings, check_free_text: bool) {
         let json = serde_json::to_string(&evs).unwrap();
         assert_no_leak(i, &json, &planted);
         assert_eq!(evs.len(), 1);
-        let Body::Adt(adt) = &evs[0].body else { panic!("not adt: {json}") };
+        let Body::Adt(adt) = &evs[0].body else {
+            panic!("not adt: {json}")
+        };
         assert_eq!(&*adt.trigger, planted.codes[0].as_str());
-        assert_eq!(adt.location.as_ref().and_then(|l| l.ward.as_deref()), Some(planted.codes[1].as_str()));
-        assert_eq!(adt.patient_class.as_deref(), Some(planted.codes[2].as_str()));
+        assert_eq!(
+            adt.location.as_ref().and_then(|l| l.ward.as_deref()),
+            Some(planted.codes[1].as_str())
+        );
+        assert_eq!(
+            adt.patient_class.as_deref(),
+            Some(planted.codes[2].as_str())
+        );
         assert_eq!(adt.sex.as_deref(), Some("M"));
-        assert!(adt.age.is_some() && adt.postal_prefix.as_ref().is_some_and(|p| p.len() == 3), "{json}");
+        assert!(
+            adt.age.is_some() && adt.postal_prefix.as_ref().is_some_and(|p| p.len() == 3),
+            "{json}"
+        );
         assert!(evs[0].patient.is_some() && evs[0].encounter.is_some());
 
         // ORU
@@ -98,19 +124,31 @@ fn run(settings: PipelineSettings, check_free_text: bool) {
         for (code, value, unit) in &planted.clinical {
             let found = evs.iter().any(|e| match &e.body {
                 Body::Observation(o) => {
-                    &*o.code.code == code.as_str() && o.value_num == Some(*value) && o.unit.as_deref() == Some(unit.as_str())
+                    &*o.code.code == code.as_str()
+                        && o.value_num == Some(*value)
+                        && o.unit.as_deref() == Some(unit.as_str())
                 }
                 _ => false,
             });
-            assert!(found, "message {i}: {code} = {value} {unit} missing in\n{json}");
+            assert!(
+                found,
+                "message {i}: {code} = {value} {unit} missing in\n{json}"
+            );
         }
         assert!(evs.iter().all(|e| e.patient.is_some()));
-        if check_free_text && json.contains("[AADHAAR]") && json.contains("[NAME]") && json.contains("[PHONE]") {
+        if check_free_text
+            && json.contains("[AADHAAR]")
+            && json.contains("[NAME]")
+            && json.contains("[PHONE]")
+        {
             scrubbed_seen += 1;
         }
     }
     if check_free_text {
-        assert_eq!(scrubbed_seen, MESSAGES, "free text was not kept-and-scrubbed");
+        assert_eq!(
+            scrubbed_seen, MESSAGES,
+            "free text was not kept-and-scrubbed"
+        );
     }
 }
 
@@ -165,8 +203,13 @@ fn explanation_shows_rules_not_values() {
             let ex = p.explain(&raw, &NoHistory);
             let shown = ex.to_string();
             assert_no_leak(i, &shown, &planted);
-            assert!(shown.contains("PID-5") && shown.contains("remove"), "{shown}");
-            assert!(ex.all_fields.iter().any(|t| t.field.starts_with("PID") && t.field.ends_with("-3") && t.action == Action::Pseudonymize));
+            assert!(
+                shown.contains("PID-5") && shown.contains("remove"),
+                "{shown}"
+            );
+            assert!(ex.all_fields.iter().any(|t| t.field.starts_with("PID")
+                && t.field.ends_with("-3")
+                && t.action == Action::Pseudonymize));
             assert_eq!(ex.outcome, p.process(&raw, &NoHistory));
         }
     }

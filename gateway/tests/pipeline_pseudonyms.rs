@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use wardlink::pipeline::{
-    DatePolicy, NoHistory, Outcome, Pipeline, PipelineError, PipelineSettings, RawMessage, Scope, SiteKeys,
+    DatePolicy, NoHistory, Outcome, Pipeline, PipelineError, PipelineSettings, RawMessage, Scope,
+    SiteKeys,
 };
 use wardlink_sync::{Body, Event};
 
@@ -77,7 +78,14 @@ const MSG_ARGS: (&str, &str, &str) = ("MRN0042", "91-1234-5678-9012", "V77");
 #[test]
 fn stable_across_restart_from_the_same_key_file() {
     let dir = tempfile::tempdir().unwrap();
-    let text = adt("A01", MSG_ARGS.0, MSG_ARGS.1, MSG_ARGS.2, "20240530080000+0530", "");
+    let text = adt(
+        "A01",
+        MSG_ARGS.0,
+        MSG_ARGS.1,
+        MSG_ARGS.2,
+        "20240530080000+0530",
+        "",
+    );
     let first = events(&site(dir.path(), None, Scope::Site), &text);
     // "Restart": a new pipeline from the key file on disk.
     let second = events(&site(dir.path(), None, Scope::Site), &text);
@@ -91,13 +99,23 @@ fn stable_across_restart_from_the_same_key_file() {
 fn different_for_another_site_key() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
-    let text = adt("A01", MSG_ARGS.0, MSG_ARGS.1, MSG_ARGS.2, "20240530080000+0530", "");
+    let text = adt(
+        "A01",
+        MSG_ARGS.0,
+        MSG_ARGS.1,
+        MSG_ARGS.2,
+        "20240530080000+0530",
+        "",
+    );
     let ea = events(&site(a.path(), None, Scope::Site), &text);
     let eb = events(&site(b.path(), None, Scope::Site), &text);
     assert_ne!(ea[0].patient, eb[0].patient);
     assert_ne!(ea[0].encounter, eb[0].encounter);
     assert_ne!(ea[0].control_id_hash, eb[0].control_id_hash);
-    assert!(ea[0].patient_network.is_none(), "site scope exports no network pseudonym");
+    assert!(
+        ea[0].patient_network.is_none(),
+        "site scope exports no network pseudonym"
+    );
 }
 
 #[test]
@@ -108,16 +126,40 @@ fn equal_across_sites_in_network_scope() {
     let net_key = net.path().join("network.key");
     write_key(&net_key, &"5a".repeat(32));
     // Two hospitals, each with its own MRN for the patient, both see the ABHA number.
-    let ta = adt("A01", "HOSPA-1", "91-1234-5678-9012", "VA", "20240530080000+0530", "");
-    let tb = adt("A01", "HOSPB-99", "91 1234 5678 9012", "VB", "20240530090000+0530", "");
+    let ta = adt(
+        "A01",
+        "HOSPA-1",
+        "91-1234-5678-9012",
+        "VA",
+        "20240530080000+0530",
+        "",
+    );
+    let tb = adt(
+        "A01",
+        "HOSPB-99",
+        "91 1234 5678 9012",
+        "VB",
+        "20240530090000+0530",
+        "",
+    );
     let ea = events(&site(a.path(), Some(&net_key), Scope::Network), &ta);
     let eb = events(&site(b.path(), Some(&net_key), Scope::Network), &tb);
     let na = ea[0].patient_network.clone().unwrap();
     assert!(na.starts_with("N1-"));
     assert_eq!(Some(na), eb[0].patient_network);
-    assert_ne!(ea[0].patient, eb[0].patient, "local pseudonyms stay per site");
+    assert_ne!(
+        ea[0].patient, eb[0].patient,
+        "local pseudonyms stay per site"
+    );
     // Another ABHA number → another network pseudonym.
-    let tc = adt("A01", "HOSPB-98", "91-1234-5678-9013", "VC", "20240530090000+0530", "");
+    let tc = adt(
+        "A01",
+        "HOSPB-98",
+        "91-1234-5678-9013",
+        "VC",
+        "20240530090000+0530",
+        "",
+    );
     let ec = events(&site(b.path(), Some(&net_key), Scope::Network), &tc);
     assert_ne!(ec[0].patient_network, eb[0].patient_network);
 }
@@ -152,27 +194,51 @@ fn adt_body(e: &Event) -> &wardlink_sync::AdtBody {
 
 #[test]
 fn one_patient_one_shift_across_messages() {
-    let p = Pipeline::new(PipelineSettings::default(), SiteKeys::from_secrets(&[3; 32], None)).unwrap();
+    let p = Pipeline::new(
+        PipelineSettings::default(),
+        SiteKeys::from_secrets(&[3; 32], None),
+    )
+    .unwrap();
     let admit = events(&p, &adt("A01", "M1", "", "V1", "20240510080000+0530", ""));
-    let discharge = events(&p, &adt("A03", "M1", "", "V1", "20240510080000+0530", "20240520170000+0530"));
+    let discharge = events(
+        &p,
+        &adt(
+            "A03",
+            "M1",
+            "",
+            "V1",
+            "20240510080000+0530",
+            "20240520170000+0530",
+        ),
+    );
     let a = adt_body(&admit[0]);
     let d = adt_body(&discharge[0]);
     assert_eq!(a.admit_at, d.admit_at, "same real date, same shifted date");
     let los = day(d.discharge_at.as_deref().unwrap()) - day(d.admit_at.as_deref().unwrap());
     assert_eq!(los, 10, "intervals survive the shift");
-    assert!(a.admit_at.as_deref().unwrap().ends_with("T08:00:00+05:30"), "time of day kept");
+    assert!(
+        a.admit_at.as_deref().unwrap().ends_with("T08:00:00+05:30"),
+        "time of day kept"
+    );
     // The shift is not zero for most patients and differs between patients.
     let mut shifted = 0;
     let mut dates = std::collections::HashSet::new();
     for i in 0..40 {
-        let e = events(&p, &adt("A01", &format!("M{i}"), "", "V", "20240510080000+0530", ""));
+        let e = events(
+            &p,
+            &adt("A01", &format!("M{i}"), "", "V", "20240510080000+0530", ""),
+        );
         let at = adt_body(&e[0]).admit_at.clone().unwrap();
         if !at.starts_with("2024-05-10") {
             shifted += 1;
         }
         dates.insert(at);
     }
-    assert!(shifted > 30 && dates.len() > 20, "{shifted} {}", dates.len());
+    assert!(
+        shifted > 30 && dates.len() > 20,
+        "{shifted} {}",
+        dates.len()
+    );
 }
 
 #[test]
@@ -185,7 +251,17 @@ fn year_only_policy_keeps_only_years() {
         SiteKeys::from_secrets(&[3; 32], None),
     )
     .unwrap();
-    let e = events(&p, &adt("A03", "M1", "", "V1", "20240510080000+0530", "20240520170000+0530"));
+    let e = events(
+        &p,
+        &adt(
+            "A03",
+            "M1",
+            "",
+            "V1",
+            "20240510080000+0530",
+            "20240520170000+0530",
+        ),
+    );
     let a = adt_body(&e[0]);
     assert_eq!(a.admit_at.as_deref(), Some("2024"));
     assert_eq!(a.discharge_at.as_deref(), Some("2024"));

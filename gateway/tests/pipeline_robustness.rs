@@ -8,7 +8,9 @@ mod support;
 use std::time::{Duration, SystemTime};
 
 use support::{phi_adt, phi_oru, Rng};
-use wardlink::pipeline::{Action, FieldOverride, NoHistory, Outcome, Pipeline, PipelineSettings, RawMessage, SiteKeys};
+use wardlink::pipeline::{
+    Action, FieldOverride, NoHistory, Outcome, Pipeline, PipelineSettings, RawMessage, SiteKeys,
+};
 
 fn pipelines() -> Vec<Pipeline> {
     let keys = SiteKeys::from_secrets(&[5; 32], None);
@@ -58,7 +60,13 @@ fn random_bytes() {
     for i in 0..4000 {
         let len = rng.below(600) as usize;
         let mut b: Vec<u8> = (0..len)
-            .map(|_| if rng.below(3) == 0 { rng.below(256) as u8 } else { alphabet[rng.below(alphabet.len() as u64) as usize] })
+            .map(|_| {
+                if rng.below(3) == 0 {
+                    rng.below(256) as u8
+                } else {
+                    alphabet[rng.below(alphabet.len() as u64) as usize]
+                }
+            })
             .collect();
         if i % 2 == 0 {
             let mut h = b"MSH|^~\\&|".to_vec();
@@ -75,7 +83,11 @@ fn random_bytes() {
 fn every_truncation_of_real_messages() {
     let ps = pipelines();
     let mut rng = Rng::new(2);
-    let samples = [phi_adt(&mut rng, 1).0, phi_oru(&mut rng, 2).0, support::pcd_oru(&mut rng, 3).0];
+    let samples = [
+        phi_adt(&mut rng, 1).0,
+        phi_oru(&mut rng, 2).0,
+        support::pcd_oru(&mut rng, 3).0,
+    ];
     for s in &samples {
         let b = s.as_bytes();
         for cut in 0..b.len() {
@@ -88,7 +100,9 @@ fn every_truncation_of_real_messages() {
 fn random_mutations_of_real_messages() {
     let ps = pipelines();
     let mut rng = Rng::new(3);
-    let specials = [b'|', b'^', b'~', b'\\', b'&', b'\r', b'\n', 0xFF, b'X', b'0', b'9'];
+    let specials = [
+        b'|', b'^', b'~', b'\\', b'&', b'\r', b'\n', 0xFF, b'X', b'0', b'9',
+    ];
     for i in 0..1500 {
         let base = match i % 3 {
             0 => phi_adt(&mut rng, i).0,
@@ -114,7 +128,11 @@ fn random_mutations_of_real_messages() {
 fn deterministic_for_the_same_keys() {
     let mut rng = Rng::new(4);
     for i in 0..50 {
-        let (t, _) = if i % 2 == 0 { phi_adt(&mut rng, i) } else { phi_oru(&mut rng, i) };
+        let (t, _) = if i % 2 == 0 {
+            phi_adt(&mut rng, i)
+        } else {
+            phi_oru(&mut rng, i)
+        };
         let a = run(&pipelines()[0], t.as_bytes());
         let b = run(&pipelines()[0], t.as_bytes());
         assert_eq!(a, b);

@@ -5,7 +5,9 @@
 use std::time::{Duration, SystemTime};
 
 use wardlink::pipeline::validate::RULES;
-use wardlink::pipeline::{NoHistory, Outcome, Pipeline, PipelineContext, PipelineSettings, RawMessage, SiteKeys};
+use wardlink::pipeline::{
+    NoHistory, Outcome, Pipeline, PipelineContext, PipelineSettings, RawMessage, SiteKeys,
+};
 
 /// 2024-05-31T06:00:00Z = 11:30 in India, 90 minutes after the messages' times.
 fn received() -> SystemTime {
@@ -34,7 +36,11 @@ impl PipelineContext for Knows {
 }
 
 fn pipeline() -> Pipeline {
-    Pipeline::new(PipelineSettings::default(), SiteKeys::from_secrets(&[9; 32], None)).unwrap()
+    Pipeline::new(
+        PipelineSettings::default(),
+        SiteKeys::from_secrets(&[9; 32], None),
+    )
+    .unwrap()
 }
 
 fn codes_with(bytes: &[u8], ctx: &dyn PipelineContext) -> Vec<String> {
@@ -47,7 +53,11 @@ fn codes_with(bytes: &[u8], ctx: &dyn PipelineContext) -> Vec<String> {
     };
     match pipeline().process(&raw, ctx) {
         Outcome::Quarantine { issues, .. } => issues.into_iter().map(|i| i.code).collect(),
-        Outcome::Events { events, .. } => events.into_iter().flat_map(|e| e.issues).map(|i| i.code).collect(),
+        Outcome::Events { events, .. } => events
+            .into_iter()
+            .flat_map(|e| e.issues)
+            .map(|i| i.code)
+            .collect(),
     }
 }
 
@@ -69,7 +79,11 @@ macro_rules! rule {
             #[test]
             fn fires() {
                 let c: Vec<String> = $fire;
-                assert!(c.iter().any(|x| x == $code), "{} did not fire: {c:?}", $code);
+                assert!(
+                    c.iter().any(|x| x == $code),
+                    "{} did not fire: {c:?}",
+                    $code
+                );
             }
 
             #[test]
@@ -107,7 +121,11 @@ fn base_messages_are_clean() {
 fn every_rule_has_a_test_here() {
     let me = include_str!("pipeline_rules.rs");
     for r in RULES {
-        assert!(me.contains(&format!(", \"{}\",", r.code)), "no test for {}", r.code);
+        assert!(
+            me.contains(&format!(", \"{}\",", r.code)),
+            "no test for {}",
+            r.code
+        );
     }
 }
 
@@ -161,16 +179,16 @@ rule!(encounter_missing, "ENCOUNTER_MISSING",
     fires: codes(&edit(&edit(ADT, "^VN|||||||||||||||||||||||||20240531095500+0530\r", "^VN\r"), "V1^^^HOSP^VN", "")),
     clean: codes(&edit(ADT, "V1^^^HOSP^VN", "")));
 rule!(encounter_unknown, "ENCOUNTER_UNKNOWN",
-    fires: codes(&edit(&edit(ADT, "ADT^A01^", "ADT^A02^"), "EVN|A01|", "EVN|A02|")),
-    clean: {
-        // The same transfer after an admit of that encounter: the A01's new
-        // encounter is what the store remembers.
-        let raw = RawMessage { id: 1, source: "rules", received_at: received(), bytes: ADT.as_bytes(), charset_hint: None };
-        let Outcome::Events { new_encounters, .. } = pipeline().process(&raw, &NoHistory) else { panic!("quarantined") };
-        assert_eq!(new_encounters.len(), 1);
-        let a02 = edit(&edit(ADT, "ADT^A01^", "ADT^A02^"), "EVN|A01|", "EVN|A02|");
-        codes_with(a02.as_bytes(), &Knows(new_encounters))
-    });
+fires: codes(&edit(&edit(ADT, "ADT^A01^", "ADT^A02^"), "EVN|A01|", "EVN|A02|")),
+clean: {
+    // The same transfer after an admit of that encounter: the A01's new
+    // encounter is what the store remembers.
+    let raw = RawMessage { id: 1, source: "rules", received_at: received(), bytes: ADT.as_bytes(), charset_hint: None };
+    let Outcome::Events { new_encounters, .. } = pipeline().process(&raw, &NoHistory) else { panic!("quarantined") };
+    assert_eq!(new_encounters.len(), 1);
+    let a02 = edit(&edit(ADT, "ADT^A01^", "ADT^A02^"), "EVN|A01|", "EVN|A02|");
+    codes_with(a02.as_bytes(), &Knows(new_encounters))
+});
 rule!(aadhaar_invalid, "AADHAAR_INVALID", fires: codes(&edit(ADT, "2345 6789 0124^", "2345 6789 0125^")), clean: codes(ADT));
 rule!(abha_invalid, "ABHA_INVALID", fires: codes(&edit(ADT, "91-1234-5678-9012^", "12-34^")), clean: codes(&edit(ADT, "91-1234-5678-9012^", "ravi.kumar@abdm^")));
 rule!(pin_invalid, "PIN_INVALID", fires: codes(&edit(ADT, "^560034^IND", "^56003^IND")), clean: codes(&edit(ADT, "^560034^IND", "^56003^USA")));
@@ -238,21 +256,39 @@ fn keys(v: &serde_json::Value, out: &mut Vec<String>) {
 #[test]
 fn data_dictionary_documents_every_exported_field() {
     let doc = include_str!("../../docs/data-dictionary.md");
-    let a03 = edit(&edit(&edit(ADT, "ADT^A01^", "ADT^A03^"), "EVN|A01|", "EVN|A03|"), "PV1|1|I|W1^R1^B1^HOSP|||", "PV1|1|I|W1^R1^B1^HOSP|||W2^R2^B2^HOSP");
-    let a40 = format!("{}MRG|999^^^HOSP^MR\r", edit(&edit(ADT, "ADT^A01^", "ADT^A40^"), "EVN|A01|", "EVN|A40|"));
+    let a03 = edit(
+        &edit(&edit(ADT, "ADT^A01^", "ADT^A03^"), "EVN|A01|", "EVN|A03|"),
+        "PV1|1|I|W1^R1^B1^HOSP|||",
+        "PV1|1|I|W1^R1^B1^HOSP|||W2^R2^B2^HOSP",
+    );
+    let a40 = format!(
+        "{}MRG|999^^^HOSP^MR\r",
+        edit(&edit(ADT, "ADT^A01^", "ADT^A40^"), "EVN|A01|", "EVN|A40|")
+    );
     let orm = "MSH|^~\\&|HIS|HOSP|LIS|LAB|20240531100000+0530||ORM^O01|O1|P|2.5.1\rORC|NW|1^HIS\r";
     let oru = format!("{ORU}OBX|4|CWE|8517-7^Finding^LN|1.1.1.3|POS^Positive^L||||||F\rOBX|5|ST|X^Mode^L|1.1.1.4|VC\r");
     let mut all = Vec::new();
     for t in [a03.as_str(), a40.as_str(), orm, oru.as_str()] {
-        let raw = RawMessage { id: 1, source: "doc", received_at: received(), bytes: t.as_bytes(), charset_hint: None };
-        let Outcome::Events { events, .. } = pipeline().process(&raw, &NoHistory) else { panic!("quarantined") };
+        let raw = RawMessage {
+            id: 1,
+            source: "doc",
+            received_at: received(),
+            bytes: t.as_bytes(),
+            charset_hint: None,
+        };
+        let Outcome::Events { events, .. } = pipeline().process(&raw, &NoHistory) else {
+            panic!("quarantined")
+        };
         let v = serde_json::to_value(&events).unwrap();
         keys(&v, &mut all);
     }
     all.sort();
     all.dedup();
     for k in &all {
-        assert!(doc.contains(&format!("`{k}`")), "docs/data-dictionary.md lacks `{k}`");
+        assert!(
+            doc.contains(&format!("`{k}`")),
+            "docs/data-dictionary.md lacks `{k}`"
+        );
     }
     assert!(all.len() > 40, "{all:?}");
 }

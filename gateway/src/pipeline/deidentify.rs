@@ -147,7 +147,13 @@ pub fn device_id_of(ei: Value<'_>, hd: bool) -> Option<String> {
 
 impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
     /// State for one message.
-    pub fn new(profile: &'p Profile, keys: &'p SiteKeys, policy: DatePolicy, msg: &'m Message<'a>, tracing: bool) -> Self {
+    pub fn new(
+        profile: &'p Profile,
+        keys: &'p SiteKeys,
+        policy: DatePolicy,
+        msg: &'m Message<'a>,
+        tracing: bool,
+    ) -> Self {
         Deid {
             profile,
             keys,
@@ -193,13 +199,22 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
         }
     }
 
-    fn record_scrub(&mut self, loc: &Loc<'_>, origin: Origin, result: Option<&str>, counts: &[(detect::Detector, u32)]) {
+    fn record_scrub(
+        &mut self,
+        loc: &Loc<'_>,
+        origin: Origin,
+        result: Option<&str>,
+        counts: &[(detect::Detector, u32)],
+    ) {
         if self.trace.is_none() {
             return;
         }
         let mut rule = self.profile.describe(origin);
         if !counts.is_empty() {
-            let list: Vec<String> = counts.iter().map(|(d, n)| format!("{}×{n}", d.name())).collect();
+            let list: Vec<String> = counts
+                .iter()
+                .map(|(d, n)| format!("{}×{n}", d.name()))
+                .collect();
             rule.push_str(&format!("; detectors: {}", list.join(", ")));
         }
         let field = loc.label();
@@ -245,7 +260,9 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
         if s.len() > 40 {
             return Text::from(s);
         }
-        let h = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let h = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
         // Open addressing over 256 slots holding index + 1 (0 = empty).
         let mask = self.intern_slots.len() - 1;
         let mut i = (h as usize) & mask;
@@ -300,7 +317,13 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
 
     /// An identifier for an event: pseudonymized from `parts` when the
     /// profile says so, else per the action applied to `display`.
-    pub fn ident(&mut self, loc: Loc<'_>, kind: IdKind, parts: &[&str], display: &str) -> Option<Text> {
+    pub fn ident(
+        &mut self,
+        loc: Loc<'_>,
+        kind: IdKind,
+        parts: &[&str],
+        display: &str,
+    ) -> Option<Text> {
         if display.trim().is_empty() {
             return None;
         }
@@ -340,16 +363,22 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
         if t.is_empty() {
             return None;
         }
-        if let Some((_, r)) = self.code_memo.iter().find(|(k, _)| k.len() == t.len() && k.as_ref() == t) {
+        if let Some((_, r)) = self
+            .code_memo
+            .iter()
+            .find(|(k, _)| k.len() == t.len() && k.as_ref() == t)
+        {
             return r.clone();
         }
         let n = t.chars().count();
         let digits = t.bytes().filter(u8::is_ascii_digit).count();
-        let shape_ok = n <= 20 && !t.contains(char::is_whitespace) && !t.contains('@') && digits <= 5;
+        let shape_ok =
+            n <= 20 && !t.contains(char::is_whitespace) && !t.contains('@') && digits <= 5;
         // Every strict detector needs '@', '.', ':' or more than 5 digits,
         // except PAN: skip the scan when none can fire.
         let ok = shape_ok
-            && !((t.contains(['.', ':']) || detect::is_pan(t)) && !detect::find(t, Mode::Strict, None).is_empty())
+            && !((t.contains(['.', ':']) || detect::is_pan(t))
+                && !detect::find(t, Mode::Strict, None).is_empty())
             && !(self.codes_use_dictionary && self.dictionary().matches(t));
         let key = self.intern(t);
         let r = ok.then(|| key.clone());
@@ -446,8 +475,16 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
             };
             // A malformed id is not a segment we can apply a profile to:
             // treat it as an unlisted segment named "???".
-            let pid = if id.len() == 3 && id.bytes().all(|b| b.is_ascii_alphanumeric()) { id } else { "???" };
-            let vt_owned = if pid == "OBX" { seg.field(2).raw().trim().to_owned() } else { String::new() };
+            let pid = if id.len() == 3 && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                id
+            } else {
+                "???"
+            };
+            let vt_owned = if pid == "OBX" {
+                seg.field(2).raw().trim().to_owned()
+            } else {
+                String::new()
+            };
             let mut fields: Vec<String> = Vec::with_capacity(seg.field_count());
             for f in 1..=seg.field_count() {
                 if pid == "MSH" && f == 1 {
@@ -546,7 +583,9 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
                             continue;
                         }
                         let r = match a {
-                            Action::ShiftDate | Action::Generalize => self.hl7_date(&cloc, a, &t).map(Text::from),
+                            Action::ShiftDate | Action::Generalize => {
+                                self.hl7_date(&cloc, a, &t).map(Text::from)
+                            }
                             Action::Scrub => Some(Text::from(self.scrub_text(&t).0)),
                             _ => self.apply_plain(&cloc, a, &t),
                         };
@@ -559,7 +598,12 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
                     }
                 }
                 if comp_rules && !comp.is_empty() {
-                    self.record(&cloc, a, o, if piece.is_empty() { None } else { Some(&piece) });
+                    self.record(
+                        &cloc,
+                        a,
+                        o,
+                        if piece.is_empty() { None } else { Some(&piece) },
+                    );
                 }
                 out.push_str(&piece);
             }
@@ -568,7 +612,12 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
             }
         }
         if !comp_rules {
-            self.record(&loc, action, origin, if out.is_empty() { None } else { Some(&out) });
+            self.record(
+                &loc,
+                action,
+                origin,
+                if out.is_empty() { None } else { Some(&out) },
+            );
         }
         out
     }
@@ -653,9 +702,10 @@ pub fn location_parts<'v>(pl: Value<'v>) -> [Cow<'v, str>; 4] {
 /// Whole years between a birth date and a reference date (None if negative).
 pub fn age_years(dob: &Ts, at: &Ts) -> Option<u32> {
     let mut years = at.year - dob.year;
-    if dob.precision >= Precision::Day && (at.month, at.day) < (dob.month, dob.day) {
-        years -= 1;
-    } else if dob.precision == Precision::Month && at.month < dob.month {
+    let before_birthday = (dob.precision >= Precision::Day
+        && (at.month, at.day) < (dob.month, dob.day))
+        || (dob.precision == Precision::Month && at.month < dob.month);
+    if before_birthday {
         years -= 1;
     }
     u32::try_from(years).ok()
@@ -713,7 +763,12 @@ pub fn build_dictionary(msg: &Message<'_>) -> Dictionary {
         for rep in v.reps() {
             d.add_id(&rep.comp(1).decoded());
             d.add_id(&rep.comp(4).decoded());
-            let full = format!("{}{}{}", rep.comp(5).decoded(), rep.comp(6).decoded(), rep.comp(7).decoded());
+            let full = format!(
+                "{}{}{}",
+                rep.comp(5).decoded(),
+                rep.comp(6).decoded(),
+                rep.comp(7).decoded()
+            );
             d.add_id(&full);
             d.add_id(&rep.comp(7).decoded());
         }
@@ -836,10 +891,16 @@ mod tests {
         assert_eq!(age_years(&dob, &Ts::parse("20240615").unwrap()), Some(90));
         assert_eq!(age_text(90), "90+");
         assert_eq!(age_text(7), "7");
-        assert_eq!(age_years(&Ts::parse("2030").unwrap(), &Ts::parse("2024").unwrap()), None);
+        assert_eq!(
+            age_years(&Ts::parse("2030").unwrap(), &Ts::parse("2024").unwrap()),
+            None
+        );
         assert_eq!(postal_prefix("560 034").as_deref(), Some("560"));
         assert_eq!(postal_prefix("02139").as_deref(), Some("021"));
         assert_eq!(postal_prefix("Bengaluru"), None);
-        assert_eq!(Ts::parse("20240101115958.25+0530").unwrap().to_hl7(), "20240101115958.25+0530");
+        assert_eq!(
+            Ts::parse("20240101115958.25+0530").unwrap().to_hl7(),
+            "20240101115958.25+0530"
+        );
     }
 }

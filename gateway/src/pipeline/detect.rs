@@ -234,7 +234,9 @@ pub fn is_pan(s: &str) -> bool {
 
 fn is_voter_id(s: &str) -> bool {
     let b = s.as_bytes();
-    b.len() == 10 && b[..3].iter().all(u8::is_ascii_uppercase) && b[3..].iter().all(u8::is_ascii_digit)
+    b.len() == 10
+        && b[..3].iter().all(u8::is_ascii_uppercase)
+        && b[3..].iter().all(u8::is_ascii_digit)
 }
 
 // --- the scanner -------------------------------------------------------------
@@ -356,8 +358,7 @@ fn find_emails(b: &[u8], hits: &mut Vec<Hit>) {
             continue;
         }
         let domain = &b[at + 1..e];
-        let kind = if domain.eq_ignore_ascii_case(b"abdm") || domain.eq_ignore_ascii_case(b"sbx")
-        {
+        let kind = if domain.eq_ignore_ascii_case(b"abdm") || domain.eq_ignore_ascii_case(b"sbx") {
             Detector::AbhaAddress
         } else if domain.contains(&b'.') {
             Detector::Email
@@ -397,7 +398,9 @@ fn date_groups(text: &[u8], g: &[Group]) -> bool {
     }
     let n = |x: &Group| -> (usize, u32) {
         let s = &text[x.start..x.end];
-        let v = s.iter().fold(0u32, |a, c| a.saturating_mul(10).saturating_add(u32::from(c - b'0')));
+        let v = s.iter().fold(0u32, |a, c| {
+            a.saturating_mul(10).saturating_add(u32::from(c - b'0'))
+        });
         (s.len(), v)
     };
     let (l0, v0) = n(&g[0]);
@@ -479,7 +482,10 @@ fn classify(text: &str, g: &[Group], plus_before: bool, mode: Mode) -> Option<De
         if k == 1 && lens[0] == 6 && d[0] != b'0' {
             return Some(Detector::Pin);
         }
-        if k == 2 && lens == [3, 3] && g[1].sep == b' ' && d[0] != b'0'
+        if k == 2
+            && lens == [3, 3]
+            && g[1].sep == b' '
+            && d[0] != b'0'
             && preceded_by_label(text, g[0].start, &["pin", "postal", "zip"])
         {
             return Some(Detector::Pin);
@@ -495,7 +501,9 @@ fn find_digit_runs(text: &str, mode: Mode, hits: &mut Vec<Hit>) {
     let b = text.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        if !b[i].is_ascii_digit() || (i > 0 && (is_word_byte(b[i - 1]) && !b[i - 1].is_ascii_digit())) {
+        if !b[i].is_ascii_digit()
+            || (i > 0 && (is_word_byte(b[i - 1]) && !b[i - 1].is_ascii_digit()))
+        {
             // Digits glued to letters are handled as word tokens.
             if b[i].is_ascii_digit() {
                 while i < b.len() && is_word_byte(b[i]) {
@@ -515,7 +523,11 @@ fn find_digit_runs(text: &str, mode: Mode, hits: &mut Vec<Hit>) {
             while j < b.len() && b[j].is_ascii_digit() {
                 j += 1;
             }
-            groups.push(Group { start: s, end: j, sep });
+            groups.push(Group {
+                start: s,
+                end: j,
+                sep,
+            });
             if groups.len() >= 8 || j + 1 >= b.len() {
                 break;
             }
@@ -609,7 +621,11 @@ fn find_word_tokens(text: &str, mode: Mode, hits: &mut Vec<Hit>) {
             None
         };
         if let Some(kind) = kind {
-            hits.push(Hit { start: s, end: e, kind });
+            hits.push(Hit {
+                start: s,
+                end: e,
+                kind,
+            });
         }
     }
 }
@@ -643,9 +659,13 @@ fn find_labelled(text: &str, hits: &mut Vec<Hit>) {
                 j += 1;
             }
             let rest = text[j..].to_ascii_lowercase();
-            let skip = ["number", "num", "no"]
-                .iter()
-                .find(|w| rest.starts_with(*w) && !rest.as_bytes().get(w.len()).is_some_and(|c| c.is_ascii_alphanumeric()));
+            let skip = ["number", "num", "no"].iter().find(|w| {
+                rest.starts_with(*w)
+                    && !rest
+                        .as_bytes()
+                        .get(w.len())
+                        .is_some_and(|c| c.is_ascii_alphanumeric())
+            });
             match skip {
                 Some(w) => j += w.len(),
                 None => break,
@@ -658,7 +678,9 @@ fn find_labelled(text: &str, hits: &mut Vec<Hit>) {
         let mut k = j;
         while tokens < 4 && k < b.len() {
             let ts = k;
-            while k < b.len() && (b[k].is_ascii_alphanumeric() || matches!(b[k], b'-' | b'/' | b'+')) {
+            while k < b.len()
+                && (b[k].is_ascii_alphanumeric() || matches!(b[k], b'-' | b'/' | b'+'))
+            {
                 k += 1;
             }
             let tok = &text[ts..k];
@@ -805,7 +827,10 @@ impl Dictionary {
     fn find(&self, text: &str, hits: &mut Vec<Hit>) {
         if !self.names.is_empty() {
             let mut start = None;
-            for (i, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
+            for (i, c) in text
+                .char_indices()
+                .chain(std::iter::once((text.len(), ' ')))
+            {
                 if c.is_alphanumeric() {
                     if start.is_none() {
                         start = Some(i);
@@ -897,22 +922,43 @@ mod tests {
         assert_eq!(scrubbed("abha 91-1234-5678-9012."), "abha [ABHA].");
         assert_eq!(scrubbed("call +91 98765 43210 now"), "call [PHONE] now");
         assert_eq!(scrubbed("call 09876543210"), "call [PHONE]");
-        assert_eq!(scrubbed("mail a.b@x.co.in, or ravi.k@abdm"), "mail [EMAIL], or [ABHA]");
+        assert_eq!(
+            scrubbed("mail a.b@x.co.in, or ravi.k@abdm"),
+            "mail [EMAIL], or [ABHA]"
+        );
         assert_eq!(scrubbed("see https://x.org/a?b=1. then"), "see [URL]. then");
         assert_eq!(scrubbed("host 10.1.2.3 down"), "host [IP] down");
-        assert_eq!(scrubbed("PAN ABCPE1234F voter XYZ1234567"), "PAN [PAN] voter [VOTER_ID]");
-        assert_eq!(scrubbed("12 MG Road, Bengaluru 560034"), "12 MG Road, Bengaluru [PIN]");
-        assert_eq!(scrubbed("DOB 12/03/1987 or 1987-03-12"), "DOB [DATE] or [DATE]");
+        assert_eq!(
+            scrubbed("PAN ABCPE1234F voter XYZ1234567"),
+            "PAN [PAN] voter [VOTER_ID]"
+        );
+        assert_eq!(
+            scrubbed("12 MG Road, Bengaluru 560034"),
+            "12 MG Road, Bengaluru [PIN]"
+        );
+        assert_eq!(
+            scrubbed("DOB 12/03/1987 or 1987-03-12"),
+            "DOB [DATE] or [DATE]"
+        );
         assert_eq!(scrubbed("acct 080-12345678"), "acct [PHONE]");
         assert_eq!(scrubbed("acct 1234-5678901"), "acct [ID]");
         assert_eq!(scrubbed("MRN: AB 12"), "MRN: [ID]");
         // Clinical text survives.
-        assert_eq!(scrubbed("HR 80 bpm, BP 120/80, SpO2 98%, temp 36.5"), "HR 80 bpm, BP 120/80, SpO2 98%, temp 36.5");
+        assert_eq!(
+            scrubbed("HR 80 bpm, BP 120/80, SpO2 98%, temp 36.5"),
+            "HR 80 bpm, BP 120/80, SpO2 98%, temp 36.5"
+        );
     }
 
     #[test]
     fn strict_mode_keeps_codes() {
-        for code in ["150456", "MDC_PULS_OXIM_SAT_O2", "8867-4", "182777000", "1.5.1.1"] {
+        for code in [
+            "150456",
+            "MDC_PULS_OXIM_SAT_O2",
+            "8867-4",
+            "182777000",
+            "1.5.1.1",
+        ] {
             assert!(find(code, Mode::Strict, None).is_empty(), "{code}");
         }
         assert!(!find("ABCPE1234F", Mode::Strict, None).is_empty());
@@ -925,14 +971,30 @@ mod tests {
         d.add_name("Şrīnivās Ñáñez");
         d.add_id("MRN-0042-77");
         d.add_id("+91 98450 12345");
-        let (s, counts) = scrub("seen by srinivas NANEZ; id mrn004277, ph 98450-12345", Mode::Strict, Some(&d));
+        let (s, counts) = scrub(
+            "seen by srinivas NANEZ; id mrn004277, ph 98450-12345",
+            Mode::Strict,
+            Some(&d),
+        );
         assert_eq!(s, "seen by [NAME] [NAME]; id [ID], ph [PHONE]");
         assert!(counts.iter().any(|(k, n)| *k == Detector::Name && *n == 2));
     }
 
     #[test]
     fn never_panics_on_odd_text() {
-        for t in ["", "@", "a@", "@b.c", "+", "+9", "1-", "1 2 3 4 5 6 7 8 9 0 1", "ṇ1é@", "www.", "http://"] {
+        for t in [
+            "",
+            "@",
+            "a@",
+            "@b.c",
+            "+",
+            "+9",
+            "1-",
+            "1 2 3 4 5 6 7 8 9 0 1",
+            "ṇ1é@",
+            "www.",
+            "http://",
+        ] {
             let _ = scrub(t, Mode::Full, None);
         }
     }

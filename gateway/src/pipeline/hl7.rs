@@ -117,7 +117,10 @@ fn find_msh(bytes: &[u8]) -> Option<usize> {
     // "MSH" at the start of a line, or after leading junk (BOM, NUL, VT, blanks).
     bytes.windows(3).enumerate().find_map(|(i, w)| {
         let at_line_start = i == 0
-            || matches!(bytes[i - 1], b'\r' | b'\n' | b'\0' | 0x0B | b' ' | b'\t' | 0xBF);
+            || matches!(
+                bytes[i - 1],
+                b'\r' | b'\n' | b'\0' | 0x0B | b' ' | b'\t' | 0xBF
+            );
         (w == b"MSH" && at_line_start).then_some(i)
     })
 }
@@ -266,7 +269,10 @@ impl<'a> Iterator for Lines<'a> {
                 return None;
             }
             let b = self.rest.as_bytes();
-            let end = b.iter().position(|&c| c == b'\r' || c == b'\n').unwrap_or(b.len());
+            let end = b
+                .iter()
+                .position(|&c| c == b'\r' || c == b'\n')
+                .unwrap_or(b.len());
             let line = self.rest.get(..end).unwrap_or("");
             self.rest = self.rest.get(end + 1..).unwrap_or("");
             let line = line.trim_start_matches(['\u{feff}', '\0', ' ', '\t', '\u{0b}', '\u{1c}']);
@@ -749,7 +755,7 @@ pub fn unescape(raw: &str, d: Delimiters) -> (Cow<'_, str>, bool) {
                 || seq.starts_with(".ce") => {}
             _ if seq.starts_with('X') || seq.starts_with('x') => {
                 let hex = &seq[1..];
-                if hex.len() % 2 == 0 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                if hex.len() & 1 == 0 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                     let bytes: Vec<u8> = hex
                         .as_bytes()
                         .chunks(2)
@@ -957,7 +963,9 @@ impl Ts {
     /// Seconds since the Unix epoch, treating a missing zone as UTC.
     pub fn epoch_seconds(&self) -> i64 {
         let days = days_from_civil(self.year, self.month, self.day);
-        days * 86_400 + i64::from(self.hour) * 3600 + i64::from(self.minute) * 60
+        days * 86_400
+            + i64::from(self.hour) * 3600
+            + i64::from(self.minute) * 60
             + i64::from(self.second)
             - i64::from(self.offset_min.unwrap_or(0)) * 60
     }
@@ -1093,7 +1101,10 @@ mod tests {
 
     #[test]
     fn msh_numbering_and_v27_truncation_char() {
-        let m = Message::parse("MSH|^~\\&#|APP|FAC|||20240101||ADT^A01^ADT_A01|X1|P|2.7\rPID|1||42^^^H^MR").unwrap();
+        let m = Message::parse(
+            "MSH|^~\\&#|APP|FAC|||20240101||ADT^A01^ADT_A01|X1|P|2.7\rPID|1||42^^^H^MR",
+        )
+        .unwrap();
         let msh = m.msh();
         assert_eq!(msh.field(1).raw(), "|");
         assert_eq!(msh.field(2).raw(), "^~\\&#");
@@ -1109,7 +1120,16 @@ mod tests {
     #[test]
     fn comps_n_matches_comp() {
         let d = Delimiters::STANDARD;
-        for raw in ["", "a", "a^b", "a^^c^d", "a^b~c^d", "^", "~x", "a^b^c^d^e^f^g"] {
+        for raw in [
+            "",
+            "a",
+            "a^b",
+            "a^^c^d",
+            "a^b~c^d",
+            "^",
+            "~x",
+            "a^b^c^d^e^f^g",
+        ] {
             let v = Value::new(raw, d);
             let arr = v.comps_n::<5>();
             for (i, c) in arr.iter().enumerate() {
@@ -1171,7 +1191,10 @@ mod tests {
         let t = Ts::parse("20240101115958.25+0530").unwrap();
         assert_eq!(t.to_iso(), "2024-01-01T11:59:58.25+05:30");
         assert_eq!(t.shift_days(-1).to_iso(), "2023-12-31T11:59:58.25+05:30");
-        assert_eq!(Ts::parse("20240229").unwrap().shift_days(366).to_iso(), "2025-03-01");
+        assert_eq!(
+            Ts::parse("20240229").unwrap().shift_days(366).to_iso(),
+            "2025-03-01"
+        );
         assert!(Ts::parse("20230229").is_none());
         assert!(Ts::parse("2024013").is_none());
         assert!(Ts::parse("20240101+05").is_none());
@@ -1187,7 +1210,16 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        for s in ["", "M", "MSH", "MSH|", "MSH||", "MSHa^~", "\u{feff}MSH|^", "PID|1\rMSH|^~\\&|"] {
+        for s in [
+            "",
+            "M",
+            "MSH",
+            "MSH|",
+            "MSH||",
+            "MSHa^~",
+            "\u{feff}MSH|^",
+            "PID|1\rMSH|^~\\&|",
+        ] {
             if let Ok(m) = Message::parse(s) {
                 for seg in m.segments() {
                     for n in 0..30 {

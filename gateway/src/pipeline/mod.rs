@@ -199,24 +199,46 @@ impl fmt::Display for Explanation {
             Outcome::Quarantine { reason, issues } => {
                 writeln!(f, "quarantine: {reason}")?;
                 for i in issues {
-                    writeln!(f, "  {} {} {}: {}", i.severity.as_str(), i.code, i.field.as_deref().unwrap_or("-"), i.message)?;
+                    writeln!(
+                        f,
+                        "  {} {} {}: {}",
+                        i.severity.as_str(),
+                        i.code,
+                        i.field.as_deref().unwrap_or("-"),
+                        i.message
+                    )?;
                 }
             }
             Outcome::Events { events, .. } => {
                 writeln!(f, "events ({}):", events.len())?;
                 for e in events {
-                    let json = serde_json::to_string(e).unwrap_or_else(|err| format!("<unserializable: {err}>"));
+                    let json = serde_json::to_string(e)
+                        .unwrap_or_else(|err| format!("<unserializable: {err}>"));
                     writeln!(f, "  {json}")?;
                 }
             }
         }
         writeln!(f, "fields used by the events:")?;
         for t in &self.event_fields {
-            writeln!(f, "  {:<16} {:<13} {:<40} [{}]", t.field, t.action.as_str(), t.result, t.rule)?;
+            writeln!(
+                f,
+                "  {:<16} {:<13} {:<40} [{}]",
+                t.field,
+                t.action.as_str(),
+                t.result,
+                t.rule
+            )?;
         }
         writeln!(f, "every field under the profile:")?;
         for t in &self.all_fields {
-            writeln!(f, "  {:<16} {:<13} {:<40} [{}]", t.field, t.action.as_str(), t.result, t.rule)?;
+            writeln!(
+                f,
+                "  {:<16} {:<13} {:<40} [{}]",
+                t.field,
+                t.action.as_str(),
+                t.result,
+                t.rule
+            )?;
         }
         Ok(())
     }
@@ -246,7 +268,10 @@ fn quarantine(issues: Vec<Issue>) -> Outcome {
     let reason = issues
         .iter()
         .find(|i| i.severity == Severity::Fatal)
-        .map_or_else(|| "unprocessable message".to_owned(), |i| format!("{}: {}", i.code, i.message));
+        .map_or_else(
+            || "unprocessable message".to_owned(),
+            |i| format!("{}: {}", i.code, i.message),
+        );
     Outcome::Quarantine { reason, issues }
 }
 
@@ -290,15 +315,28 @@ impl Pipeline {
         }
     }
 
-    fn run(&self, raw: &RawMessage<'_>, ctx: &dyn PipelineContext, tracing: bool) -> (Outcome, &'static str, Vec<FieldTrace>, Vec<FieldTrace>) {
+    fn run(
+        &self,
+        raw: &RawMessage<'_>,
+        ctx: &dyn PipelineContext,
+        tracing: bool,
+    ) -> (Outcome, &'static str, Vec<FieldTrace>, Vec<FieldTrace>) {
         let decoded = hl7::decode(raw.bytes, raw.charset_hint);
         let charset = decoded.used.as_str();
         let mut issues: Vec<Issue> = Vec::new();
         if decoded.fell_back {
-            issues.push(issue("CHARSET_FALLBACK", Some("MSH-18".into()), format!("bytes are not UTF-8; decoded as {charset}")));
+            issues.push(issue(
+                "CHARSET_FALLBACK",
+                Some("MSH-18".into()),
+                format!("bytes are not UTF-8; decoded as {charset}"),
+            ));
         }
         if decoded.declared == Declared::Other {
-            issues.push(issue("CHARSET_UNSUPPORTED", Some("MSH-18".into()), "declared character set is not supported; UTF-8 or a single-byte fallback was used"));
+            issues.push(issue(
+                "CHARSET_UNSUPPORTED",
+                Some("MSH-18".into()),
+                "declared character set is not supported; UTF-8 or a single-byte fallback was used",
+            ));
         }
         let msg = match Message::parse(&decoded.text) {
             Ok(m) => m,
@@ -318,13 +356,33 @@ impl Pipeline {
         let received = epoch_secs(raw.received_at);
         let limits = TimeLimits {
             received,
-            future_skew: i64::try_from(self.settings.max_future_skew.as_secs()).unwrap_or(i64::MAX / 4),
+            future_skew: i64::try_from(self.settings.max_future_skew.as_secs())
+                .unwrap_or(i64::MAX / 4),
             max_age: i64::try_from(self.settings.max_age.as_secs()).unwrap_or(i64::MAX / 4),
         };
         let msh = msg.msh();
-        let msh7 = validate::timestamp(msh.field(7).comp(1).raw(), || "MSH-7".to_owned(), "MSH7_INVALID", &limits, true, &mut issues);
-        let mut deid = Deid::new(&self.profile, &self.keys, self.settings.date_policy, &msg, tracing);
-        let ident = normalize::identity(&msg, &mut deid, self.settings.pseudonym_scope, raw.source, &mut issues);
+        let msh7 = validate::timestamp(
+            msh.field(7).comp(1).raw(),
+            || "MSH-7".to_owned(),
+            "MSH7_INVALID",
+            &limits,
+            true,
+            &mut issues,
+        );
+        let mut deid = Deid::new(
+            &self.profile,
+            &self.keys,
+            self.settings.date_policy,
+            &msg,
+            tracing,
+        );
+        let ident = normalize::identity(
+            &msg,
+            &mut deid,
+            self.settings.pseudonym_scope,
+            raw.source,
+            &mut issues,
+        );
         deid.set_subject(&ident.subject);
         let control_id_hash = Text::from(self.keys.pseudonym(
             IdKind::Control,
@@ -342,14 +400,29 @@ impl Pipeline {
         let mut new_encounters = Vec::new();
         let mut bodies = match code {
             "ADT" => {
-                let b = normalize::adt(&msg, &mut deid, &ident, trigger, &limits, msh7.as_ref(), ctx, &mut issues, &mut new_encounters);
+                let b = normalize::adt(
+                    &msg,
+                    &mut deid,
+                    &ident,
+                    trigger,
+                    &limits,
+                    msh7.as_ref(),
+                    ctx,
+                    &mut issues,
+                    &mut new_encounters,
+                );
                 vec![(b, Vec::new())]
             }
-            "ORU" if trigger == "R01" => normalize::observations(&msg, &mut deid, &limits, msh7.as_ref(), &mut issues),
+            "ORU" if trigger == "R01" => {
+                normalize::observations(&msg, &mut deid, &limits, msh7.as_ref(), &mut issues)
+            }
             _ => Vec::new(),
         };
         if bodies.is_empty() {
-            bodies.push((normalize::other(&msg, &mut deid, msh7.as_ref(), received), Vec::new()));
+            bodies.push((
+                normalize::other(&msg, &mut deid, msh7.as_ref(), received),
+                Vec::new(),
+            ));
         }
         let event_fields = deid.trace.take().unwrap_or_default();
         let all_fields = if tracing {
@@ -376,7 +449,15 @@ impl Pipeline {
                 body,
             });
         }
-        (Outcome::Events { events, new_encounters }, charset, event_fields, all_fields)
+        (
+            Outcome::Events {
+                events,
+                new_encounters,
+            },
+            charset,
+            event_fields,
+            all_fields,
+        )
     }
 }
 

@@ -21,7 +21,9 @@ use std::borrow::Cow;
 
 use std::sync::Arc;
 
-use wardlink_sync::{AdtAction, AdtBody, Body, Code, Hl7OtherBody, Issue, Location, ObservationBody, Text};
+use wardlink_sync::{
+    AdtAction, AdtBody, Body, Code, Hl7OtherBody, Issue, Location, ObservationBody, Text,
+};
 
 use super::deidentify::{age_text, age_years, device_id_of, postal_prefix, Deid, Loc};
 use super::detect;
@@ -52,17 +54,25 @@ pub struct Identity {
 fn is_abha_rep(rep: &Value<'_>) -> bool {
     let ty = rep.comp(5).raw().trim().to_ascii_uppercase();
     let auth = rep.comp(4).decoded().to_ascii_uppercase();
-    matches!(ty.as_str(), "ABHA" | "HIN" | "ABHAN" | "PHR") || auth.contains("ABDM") || auth.contains("ABHA") || auth.contains("NDHM")
+    matches!(ty.as_str(), "ABHA" | "HIN" | "ABHAN" | "PHR")
+        || auth.contains("ABDM")
+        || auth.contains("ABHA")
+        || auth.contains("NDHM")
 }
 
 fn is_aadhaar_rep(rep: &Value<'_>) -> bool {
     let ty = rep.comp(5).raw().trim().to_ascii_uppercase();
     let auth = rep.comp(4).decoded().to_ascii_uppercase();
-    matches!(ty.as_str(), "AADHAAR" | "UID" | "UIDAI") || auth.contains("UIDAI") || auth.contains("AADHAAR")
+    matches!(ty.as_str(), "AADHAAR" | "UID" | "UIDAI")
+        || auth.contains("UIDAI")
+        || auth.contains("AADHAAR")
 }
 
 fn is_national_type(ty: &str) -> bool {
-    matches!(ty, "SS" | "NI" | "NN" | "PPN" | "DL" | "PEN" | "VS" | "HC" | "MB")
+    matches!(
+        ty,
+        "SS" | "NI" | "NN" | "PPN" | "DL" | "PEN" | "VS" | "HC" | "MB"
+    )
 }
 
 /// Finds the patient, network patient and encounter pseudonyms and the date subject.
@@ -92,13 +102,21 @@ pub fn identity(
                 } else if detect::is_abha_address(idt) {
                     abha.get_or_insert_with(|| idt.to_ascii_lowercase());
                 } else {
-                    issues.push(issue("ABHA_INVALID", Some("PID-3".into()), "ABHA identifier is neither a 14-digit number nor an ABHA address"));
+                    issues.push(issue(
+                        "ABHA_INVALID",
+                        Some("PID-3".into()),
+                        "ABHA identifier is neither a 14-digit number nor an ABHA address",
+                    ));
                 }
                 continue;
             }
             if is_aadhaar_rep(&rep) {
                 if !detect::is_aadhaar(idt) {
-                    issues.push(issue("AADHAAR_INVALID", Some("PID-3".into()), "Aadhaar identifier fails the format or Verhoeff check"));
+                    issues.push(issue(
+                        "AADHAAR_INVALID",
+                        Some("PID-3".into()),
+                        "Aadhaar identifier fails the format or Verhoeff check",
+                    ));
                 }
                 continue;
             }
@@ -119,7 +137,11 @@ pub fn identity(
         let pid19 = pid.field(19).comp(1).decoded();
         let digits19 = pid19.chars().filter(char::is_ascii_digit).count();
         if digits19 == 12 && !detect::is_aadhaar(&pid19) {
-            issues.push(issue("AADHAAR_INVALID", Some("PID-19".into()), "12-digit national id fails the Aadhaar format or Verhoeff check"));
+            issues.push(issue(
+                "AADHAAR_INVALID",
+                Some("PID-19".into()),
+                "12-digit national id fails the Aadhaar format or Verhoeff check",
+            ));
         }
         let (loc, rep) = match best {
             Some((_, rep)) => (Loc::field("PID", 3), Some(rep)),
@@ -145,8 +167,15 @@ pub fn identity(
         }
         if let (Scope::Network, Some(a)) = (scope, abha.as_ref()) {
             if deid.action(&Loc::field("PID", 3)).0 == Action::Pseudonymize {
-                id.patient_network = keys.network_pseudonym(IdKind::NetworkPatient, &[a]).map(Text::from);
-                deid.note(Loc::field("PID", 3), Action::Pseudonymize, "network scope: ABHA number with the network key", id.patient_network.as_deref());
+                id.patient_network = keys
+                    .network_pseudonym(IdKind::NetworkPatient, &[a])
+                    .map(Text::from);
+                deid.note(
+                    Loc::field("PID", 3),
+                    Action::Pseudonymize,
+                    "network scope: ABHA number with the network key",
+                    id.patient_network.as_deref(),
+                );
             }
             if subject.is_none() {
                 subject = Some(keys.pseudonym(IdKind::NetworkPatient, &[a]));
@@ -156,7 +185,12 @@ pub fn identity(
             // Only an ABHA id: it keys the patient locally (site key).
             id.has_patient_id = true;
             let internal = keys.pseudonym(IdKind::Patient, &["ABDM", "ABHA", &a]);
-            id.patient = deid.ident(Loc::field("PID", 3), IdKind::Patient, &["ABDM", "ABHA", &a], &a);
+            id.patient = deid.ident(
+                Loc::field("PID", 3),
+                IdKind::Patient,
+                &["ABDM", "ABHA", &a],
+                &a,
+            );
             subject = Some(internal);
         }
     }
@@ -177,7 +211,9 @@ pub fn identity(
     }
     id.subject = subject
         .or_else(|| id.encounter_internal.clone())
-        .or_else(|| device_id_of(msg.msh().field(3), true).map(|d| keys.pseudonym(IdKind::Device, &[&d])))
+        .or_else(|| {
+            device_id_of(msg.msh().field(3), true).map(|d| keys.pseudonym(IdKind::Device, &[&d]))
+        })
         .or_else(|| {
             msg.segments()
                 .filter(|s| s.id() == "OBX")
@@ -198,10 +234,24 @@ pub fn location(deid: &mut Deid<'_, '_, '_>, base: Loc<'_>, pl: Value<'_>) -> Op
     let room_raw = pl.comp(2).decoded();
     let bed_raw = pl.comp(3).decoded();
     let loc = Location {
-        facility: deid.text_str(base.comp(4), &fac_raw).filter(|s| !s.is_empty()),
-        ward: deid.text_str(base.comp(1), &ward_raw).filter(|s| !s.is_empty()),
-        room: deid.ident(base.comp(2), IdKind::Location, &[&fac_raw, &ward_raw, &room_raw], &room_raw),
-        bed: deid.ident(base.comp(3), IdKind::Location, &[&fac_raw, &ward_raw, &room_raw, &bed_raw], &bed_raw),
+        facility: deid
+            .text_str(base.comp(4), &fac_raw)
+            .filter(|s| !s.is_empty()),
+        ward: deid
+            .text_str(base.comp(1), &ward_raw)
+            .filter(|s| !s.is_empty()),
+        room: deid.ident(
+            base.comp(2),
+            IdKind::Location,
+            &[&fac_raw, &ward_raw, &room_raw],
+            &room_raw,
+        ),
+        bed: deid.ident(
+            base.comp(3),
+            IdKind::Location,
+            &[&fac_raw, &ward_raw, &room_raw, &bed_raw],
+            &bed_raw,
+        ),
     };
     (!loc.is_empty()).then_some(loc)
 }
@@ -235,7 +285,10 @@ fn code_of(deid: &mut Deid<'_, '_, '_>, base: Loc<'_>, v: Value<'_>) -> Option<C
 }
 
 /// Everything an ADT event needs; returns the body and its own issues.
-#[expect(clippy::too_many_arguments, reason = "one call site, all distinct inputs")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site, all distinct inputs"
+)]
 pub fn adt(
     msg: &Message<'_>,
     deid: &mut Deid<'_, '_, '_>,
@@ -250,10 +303,18 @@ pub fn adt(
     let evn = msg.first("EVN");
     let pid = msg.first("PID");
     let pv1 = msg.first("PV1");
-    let ts_field = |seg: Option<Segment<'_, '_>>, name: &str, f: usize, age: bool, issues: &mut Vec<Issue>| {
-        let s = seg?;
-        validate::timestamp(s.field(f).comp(1).raw(), || format!("{name}-{f}"), "TS_INVALID", limits, age, issues)
-    };
+    let ts_field =
+        |seg: Option<Segment<'_, '_>>, name: &str, f: usize, age: bool, issues: &mut Vec<Issue>| {
+            let s = seg?;
+            validate::timestamp(
+                s.field(f).comp(1).raw(),
+                || format!("{name}-{f}"),
+                "TS_INVALID",
+                limits,
+                age,
+                issues,
+            )
+        };
     let evn2 = ts_field(evn, "EVN", 2, true, issues);
     let evn6 = ts_field(evn, "EVN", 6, true, issues);
     let admit = ts_field(pv1, "PV1", 44, false, issues);
@@ -291,23 +352,43 @@ pub fn adt(
         let sex = pid.field(8).comp(1);
         if let Some(s) = sex.text() {
             if !validate::sex_known(&s) {
-                issues.push(issue("SEX_INVALID", Some("PID-8".into()), format!("sex {:?} is not in table 0001", validate::short(&s))));
+                issues.push(issue(
+                    "SEX_INVALID",
+                    Some("PID-8".into()),
+                    format!("sex {:?} is not in table 0001", validate::short(&s)),
+                ));
             }
         }
         body.sex = deid.text(Loc::field("PID", 8), sex);
         let dob_raw = pid.field(7).comp(1);
         if !dob_raw.is_empty() {
             let mut tmp = Vec::new();
-            let dob = validate::timestamp(dob_raw.raw(), || "PID-7".to_owned(), "TS_INVALID", limits, false, &mut tmp);
+            let dob = validate::timestamp(
+                dob_raw.raw(),
+                || "PID-7".to_owned(),
+                "TS_INVALID",
+                limits,
+                false,
+                &mut tmp,
+            );
             issues.extend(tmp.into_iter().filter(|i| i.code != "TS_FUTURE"));
             if let Some(dob) = dob {
                 let loc = Loc::field("PID", 7);
                 let (action, _) = deid.action(&loc);
                 match age_years(&dob, &reference) {
-                    None => issues.push(issue("DOB_IN_FUTURE", Some("PID-7".into()), "birth date is after the event time")),
+                    None => issues.push(issue(
+                        "DOB_IN_FUTURE",
+                        Some("PID-7".into()),
+                        "birth date is after the event time",
+                    )),
                     Some(years) => {
                         let out = (action != Action::Remove).then(|| Text::from(age_text(years)));
-                        deid.note(loc, action, "birth date → age in whole years (90+)", out.as_deref());
+                        deid.note(
+                            loc,
+                            action,
+                            "birth date → age in whole years (90+)",
+                            out.as_deref(),
+                        );
                         body.age = out;
                     }
                 }
@@ -319,7 +400,11 @@ pub fn adt(
         if let Some(zip) = addr.comp(5).text() {
             let country = addr.comp(6).raw().trim().to_ascii_uppercase();
             if matches!(country.as_str(), "IND" | "IN" | "INDIA") && !detect::is_pin(&zip) {
-                issues.push(issue("PIN_INVALID", Some("PID-11.5".into()), "not a 6-digit PIN starting 1-9"));
+                issues.push(issue(
+                    "PIN_INVALID",
+                    Some("PID-11.5".into()),
+                    "not a 6-digit PIN starting 1-9",
+                ));
             }
             let loc = Loc::field("PID", 11).comp(5);
             let (action, _) = deid.action(&loc);
@@ -342,7 +427,11 @@ pub fn adt(
         let class = pv1.field(2).comp(1);
         if let Some(c) = class.text() {
             if !validate::patient_class_known(&c) {
-                issues.push(issue("PATIENT_CLASS_INVALID", Some("PV1-2".into()), format!("class {:?} is not in table 0004", validate::short(&c))));
+                issues.push(issue(
+                    "PATIENT_CLASS_INVALID",
+                    Some("PV1-2".into()),
+                    format!("class {:?} is not in table 0004", validate::short(&c)),
+                ));
             }
         }
         body.patient_class = deid.text(Loc::field("PV1", 2), class);
@@ -357,25 +446,40 @@ pub fn adt(
         let idv = rep.comp(1).decoded();
         let auth = rep.comp(4).decoded();
         let ty = rep.comp(5).decoded();
-        body.prior_patient = deid.ident(Loc::field("MRG", 1), IdKind::Patient, &[&auth, &ty, &idv], &idv);
+        body.prior_patient = deid.ident(
+            Loc::field("MRG", 1),
+            IdKind::Patient,
+            &[&auth, &ty, &idv],
+            &idv,
+        );
     }
     if !ident.has_patient_id {
-        issues.push(issue("PATIENT_ID_MISSING", Some("PID-3".into()), "no usable patient identifier"));
+        issues.push(issue(
+            "PATIENT_ID_MISSING",
+            Some("PID-3".into()),
+            "no usable patient identifier",
+        ));
     }
     let needs_encounter = pv1.is_some() && validate::adt_requires_pv1(trigger);
     match &ident.encounter_internal {
         None if needs_encounter => {
-            issues.push(issue("ENCOUNTER_MISSING", Some("PV1-19".into()), "no visit number and no admit time"));
+            issues.push(issue(
+                "ENCOUNTER_MISSING",
+                Some("PV1-19".into()),
+                "no visit number and no admit time",
+            ));
         }
-        Some(enc) => {
-            if !ctx.encounter_known(enc) {
-                if trigger == "A02" {
-                    issues.push(issue("ENCOUNTER_UNKNOWN", Some("PV1-19".into()), "transfer for an encounter never seen"));
-                }
-                new_encounters.push(enc.clone());
+        Some(enc) if !ctx.encounter_known(enc) => {
+            if trigger == "A02" {
+                issues.push(issue(
+                    "ENCOUNTER_UNKNOWN",
+                    Some("PV1-19".into()),
+                    "transfer for an encounter never seen",
+                ));
             }
+            new_encounters.push(enc.clone());
         }
-        None => {}
+        _ => {}
     }
     Body::Adt(body)
 }
@@ -434,7 +538,8 @@ pub fn ucum(code: &str, text: &str, system: &str) -> Option<Cow<'static, str>> {
     let by_text = |t: &str| -> Option<&'static str> {
         Some(match t {
             "%" | "percent" => "%",
-            "bpm" | "/min" | "1/min" | "{beats}/min" | "beats/min" | "{beat}/min" | "rpm" | "br/min" | "breaths/min" | "resp/min" | "{breaths}/min" | "{resp}/min" => "/min",
+            "bpm" | "/min" | "1/min" | "{beats}/min" | "beats/min" | "{beat}/min" | "rpm"
+            | "br/min" | "breaths/min" | "resp/min" | "{breaths}/min" | "{resp}/min" => "/min",
             "mmHg" | "mm[Hg]" | "mmhg" => "mm[Hg]",
             "kPa" | "kpa" => "kPa",
             "cmH2O" | "cm[H2O]" | "cmh2o" => "cm[H2O]",
@@ -471,7 +576,9 @@ pub fn ucum(code: &str, text: &str, system: &str) -> Option<Cow<'static, str>> {
 
 /// FNV-1a, for remembering short keys (OBX-4 paths) without copying them.
 fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 #[derive(Default)]
@@ -522,7 +629,10 @@ pub fn observations(
     msg_issues: &mut Vec<Issue>,
 ) -> Vec<(Body, Vec<Issue>)> {
     let mut out = Vec::new();
-    deid.reference = Some(msh7.copied().unwrap_or_else(|| Ts::from_epoch_utc(limits.received)));
+    deid.reference = Some(
+        msh7.copied()
+            .unwrap_or_else(|| Ts::from_epoch_utc(limits.received)),
+    );
     let location = msg
         .first("PV1")
         .and_then(|pv1| location(deid, Loc::field("PV1", 3), pv1.field(3).rep(0)))
@@ -540,13 +650,35 @@ pub fn observations(
         match seg.id() {
             "OBR" => {
                 obr_n += 1;
-                obr7 = validate::timestamp(seg.field(7).comp(1).raw(), || format!("OBR[{obr_n}]-7"), "TS_INVALID", limits, true, msg_issues);
+                obr7 = validate::timestamp(
+                    seg.field(7).comp(1).raw(),
+                    || format!("OBR[{obr_n}]-7"),
+                    "TS_INVALID",
+                    limits,
+                    true,
+                    msg_issues,
+                );
                 panel = code_of(deid, Loc::field("OBR", 4).at(obr_n), seg.field(4)).map(Arc::new);
                 tree = Tree::default();
             }
             "OBX" => {
                 obx_n += 1;
-                if let Some(b) = observation(msg, seg, obx_n, obr_n, deid, limits, msh7, obr7.as_ref(), &mut tree, &mut devices, msh_device.as_deref(), &mut sub_ids, &mut last_time, msg_issues) {
+                if let Some(b) = observation(
+                    msg,
+                    seg,
+                    obx_n,
+                    obr_n,
+                    deid,
+                    limits,
+                    msh7,
+                    obr7.as_ref(),
+                    &mut tree,
+                    &mut devices,
+                    msh_device.as_deref(),
+                    &mut sub_ids,
+                    &mut last_time,
+                    msg_issues,
+                ) {
                     let (mut body, row_issues) = b;
                     if let Body::Observation(o) = &mut body {
                         o.location = location.clone();
@@ -561,7 +693,10 @@ pub fn observations(
     out
 }
 
-#[expect(clippy::too_many_arguments, reason = "the row needs the message's running state")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the row needs the message's running state"
+)]
 fn observation(
     _msg: &Message<'_>,
     seg: Segment<'_, '_>,
@@ -587,7 +722,11 @@ fn observation(
     let label = |f: usize| format!("OBX[{n}]-{f}");
     if code_v.comp(1).raw().trim().is_empty() {
         if !value.is_empty() {
-            msg_issues.push(issue("OBX_CODE_MISSING", Some(label(3)), "observation identifier is empty"));
+            msg_issues.push(issue(
+                "OBX_CODE_MISSING",
+                Some(label(3)),
+                "observation identifier is empty",
+            ));
         }
         return None;
     }
@@ -595,23 +734,42 @@ fn observation(
     // PCD-01 header rows (MDS/VMD/CHAN): remember code and device, no event.
     if vt_raw.is_empty() && value.is_empty() {
         if let Some((_, prefix)) = header_prefix(sub_id) {
-            tree.nodes.push((fnv(prefix), deid.intern(code_v.comp(1).raw().trim()), own_device));
+            tree.nodes.push((
+                fnv(prefix),
+                deid.intern(code_v.comp(1).raw().trim()),
+                own_device,
+            ));
         }
         return None;
     }
     if !vt_raw.is_empty() && !validate::value_type_known(vt_raw) {
-        issues.push(issue("OBX_VALUE_TYPE_UNKNOWN", Some(label(2)), format!("value type {:?} is not in table 0125", validate::short(vt_raw))));
+        issues.push(issue(
+            "OBX_VALUE_TYPE_UNKNOWN",
+            Some(label(2)),
+            format!(
+                "value type {:?} is not in table 0125",
+                validate::short(vt_raw)
+            ),
+        ));
     }
     if !sub_id.is_empty() {
         let h = fnv(sub_id);
         if sub_ids.iter().any(|(o, s)| *o == obr_n && *s == h) {
-            issues.push(issue("OBX_SUB_ID_DUPLICATE", Some(label(4)), "sub-id repeats within the order"));
+            issues.push(issue(
+                "OBX_SUB_ID_DUPLICATE",
+                Some(label(4)),
+                "sub-id repeats within the order",
+            ));
         } else {
             sub_ids.push((obr_n, h));
         }
     }
     // Unknown or missing value types are scrubbed like ST, never kept blindly.
-    let vt = if validate::value_type_known(vt_raw) { vt_raw } else { "ST" };
+    let vt = if validate::value_type_known(vt_raw) {
+        vt_raw
+    } else {
+        "ST"
+    };
     let base = Loc::field("OBX", 5).at(n).vt(vt);
     let code = code_of(deid, Loc::field("OBX", 3).at(n), code_v)?;
     let units = seg.field(6);
@@ -651,13 +809,25 @@ fn observation(
                         let known = validate::vital(&body.code.code).or_else(|| {
                             // A LOINC alternate code (OBX-3.4/.6) also counts.
                             let sys = code_v.comp(6).raw();
-                            (sys == "LN" || sys == "MDC").then(|| validate::vital(code_v.comp(4).raw().trim())).flatten()
+                            (sys == "LN" || sys == "MDC")
+                                .then(|| validate::vital(code_v.comp(4).raw().trim()))
+                                .flatten()
                         });
                         if let Some(v) = known {
-                            validate::check_value(v, x, body.unit.as_deref(), &label(5), &mut issues);
+                            validate::check_value(
+                                v,
+                                x,
+                                body.unit.as_deref(),
+                                &label(5),
+                                &mut issues,
+                            );
                         }
                     }
-                    _ => issues.push(issue("NM_NOT_NUMERIC", Some(label(5)), "numeric value is not a number; kept as missing")),
+                    _ => issues.push(issue(
+                        "NM_NOT_NUMERIC",
+                        Some(label(5)),
+                        "numeric value is not a number; kept as missing",
+                    )),
                 }
             }
         }
@@ -665,7 +835,11 @@ fn observation(
             let v = value.rep(0);
             let parts: Vec<Cow<'_, str>> = (1..=4).map(|c| v.comp(c).decoded()).collect();
             if parts[0].is_empty() || parts[0] == "=" {
-                body.value_num = parts[1].trim().parse::<f64>().ok().filter(|x| x.is_finite());
+                body.value_num = parts[1]
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite());
             }
             let joined: String = parts.concat();
             body.value_text = deid.text_str(base, &joined);
@@ -679,7 +853,10 @@ fn observation(
         }
         "NA" | "MA" => {
             let raw = value.rep(0).raw();
-            let numeric = value.rep(0).comps().all(|c| c.raw().trim().is_empty() || c.raw().trim().parse::<f64>().is_ok());
+            let numeric = value
+                .rep(0)
+                .comps()
+                .all(|c| c.raw().trim().is_empty() || c.raw().trim().parse::<f64>().is_ok());
             if numeric {
                 body.value_text = deid.text_str(base, raw);
             }
@@ -703,7 +880,11 @@ fn observation(
     for f in seg.field(8).reps() {
         if let Some(t) = f.text() {
             if !validate::abnormal_flag_known(&t) {
-                issues.push(issue("ABNORMAL_FLAG_INVALID", Some(label(8)), format!("flag {:?} is not in table 0078", validate::short(&t))));
+                issues.push(issue(
+                    "ABNORMAL_FLAG_INVALID",
+                    Some(label(8)),
+                    format!("flag {:?} is not in table 0078", validate::short(&t)),
+                ));
             }
             if let Some(k) = deid.text_str(Loc::field("OBX", 8).at(n), &t) {
                 body.abnormal_flags.push(k);
@@ -712,7 +893,11 @@ fn observation(
     }
     if let Some(s) = seg.field(11).comp(1).text() {
         if !validate::result_status_known(&s) {
-            issues.push(issue("RESULT_STATUS_INVALID", Some(label(11)), format!("status {:?} is not in table 0085", validate::short(&s))));
+            issues.push(issue(
+                "RESULT_STATUS_INVALID",
+                Some(label(11)),
+                format!("status {:?} is not in table 0085", validate::short(&s)),
+            ));
         }
         body.result_status = deid.text_str(Loc::field("OBX", 11).at(n), &s);
     }
@@ -721,17 +906,21 @@ fn observation(
     let raw14 = seg.field(14).comp(1).raw();
     let key14 = fnv(raw14);
     match last_time {
-        Some((k, t)) if *k == key14 && !raw14.is_empty() && deid.trace.is_none() => body.observed_at = t.clone(),
+        Some((k, t)) if *k == key14 && !raw14.is_empty() && deid.trace.is_none() => {
+            body.observed_at = t.clone()
+        }
         _ => {
             let before = issues.len();
-            let obx14 = validate::timestamp(raw14, || label(14), "TS_INVALID", limits, true, &mut issues);
+            let obx14 =
+                validate::timestamp(raw14, || label(14), "TS_INVALID", limits, true, &mut issues);
             body.observed_at = match (obx14, obr7, msh7) {
                 (Some(t), _, _) => deid.date(Loc::field("OBX", 14).at(n), Some(&t)),
                 (None, Some(t), _) => deid.date(Loc::field("OBR", 7), Some(t)),
                 (None, None, Some(t)) => deid.date(Loc::field("MSH", 7), Some(t)),
                 _ => None,
             };
-            *last_time = (issues.len() == before && obx14.is_some()).then(|| (key14, body.observed_at.clone()));
+            *last_time = (issues.len() == before && obx14.is_some())
+                .then(|| (key14, body.observed_at.clone()));
         }
     }
     // Containment (PCD-01): nearest header row with a device wins.
@@ -771,8 +960,16 @@ fn observation(
 }
 
 /// The `hl7_other` body.
-pub fn other(msg: &Message<'_>, deid: &mut Deid<'_, '_, '_>, msh7: Option<&Ts>, received: i64) -> Body {
-    deid.reference = Some(msh7.copied().unwrap_or_else(|| Ts::from_epoch_utc(received)));
+pub fn other(
+    msg: &Message<'_>,
+    deid: &mut Deid<'_, '_, '_>,
+    msh7: Option<&Ts>,
+    received: i64,
+) -> Body {
+    deid.reference = Some(
+        msh7.copied()
+            .unwrap_or_else(|| Ts::from_epoch_utc(received)),
+    );
     let m9 = msg.msh().field(9);
     let code = m9.comp(1).decoded();
     let trigger = m9.comp(2).decoded();
@@ -781,7 +978,10 @@ pub fn other(msg: &Message<'_>, deid: &mut Deid<'_, '_, '_>, msh7: Option<&Ts>, 
         message_type.push('^');
         message_type.push_str(validate::short(trigger.trim()));
     }
-    let message_type = deid.keep_code(&message_type).map(|t| t.to_string()).unwrap_or_default();
+    let message_type = deid
+        .keep_code(&message_type)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
     Body::Hl7Other(Hl7OtherBody {
         message_type,
         segments: deid.other_segments(),
@@ -805,9 +1005,15 @@ mod tests {
 
     #[test]
     fn units() {
-        assert_eq!(ucum("266016", "MDC_DIM_MMHG", "MDC").as_deref(), Some("mm[Hg]"));
+        assert_eq!(
+            ucum("266016", "MDC_DIM_MMHG", "MDC").as_deref(),
+            Some("mm[Hg]")
+        );
         assert_eq!(ucum("", "bpm", "").as_deref(), Some("/min"));
-        assert_eq!(ucum("{beats}/min", "beats per minute", "UCUM").as_deref(), Some("/min"));
+        assert_eq!(
+            ucum("{beats}/min", "beats per minute", "UCUM").as_deref(),
+            Some("/min")
+        );
         assert_eq!(ucum("mg/dL", "", "UCUM").as_deref(), Some("mg/dL"));
         assert_eq!(ucum("furlongs", "", "").as_deref(), None);
     }

@@ -92,7 +92,11 @@ fn vt_index(vt: &str) -> u8 {
 
 fn seg_code(seg: &str) -> Option<u32> {
     let b = seg.as_bytes();
-    if b.len() != 3 || !b.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) {
+    if b.len() != 3
+        || !b
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    {
         return None;
     }
     Some(u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]))
@@ -200,7 +204,10 @@ impl FieldOverride {
 /// identifier letter or the reason it is kept).
 pub type DefaultRule = (&'static str, Action, &'static str);
 
-use Action::{Generalize as G, Keep as K, KeepCode as C, Pseudonymize as P, Remove as R, Scrub as S, ShiftDate as D};
+use Action::{
+    Generalize as G, Keep as K, KeepCode as C, Pseudonymize as P, Remove as R, Scrub as S,
+    ShiftDate as D,
+};
 
 /// The default profile: HIPAA Safe Harbor plus India identifiers.
 /// `SEG` alone is the segment's default for fields not listed.
@@ -212,7 +219,11 @@ pub const DEFAULT_RULES: &[DefaultRule] = &[
     ("MSH-5.2", R, "O: universal id may be an IP address"),
     ("MSH-6.2", R, "O: universal id may be an IP address"),
     ("MSH-7", D, "C: message time tracks the event time"),
-    ("MSH-10", R, "R: control id (exported only as control_id_hash)"),
+    (
+        "MSH-10",
+        R,
+        "R: control id (exported only as control_id_hash)",
+    ),
     // EVN
     ("EVN", C, "event codes"),
     ("EVN-2", D, "C: recorded time"),
@@ -220,10 +231,18 @@ pub const DEFAULT_RULES: &[DefaultRule] = &[
     ("EVN-5", R, "A: operator name/id"),
     ("EVN-6", D, "C: event occurred"),
     // PID: allow-list; everything not listed is removed.
-    ("PID", R, "A-R: patient identification: remove unless listed"),
+    (
+        "PID",
+        R,
+        "A-R: patient identification: remove unless listed",
+    ),
     ("PID-1", K, "set id"),
     ("PID-2", P, "H: external patient id"),
-    ("PID-3", P, "H/G/R: identifier list (MRN kept as pseudonym; Aadhaar/ABHA never raw)"),
+    (
+        "PID-3",
+        P,
+        "H/G/R: identifier list (MRN kept as pseudonym; Aadhaar/ABHA never raw)",
+    ),
     ("PID-4", P, "H: alternate patient id"),
     ("PID-5", R, "A: patient name"),
     ("PID-6", R, "A: mother's maiden name"),
@@ -245,13 +264,21 @@ pub const DEFAULT_RULES: &[DefaultRule] = &[
     ("PID-29", D, "C: death date"),
     ("PID-30", K, "death indicator"),
     // PD1, NK1, GT1, IN1, IN2: people and payers around the patient.
-    ("PD1", R, "A-R: additional demographics, primary care provider"),
+    (
+        "PD1",
+        R,
+        "A-R: additional demographics, primary care provider",
+    ),
     ("NK1", R, "A-R: next of kin: names, addresses, phones, ids"),
     ("NK1-1", K, "set id"),
     ("NK1-3", C, "relationship code"),
     ("GT1", R, "A-R: guarantor"),
     ("GT1-1", K, "set id"),
-    ("IN1", R, "I/J: insurance: beneficiary and policy numbers, insured's details"),
+    (
+        "IN1",
+        R,
+        "I/J: insurance: beneficiary and policy numbers, insured's details",
+    ),
     ("IN1-1", K, "set id"),
     ("IN1-2", C, "insurance plan code"),
     ("IN2", R, "I/J: insurance additional info"),
@@ -454,17 +481,22 @@ impl Profile {
     /// # Errors
     /// [`BadOverride`] for a key that does not parse.
     pub fn new(overrides: &[FieldOverride]) -> Result<Profile, BadOverride> {
-        let mut table: Vec<(u64, Action, Origin)> = Vec::with_capacity(DEFAULT_RULES.len() + overrides.len());
+        let mut table: Vec<(u64, Action, Origin)> =
+            Vec::with_capacity(DEFAULT_RULES.len() + overrides.len());
         for (i, (key, action, _)) in DEFAULT_RULES.iter().enumerate() {
             let k = FieldKey::parse(key)
                 .and_then(|k| k.packed())
-                .ok_or_else(|| BadOverride { key: (*key).to_owned() })?;
+                .ok_or_else(|| BadOverride {
+                    key: (*key).to_owned(),
+                })?;
             table.push((k, *action, Origin::Default(i)));
         }
         for (i, o) in overrides.iter().enumerate() {
             let k = FieldKey::parse(&o.field)
                 .and_then(|k| k.packed())
-                .ok_or_else(|| BadOverride { key: o.field.clone() })?;
+                .ok_or_else(|| BadOverride {
+                    key: o.field.clone(),
+                })?;
             match table.iter_mut().find(|(t, _, _)| *t == k) {
                 Some(e) => {
                     e.1 = o.action;
@@ -505,7 +537,13 @@ impl Profile {
     }
 
     /// The action for `segment`-`field`[.`component`] with OBX-2 value type `vt`.
-    pub fn lookup(&self, segment: &str, field: usize, component: Option<usize>, vt: Option<&str>) -> (Action, Origin) {
+    pub fn lookup(
+        &self,
+        segment: &str,
+        field: usize,
+        component: Option<usize>,
+        vt: Option<&str>,
+    ) -> (Action, Origin) {
         let c = component.unwrap_or(0);
         let v = vt.map_or(0, vt_index);
         if let Some(h) = hot_index(segment) {
@@ -524,7 +562,13 @@ impl Profile {
         self.lookup_slow(segment, field, component, vt)
     }
 
-    fn lookup_slow(&self, segment: &str, field: usize, component: Option<usize>, vt: Option<&str>) -> (Action, Origin) {
+    fn lookup_slow(
+        &self,
+        segment: &str,
+        field: usize,
+        component: Option<usize>,
+        vt: Option<&str>,
+    ) -> (Action, Origin) {
         let Some(seg) = seg_code(segment) else {
             return (UNLISTED_SEGMENT_ACTION, Origin::Unlisted);
         };
@@ -553,7 +597,8 @@ impl Profile {
         if let Some((_, a, o)) = best {
             return (a, o);
         }
-        self.get(pack(seg, 0, 0, 0)).unwrap_or((UNLISTED_SEGMENT_ACTION, Origin::Unlisted))
+        self.get(pack(seg, 0, 0, 0))
+            .unwrap_or((UNLISTED_SEGMENT_ACTION, Origin::Unlisted))
     }
 
     /// True when some rule targets a component of this field (so the field
@@ -589,21 +634,35 @@ impl Profile {
 pub fn default_profile_text() -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let _ = writeln!(s, "# wardlink default de-identification profile: HIPAA Safe Harbor + India identifiers");
-    let _ = writeln!(s, "# key            action        why (Safe Harbor identifier letter A-R where it applies)");
-    let _ = writeln!(s, "# SEG alone is the default for that segment's fields not listed.");
+    let _ = writeln!(
+        s,
+        "# wardlink default de-identification profile: HIPAA Safe Harbor + India identifiers"
+    );
+    let _ = writeln!(
+        s,
+        "# key            action        why (Safe Harbor identifier letter A-R where it applies)"
+    );
+    let _ = writeln!(
+        s,
+        "# SEG alone is the default for that segment's fields not listed."
+    );
     for (key, action, why) in DEFAULT_RULES {
         let _ = writeln!(s, "{key:<16} {:<13} {why}", action.as_str());
     }
     let _ = writeln!(
         s,
-        "{:<16} {:<13} {}",
+        "{:<16} {:<13} segments not listed: code-like values kept, free text dropped",
         "(other segments)",
         UNLISTED_SEGMENT_ACTION.as_str(),
-        "segments not listed: code-like values kept, free text dropped"
     );
-    let _ = writeln!(s, "# free text everywhere it is kept: Aadhaar, ABHA, PAN, voter id, mobile, email, URL, IP,");
-    let _ = writeln!(s, "# PIN, dates, long numbers, and this message's own names and identifiers are removed.");
+    let _ = writeln!(
+        s,
+        "# free text everywhere it is kept: Aadhaar, ABHA, PAN, voter id, mobile, email, URL, IP,"
+    );
+    let _ = writeln!(
+        s,
+        "# PIN, dates, long numbers, and this message's own names and identifiers are removed."
+    );
     s
 }
 
@@ -617,13 +676,20 @@ mod tests {
         for (i, h) in HOT.iter().enumerate() {
             assert_eq!(hot_index(h), Some(i));
         }
-        let o = vec![FieldOverride::parse("OBX-5:ST", "remove").unwrap(), FieldOverride::parse("PV1-3.1", "pseudonymize").unwrap()];
+        let o = vec![
+            FieldOverride::parse("OBX-5:ST", "remove").unwrap(),
+            FieldOverride::parse("PV1-3.1", "pseudonymize").unwrap(),
+        ];
         let p = Profile::new(&o).unwrap();
         for seg in HOT.iter().chain(["NK1", "ZPI", "DG1"].iter()) {
             for f in 0..60 {
                 for c in [None, Some(1), Some(2), Some(5), Some(12)] {
                     for vt in [None, Some("ST"), Some("NM"), Some("TX")] {
-                        assert_eq!(p.lookup(seg, f, c, vt), p.lookup_slow(seg, f, c, vt), "{seg}-{f} {c:?} {vt:?}");
+                        assert_eq!(
+                            p.lookup(seg, f, c, vt),
+                            p.lookup_slow(seg, f, c, vt),
+                            "{seg}-{f} {c:?} {vt:?}"
+                        );
                     }
                 }
             }
@@ -647,7 +713,10 @@ mod tests {
         assert_eq!(p.lookup("PID", 25, None, None).0, Action::Remove);
         assert_eq!(p.lookup("OBX", 5, None, Some("NM")).0, Action::Keep);
         assert_eq!(p.lookup("OBX", 5, None, Some("TX")).0, Action::Remove);
-        assert_eq!(p.lookup("ZPI", 3, None, None), (Action::KeepCode, Origin::Unlisted));
+        assert_eq!(
+            p.lookup("ZPI", 3, None, None),
+            (Action::KeepCode, Origin::Unlisted)
+        );
         assert!(p.has_component_rules("PV1", 3));
         assert!(!p.has_component_rules("PV1", 19));
         let o = vec![
@@ -663,10 +732,16 @@ mod tests {
 
     #[test]
     fn bad_keys() {
-        for k in ["", "pid", "PI-1", "PID-x", "PID-0", "PID-1.0", "OBX-5:QQ", "PID:ST"] {
+        for k in [
+            "", "pid", "PI-1", "PID-x", "PID-0", "PID-1.0", "OBX-5:QQ", "PID:ST",
+        ] {
             assert!(FieldKey::parse(k).is_none() || k == "pid", "{k}");
         }
-        assert!(Profile::new(&[FieldOverride { field: "nope".into(), action: Action::Keep }]).is_err());
+        assert!(Profile::new(&[FieldOverride {
+            field: "nope".into(),
+            action: Action::Keep
+        }])
+        .is_err());
         assert_eq!(FieldKey::parse("obx-5:tx").unwrap().to_string(), "OBX-5:TX");
     }
 

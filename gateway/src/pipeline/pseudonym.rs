@@ -111,7 +111,9 @@ pub enum KeyError {
         why: &'static str,
     },
     /// The file is readable or writable by others than its owner.
-    #[error("key file {path} has mode {mode:o}; it must be readable by its owner only (chmod 600)")]
+    #[error(
+        "key file {path} has mode {mode:o}; it must be readable by its owner only (chmod 600)"
+    )]
     Permissions {
         /// The file.
         path: PathBuf,
@@ -133,7 +135,8 @@ struct KeySet {
 fn mac_with_key(key: &[u8]) -> HmacSha256 {
     // HMAC accepts keys of any length, so this cannot fail; the fallback is
     // unreachable but keeps the code free of unwrap.
-    HmacSha256::new_from_slice(key).unwrap_or_else(|_| <HmacSha256 as Mac>::new(&Default::default()))
+    HmacSha256::new_from_slice(key)
+        .unwrap_or_else(|_| <HmacSha256 as Mac>::new(&Default::default()))
 }
 
 impl KeySet {
@@ -168,7 +171,7 @@ impl fmt::Debug for SiteKeys {
 
 fn parse_hex_key(text: &str, path: &Path) -> Result<Vec<u8>, KeyError> {
     let t = text.trim();
-    if t.len() < 64 || t.len() % 2 != 0 {
+    if t.len() < 64 || t.len() & 1 != 0 {
         return Err(KeyError::BadFormat {
             path: path.to_owned(),
             why: "expected at least 64 hex digits (32 bytes)",
@@ -202,7 +205,11 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
 #[cfg(unix)]
 fn check_private(path: &Path) -> Result<(), KeyError> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = fs::metadata(path).map_err(io_err(path))?.permissions().mode() & 0o777;
+    let mode = fs::metadata(path)
+        .map_err(io_err(path))?
+        .permissions()
+        .mode()
+        & 0o777;
     if mode & 0o077 != 0 {
         return Err(KeyError::Permissions {
             path: path.to_owned(),
@@ -422,7 +429,10 @@ mod tests {
         let b = k.pseudonym(IdKind::Patient, &["hosp", "MR", "AB1234"]);
         assert_eq!(a, b);
         assert!(a.starts_with("P1-") && a.len() == 35, "{a}");
-        assert_eq!(&*k.pseudonym_text(IdKind::Patient, &["HOSP", "MR", "AB1234"]), a.as_str());
+        assert_eq!(
+            &*k.pseudonym_text(IdKind::Patient, &["HOSP", "MR", "AB1234"]),
+            a.as_str()
+        );
         let c = k.pseudonym(IdKind::Visit, &["HOSP", "MR", "AB1234"]);
         assert_ne!(a[3..], c[3..]);
         // Long identifiers go through the chunked path.

@@ -57,27 +57,49 @@ use wardlink_sync::AdtBody;
 
 #[test]
 fn a02_transfer_with_locations_age_and_postal_prefix() {
-    let text = A02.replace("PV1|1|I|ICU2^R4^B9^HOSP||||||||MED", "PV1|1|I|ICU2^R4^B9^HOSP|||WARD5^R1^B2^HOSP|||||MED");
+    let text = A02.replace(
+        "PV1|1|I|ICU2^R4^B9^HOSP||||||||MED",
+        "PV1|1|I|ICU2^R4^B9^HOSP|||WARD5^R1^B2^HOSP|||||MED",
+    );
     let ev = run(&pipeline_with(&[]), text.as_bytes());
     let a = adt_of(&ev[0]);
     assert_eq!(a.action, AdtAction::Transfer);
     assert_eq!(a.location.as_ref().unwrap().ward.as_deref(), Some("ICU2"));
-    assert_eq!(a.prior_location.as_ref().unwrap().ward.as_deref(), Some("WARD5"));
-    assert!(a.location.as_ref().unwrap().bed.as_deref().unwrap().starts_with("L1-"));
+    assert_eq!(
+        a.prior_location.as_ref().unwrap().ward.as_deref(),
+        Some("WARD5")
+    );
+    assert!(a
+        .location
+        .as_ref()
+        .unwrap()
+        .bed
+        .as_deref()
+        .unwrap()
+        .starts_with("L1-"));
     assert_eq!(a.age.as_deref(), Some("90+"));
     assert_eq!(a.postal_prefix.as_deref(), Some("600"));
     assert_eq!(a.state.as_deref(), Some("TN"));
     assert_eq!(a.sex.as_deref(), Some("F"));
-    assert!(a.event_at.as_deref().unwrap().ends_with("T10:00:00+05:30"), "EVN-6 wins over EVN-2");
+    assert!(
+        a.event_at.as_deref().unwrap().ends_with("T10:00:00+05:30"),
+        "EVN-6 wins over EVN-2"
+    );
     let json = serde_json::to_string(&ev).unwrap();
-    for secret in ["RAO", "LAKSHMI", "Temple", "Chennai", "600004", "1930", "555"] {
+    for secret in [
+        "RAO", "LAKSHMI", "Temple", "Chennai", "600004", "1930", "555",
+    ] {
         assert!(!json.contains(secret), "{secret} in {json}");
     }
 }
 
 #[test]
 fn site_overrides_change_single_fields() {
-    let p = pipeline_with(&[("PID-11.5", "remove"), ("PV1-3.3", "keep"), ("PID-7", "remove")]);
+    let p = pipeline_with(&[
+        ("PID-11.5", "remove"),
+        ("PV1-3.3", "keep"),
+        ("PID-7", "remove"),
+    ]);
     let ev = run(&p, A02.as_bytes());
     let a = adt_of(&ev[0]);
     assert_eq!(a.postal_prefix, None);
@@ -105,21 +127,36 @@ OBR|1|PL-778899^HIS||2345-7^Glucose^LN|||20240531095000+0530|||||Patient fasting
 ZPI|1|555|LAKSHMI|ICU2|free text here\r";
     let ev = run(&pipeline_with(&[]), orm.as_bytes());
     assert_eq!(ev.len(), 1);
-    let Body::Hl7Other(o) = &ev[0].body else { panic!("not other") };
+    let Body::Hl7Other(o) = &ev[0].body else {
+        panic!("not other")
+    };
     assert_eq!(o.message_type, "ORM^O01");
     let seg = |id: &str| o.segments.iter().find(|s| s.id == id).unwrap();
     let pid = seg("PID");
     assert!(pid.fields[2].starts_with("P1-"), "{:?}", pid.fields);
-    assert_eq!(pid.fields.get(4).map(String::as_str).unwrap_or(""), "", "name removed");
+    assert_eq!(
+        pid.fields.get(4).map(String::as_str).unwrap_or(""),
+        "",
+        "name removed"
+    );
     let orc = seg("ORC");
     assert!(orc.fields[1].starts_with("O1-"), "{:?}", orc.fields);
-    assert!(orc.fields.len() < 12 || orc.fields[11].is_empty(), "ordering provider removed");
+    assert!(
+        orc.fields.len() < 12 || orc.fields[11].is_empty(),
+        "ordering provider removed"
+    );
     let obr = seg("OBR");
     assert_eq!(obr.fields[3], "2345-7^Glucose^LN");
     let zpi = seg("ZPI");
-    assert_eq!(zpi.fields, ["1", "", "", "ICU2"], "codes only; MRN, name and text removed");
+    assert_eq!(
+        zpi.fields,
+        ["1", "", "", "ICU2"],
+        "codes only; MRN, name and text removed"
+    );
     let json = serde_json::to_string(&ev).unwrap();
-    for secret in ["RAO", "LAKSHMI", "Lakshmi", "SHARMA", "778899", "9999", "fasting"] {
+    for secret in [
+        "RAO", "LAKSHMI", "Lakshmi", "SHARMA", "778899", "9999", "fasting",
+    ] {
         assert!(!json.contains(secret), "{secret} in {json}");
     }
     // The same patient has the same pseudonym as in an ADT event.
@@ -137,10 +174,17 @@ OBR|1|||NOTE^Note^L\r"
     msg.extend_from_slice(b"OBX|2|NM|8867-4^Heart rate^LN||88|/min^^UCUM|||||F\r");
     let ev = run(&pipeline_with(&[]), &msg);
     assert_eq!(ev.len(), 2);
-    let Body::Observation(o) = &ev[0].body else { panic!() };
-    assert_eq!(o.value_text.as_deref(), Some("[NAME] [NAME] Aadhaar [AADHAAR] call [PHONE]"));
+    let Body::Observation(o) = &ev[0].body else {
+        panic!()
+    };
+    assert_eq!(
+        o.value_text.as_deref(),
+        Some("[NAME] [NAME] Aadhaar [AADHAAR] call [PHONE]")
+    );
     assert!(ev[0].issues.iter().any(|i| i.code == "CHARSET_FALLBACK"));
-    let Body::Observation(o) = &ev[1].body else { panic!() };
+    let Body::Observation(o) = &ev[1].body else {
+        panic!()
+    };
     assert_eq!(o.value_num, Some(88.0));
     assert_eq!(o.unit.as_deref(), Some("/min"));
 }
@@ -151,7 +195,9 @@ fn v27_truncation_character_and_lf_segments() {
 OBR|1\n\
 OBX|1|NM|150456^MDC_PULS_OXIM_SAT_O2^MDC|1.1.1.1|97|262688^MDC_DIM_PERCENT^MDC|||||R\n";
     let ev = run(&pipeline_with(&[]), msg.as_bytes());
-    let Body::Observation(o) = &ev[0].body else { panic!() };
+    let Body::Observation(o) = &ev[0].body else {
+        panic!()
+    };
     assert_eq!(&*o.code.code, "150456");
     assert_eq!(o.value_num, Some(97.0));
     assert_eq!(o.unit.as_deref(), Some("%"));
@@ -180,7 +226,10 @@ fn explanation_names_the_rule_and_the_result() {
     let ex = p.explain(&raw, &NoHistory);
     let t = ex.to_string();
     assert!(t.contains("site override PID-11.5"), "{t}");
-    assert!(ex.all_fields.iter().any(|f| f.field == "PID[1]-5" && f.action == Action::Remove && f.result == "(removed)"));
+    assert!(ex
+        .all_fields
+        .iter()
+        .any(|f| f.field == "PID[1]-5" && f.action == Action::Remove && f.result == "(removed)"));
     assert!(!t.contains("LAKSHMI") && !t.contains("600004"));
     assert!(default_profile_text().contains("PID-3"));
 }

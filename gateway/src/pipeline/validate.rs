@@ -71,11 +71,15 @@ pub const RULES: &[Rule] = &[
 /// The rule for a code (codes are compile-time constants, so a miss is a bug
 /// that the catalogue test catches; it degrades to an error-severity rule).
 pub fn rule(code: &str) -> Rule {
-    RULES.iter().copied().find(|r| r.code == code).unwrap_or(Rule {
-        code: "INTERNAL",
-        severity: E,
-        meaning: "unknown rule",
-    })
+    RULES
+        .iter()
+        .copied()
+        .find(|r| r.code == code)
+        .unwrap_or(Rule {
+            code: "INTERNAL",
+            severity: E,
+            meaning: "unknown rule",
+        })
 }
 
 /// Builds an issue for a rule.
@@ -110,7 +114,9 @@ pub fn trigger_known(code: &str, trigger: &str) -> bool {
             let b = trigger.as_bytes();
             b.len() == 3
                 && b[0] == b'A'
-                && trigger[1..].parse::<u8>().is_ok_and(|n| (1..=62).contains(&n))
+                && trigger[1..]
+                    .parse::<u8>()
+                    .is_ok_and(|n| (1..=62).contains(&n))
         }
         "ORU" => matches!(trigger, "R01" | "R30" | "R31" | "R32" | "R40" | "W01"),
         "ORM" => trigger == "O01",
@@ -130,12 +136,44 @@ pub fn trigger_known(code: &str, trigger: &str) -> bool {
 
 /// ADT triggers whose events this pipeline models with PID and PV1.
 pub fn adt_requires_pv1(trigger: &str) -> bool {
-    !matches!(trigger, "A20" | "A34" | "A35" | "A36" | "A39" | "A40" | "A41" | "A42" | "A46" | "A47" | "A48" | "A49" | "A24" | "A37" | "A31" | "A28" | "A29" | "A30" | "A43" | "A44" | "A45" | "A50" | "A51" | "A60" | "A61" | "A62")
+    !matches!(
+        trigger,
+        "A20"
+            | "A34"
+            | "A35"
+            | "A36"
+            | "A39"
+            | "A40"
+            | "A41"
+            | "A42"
+            | "A46"
+            | "A47"
+            | "A48"
+            | "A49"
+            | "A24"
+            | "A37"
+            | "A31"
+            | "A28"
+            | "A29"
+            | "A30"
+            | "A43"
+            | "A44"
+            | "A45"
+            | "A50"
+            | "A51"
+            | "A60"
+            | "A61"
+            | "A62"
+    )
 }
 
 fn valid_segment_id(id: &str) -> bool {
     let b = id.as_bytes();
-    b.len() == 3 && b[0].is_ascii_uppercase() && b[1..].iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    b.len() == 3
+        && b[0].is_ascii_uppercase()
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
 /// Structure checks over the whole message (MSH fields, segment ids, order,
@@ -145,25 +183,47 @@ pub fn structure(msg: &Message<'_>, issues: &mut Vec<Issue>) {
     let code = msh.field(9).comp(1).raw().trim();
     let trigger = msh.field(9).comp(2).raw().trim();
     if code.is_empty() {
-        issues.push(issue("MSH9_MISSING", Some("MSH-9".into()), "message type is empty"));
+        issues.push(issue(
+            "MSH9_MISSING",
+            Some("MSH-9".into()),
+            "message type is empty",
+        ));
     }
     if msh.field(10).raw().trim().is_empty() {
-        issues.push(issue("MSH10_MISSING", Some("MSH-10".into()), "message control id is empty"));
+        issues.push(issue(
+            "MSH10_MISSING",
+            Some("MSH-10".into()),
+            "message control id is empty",
+        ));
     }
     let version = msh.field(12).comp(1).raw().trim();
-    let version_ok = version.strip_prefix("2.").is_some_and(|r| !r.is_empty() && r.bytes().all(|c| c.is_ascii_digit() || c == b'.'));
+    let version_ok = version
+        .strip_prefix("2.")
+        .is_some_and(|r| !r.is_empty() && r.bytes().all(|c| c.is_ascii_digit() || c == b'.'));
     if !version_ok {
-        issues.push(issue("MSH12_INVALID", Some("MSH-12".into()), "version is empty or not 2.x"));
+        issues.push(issue(
+            "MSH12_INVALID",
+            Some("MSH-12".into()),
+            "version is empty or not 2.x",
+        ));
     }
     if !code.is_empty() && !trigger_known(code, trigger) {
         issues.push(issue(
             "TRIGGER_UNKNOWN",
             Some("MSH-9.2".into()),
-            format!("trigger {:?} is not known for {}", short(trigger), short(code)),
+            format!(
+                "trigger {:?} is not known for {}",
+                short(trigger),
+                short(code)
+            ),
         ));
     }
     if msg.leading_junk {
-        issues.push(issue("CONTENT_BEFORE_MSH", None, "lines before MSH were ignored"));
+        issues.push(issue(
+            "CONTENT_BEFORE_MSH",
+            None,
+            "lines before MSH were ignored",
+        ));
     }
     let mut seen_pid = false;
     let mut seen_pv1 = false;
@@ -208,11 +268,15 @@ pub fn structure(msg: &Message<'_>, issues: &mut Vec<Issue>) {
         };
         if out_of_order && !order_reported {
             order_reported = true;
-            issues.push(issue("SEGMENT_ORDER", Some(id.to_owned()), format!("{id} is out of order")));
+            issues.push(issue(
+                "SEGMENT_ORDER",
+                Some(id.to_owned()),
+                format!("{id} is out of order"),
+            ));
         }
     }
     let missing: Option<&str> = match (code, trigger) {
-        ("ADT", t) if matches!(t, "A40" | "A34" | "A35" | "A36" | "A39" | "A41" | "A42") => {
+        ("ADT", "A40" | "A34" | "A35" | "A36" | "A39" | "A41" | "A42") => {
             if !seen_pid {
                 Some("PID")
             } else if !seen_mrg {
@@ -238,7 +302,11 @@ pub fn structure(msg: &Message<'_>, issues: &mut Vec<Issue>) {
         issues.push(issue(
             "SEGMENT_REQUIRED_MISSING",
             Some(seg.to_owned()),
-            format!("{} {} requires a {seg} segment", short(code), short(trigger)),
+            format!(
+                "{} {} requires a {seg} segment",
+                short(code),
+                short(trigger)
+            ),
         ));
     }
     // Escapes: only look when the message uses its escape character at all.
@@ -298,7 +366,11 @@ pub fn timestamp(
         return None;
     }
     let Some(ts) = Ts::parse(raw) else {
-        issues.push(issue(code_invalid, Some(field()), "not a valid HL7 timestamp"));
+        issues.push(issue(
+            code_invalid,
+            Some(field()),
+            "not a valid HL7 timestamp",
+        ));
         return None;
     };
     let slack = if ts.precision < Precision::Hour {
@@ -306,17 +378,38 @@ pub fn timestamp(
         NO_ZONE_SLACK + 86_400
     } else if ts.offset_min.is_none() {
         if !issues.iter().any(|i| i.code == "TS_NO_ZONE") {
-            issues.push(issue("TS_NO_ZONE", Some(field()), "timestamp without zone offset"));
+            issues.push(issue(
+                "TS_NO_ZONE",
+                Some(field()),
+                "timestamp without zone offset",
+            ));
         }
         NO_ZONE_SLACK
     } else {
         0
     };
     let t = ts.epoch_seconds();
-    if t > limits.received.saturating_add(limits.future_skew).saturating_add(slack) {
-        issues.push(issue("TS_FUTURE", Some(field()), "timestamp is in the future beyond the allowed skew"));
-    } else if check_age && t < limits.received.saturating_sub(limits.max_age).saturating_sub(slack) {
-        issues.push(issue("TS_TOO_OLD", Some(field()), "timestamp is older than the allowed age"));
+    if t > limits
+        .received
+        .saturating_add(limits.future_skew)
+        .saturating_add(slack)
+    {
+        issues.push(issue(
+            "TS_FUTURE",
+            Some(field()),
+            "timestamp is in the future beyond the allowed skew",
+        ));
+    } else if check_age
+        && t < limits
+            .received
+            .saturating_sub(limits.max_age)
+            .saturating_sub(slack)
+    {
+        issues.push(issue(
+            "TS_TOO_OLD",
+            Some(field()),
+            "timestamp is older than the allowed age",
+        ));
     }
     Some(ts)
 }
@@ -325,24 +418,86 @@ pub fn timestamp(
 pub fn value_type_known(vt: &str) -> bool {
     matches!(
         vt,
-        "AD" | "CE" | "CF" | "CK" | "CN" | "CNE" | "CP" | "CWE" | "CX" | "DR" | "DT" | "DTM" | "ED" | "FT" | "ID" | "IS"
-            | "MA" | "MO" | "NA" | "NM" | "PN" | "RP" | "SN" | "ST" | "TM" | "TN" | "TS" | "TX" | "XAD" | "XCN" | "XON"
-            | "XPN" | "XTN"
+        "AD" | "CE"
+            | "CF"
+            | "CK"
+            | "CN"
+            | "CNE"
+            | "CP"
+            | "CWE"
+            | "CX"
+            | "DR"
+            | "DT"
+            | "DTM"
+            | "ED"
+            | "FT"
+            | "ID"
+            | "IS"
+            | "MA"
+            | "MO"
+            | "NA"
+            | "NM"
+            | "PN"
+            | "RP"
+            | "SN"
+            | "ST"
+            | "TM"
+            | "TN"
+            | "TS"
+            | "TX"
+            | "XAD"
+            | "XCN"
+            | "XON"
+            | "XPN"
+            | "XTN"
     )
 }
 
 /// HL7 table 0085 result statuses.
 pub fn result_status_known(s: &str) -> bool {
-    matches!(s, "C" | "D" | "F" | "I" | "N" | "O" | "P" | "R" | "S" | "U" | "W" | "X")
+    matches!(
+        s,
+        "C" | "D" | "F" | "I" | "N" | "O" | "P" | "R" | "S" | "U" | "W" | "X"
+    )
 }
 
 /// HL7 table 0078 abnormal flags.
 pub fn abnormal_flag_known(s: &str) -> bool {
     matches!(
         s,
-        "L" | "H" | "LL" | "HH" | "<" | ">" | "N" | "A" | "AA" | "U" | "D" | "B" | "W" | "S" | "R" | "I" | "MS" | "VS"
-            | "NEG" | "POS" | "QCF" | "TOX" | "LU" | "HU" | "NR" | "RR" | "IND" | "SDD" | "SYN-R" | "SYN-S" | "E" | "EX"
-            | "AC" | "NCL"
+        "L" | "H"
+            | "LL"
+            | "HH"
+            | "<"
+            | ">"
+            | "N"
+            | "A"
+            | "AA"
+            | "U"
+            | "D"
+            | "B"
+            | "W"
+            | "S"
+            | "R"
+            | "I"
+            | "MS"
+            | "VS"
+            | "NEG"
+            | "POS"
+            | "QCF"
+            | "TOX"
+            | "LU"
+            | "HU"
+            | "NR"
+            | "RR"
+            | "IND"
+            | "SDD"
+            | "SYN-R"
+            | "SYN-S"
+            | "E"
+            | "EX"
+            | "AC"
+            | "NCL"
     )
 }
 
@@ -372,7 +527,11 @@ const PCT: &[(&str, f64, f64)] = &[("%", 0.0, 100.0)];
 const MMHG: &[(&str, f64, f64)] = &[("mm[Hg]", 0.0, 300.0), ("kPa", 0.0, 40.0)];
 const RESP: &[(&str, f64, f64)] = &[("/min", 0.0, 150.0)];
 const TEMP: &[(&str, f64, f64)] = &[("Cel", 25.0, 45.0), ("[degF]", 77.0, 113.0)];
-const CMH2O: &[(&str, f64, f64)] = &[("cm[H2O]", 0.0, 120.0), ("mbar", 0.0, 120.0), ("hPa", 0.0, 120.0)];
+const CMH2O: &[(&str, f64, f64)] = &[
+    ("cm[H2O]", 0.0, 120.0),
+    ("mbar", 0.0, 120.0),
+    ("hPa", 0.0, 120.0),
+];
 const TV: &[(&str, f64, f64)] = &[("mL", 0.0, 3000.0), ("L", 0.0, 3.0)];
 const MV: &[(&str, f64, f64)] = &[("L/min", 0.0, 60.0), ("mL/min", 0.0, 60000.0)];
 const CO2: &[(&str, f64, f64)] = &[("mm[Hg]", 0.0, 150.0), ("kPa", 0.0, 20.0), ("%", 0.0, 20.0)];
@@ -381,69 +540,290 @@ const CVP: &[(&str, f64, f64)] = &[("mm[Hg]", -10.0, 50.0), ("cm[H2O]", -15.0, 7
 /// The vital-sign and ventilator codes with plausibility ranges (ihe-pcd01.md §3),
 /// sorted by code (a test checks) for binary search.
 pub const VITALS: &[Vital] = &[
-    Vital { code: "147842", name: "heart rate (ECG)", units: BPM },
-    Vital { code: "149522", name: "pulse rate (invasive BP)", units: BPM },
-    Vital { code: "149530", name: "pulse rate (oximeter)", units: BPM },
-    Vital { code: "149546", name: "pulse rate (NIBP)", units: BPM },
-    Vital { code: "150021", name: "NIBP systolic", units: MMHG },
-    Vital { code: "150022", name: "NIBP diastolic", units: MMHG },
-    Vital { code: "150023", name: "NIBP mean", units: MMHG },
-    Vital { code: "150033", name: "arterial systolic", units: MMHG },
-    Vital { code: "150034", name: "arterial diastolic", units: MMHG },
-    Vital { code: "150035", name: "arterial mean", units: MMHG },
-    Vital { code: "150037", name: "ABP systolic", units: MMHG },
-    Vital { code: "150038", name: "ABP diastolic", units: MMHG },
-    Vital { code: "150039", name: "ABP mean", units: MMHG },
-    Vital { code: "150087", name: "CVP mean", units: CVP },
-    Vital { code: "150301", name: "cuff systolic", units: MMHG },
-    Vital { code: "150302", name: "cuff diastolic", units: MMHG },
-    Vital { code: "150303", name: "cuff mean", units: MMHG },
-    Vital { code: "150344", name: "temperature", units: TEMP },
-    Vital { code: "150364", name: "body temperature", units: TEMP },
-    Vital { code: "150456", name: "SpO2", units: PCT },
-    Vital { code: "150488", name: "perfusion index", units: PCT },
-    Vital { code: "151562", name: "respiration rate", units: RESP },
-    Vital { code: "151586", name: "ventilation rate", units: RESP },
-    Vital { code: "151708", name: "etCO2 concentration", units: CO2 },
-    Vital { code: "151728", name: "etCO2", units: CO2 },
-    Vital { code: "151784", name: "plateau pressure", units: CMH2O },
-    Vital { code: "151804", name: "PEEP", units: CMH2O },
-    Vital { code: "151808", name: "intrinsic PEEP", units: CMH2O },
-    Vital { code: "151817", name: "peak inspiratory pressure", units: CMH2O },
-    Vital { code: "151819", name: "mean airway pressure", units: CMH2O },
-    Vital { code: "151868", name: "tidal volume (expired)", units: TV },
-    Vital { code: "151880", name: "minute volume", units: MV },
-    Vital { code: "151884", name: "expired minute volume", units: MV },
-    Vital { code: "151908", name: "airway O2", units: PCT },
-    Vital { code: "151973", name: "peak airway pressure", units: CMH2O },
-    Vital { code: "151975", name: "mean airway pressure (vent)", units: CMH2O },
-    Vital { code: "151976", name: "PEEP (applied)", units: CMH2O },
-    Vital { code: "151980", name: "tidal volume (delivered)", units: TV },
-    Vital { code: "152008", name: "ventilator minute volume", units: MV },
-    Vital { code: "152196", name: "FiO2", units: PCT },
-    Vital { code: "152424", name: "plateau pressure (vent)", units: CMH2O },
-    Vital { code: "152490", name: "total breath rate", units: RESP },
-    Vital { code: "152498", name: "spontaneous breath rate", units: RESP },
-    Vital { code: "152788", name: "total PEEP", units: CMH2O },
-    Vital { code: "188496", name: "axillary temperature", units: TEMP },
-    Vital { code: "2708-6", name: "SaO2", units: PCT },
-    Vital { code: "59408-5", name: "SpO2", units: PCT },
-    Vital { code: "8310-5", name: "body temperature", units: TEMP },
-    Vital { code: "8462-4", name: "diastolic BP", units: MMHG },
-    Vital { code: "8480-6", name: "systolic BP", units: MMHG },
-    Vital { code: "8867-4", name: "heart rate", units: BPM },
-    Vital { code: "9279-1", name: "respiration rate", units: RESP },
+    Vital {
+        code: "147842",
+        name: "heart rate (ECG)",
+        units: BPM,
+    },
+    Vital {
+        code: "149522",
+        name: "pulse rate (invasive BP)",
+        units: BPM,
+    },
+    Vital {
+        code: "149530",
+        name: "pulse rate (oximeter)",
+        units: BPM,
+    },
+    Vital {
+        code: "149546",
+        name: "pulse rate (NIBP)",
+        units: BPM,
+    },
+    Vital {
+        code: "150021",
+        name: "NIBP systolic",
+        units: MMHG,
+    },
+    Vital {
+        code: "150022",
+        name: "NIBP diastolic",
+        units: MMHG,
+    },
+    Vital {
+        code: "150023",
+        name: "NIBP mean",
+        units: MMHG,
+    },
+    Vital {
+        code: "150033",
+        name: "arterial systolic",
+        units: MMHG,
+    },
+    Vital {
+        code: "150034",
+        name: "arterial diastolic",
+        units: MMHG,
+    },
+    Vital {
+        code: "150035",
+        name: "arterial mean",
+        units: MMHG,
+    },
+    Vital {
+        code: "150037",
+        name: "ABP systolic",
+        units: MMHG,
+    },
+    Vital {
+        code: "150038",
+        name: "ABP diastolic",
+        units: MMHG,
+    },
+    Vital {
+        code: "150039",
+        name: "ABP mean",
+        units: MMHG,
+    },
+    Vital {
+        code: "150087",
+        name: "CVP mean",
+        units: CVP,
+    },
+    Vital {
+        code: "150301",
+        name: "cuff systolic",
+        units: MMHG,
+    },
+    Vital {
+        code: "150302",
+        name: "cuff diastolic",
+        units: MMHG,
+    },
+    Vital {
+        code: "150303",
+        name: "cuff mean",
+        units: MMHG,
+    },
+    Vital {
+        code: "150344",
+        name: "temperature",
+        units: TEMP,
+    },
+    Vital {
+        code: "150364",
+        name: "body temperature",
+        units: TEMP,
+    },
+    Vital {
+        code: "150456",
+        name: "SpO2",
+        units: PCT,
+    },
+    Vital {
+        code: "150488",
+        name: "perfusion index",
+        units: PCT,
+    },
+    Vital {
+        code: "151562",
+        name: "respiration rate",
+        units: RESP,
+    },
+    Vital {
+        code: "151586",
+        name: "ventilation rate",
+        units: RESP,
+    },
+    Vital {
+        code: "151708",
+        name: "etCO2 concentration",
+        units: CO2,
+    },
+    Vital {
+        code: "151728",
+        name: "etCO2",
+        units: CO2,
+    },
+    Vital {
+        code: "151784",
+        name: "plateau pressure",
+        units: CMH2O,
+    },
+    Vital {
+        code: "151804",
+        name: "PEEP",
+        units: CMH2O,
+    },
+    Vital {
+        code: "151808",
+        name: "intrinsic PEEP",
+        units: CMH2O,
+    },
+    Vital {
+        code: "151817",
+        name: "peak inspiratory pressure",
+        units: CMH2O,
+    },
+    Vital {
+        code: "151819",
+        name: "mean airway pressure",
+        units: CMH2O,
+    },
+    Vital {
+        code: "151868",
+        name: "tidal volume (expired)",
+        units: TV,
+    },
+    Vital {
+        code: "151880",
+        name: "minute volume",
+        units: MV,
+    },
+    Vital {
+        code: "151884",
+        name: "expired minute volume",
+        units: MV,
+    },
+    Vital {
+        code: "151908",
+        name: "airway O2",
+        units: PCT,
+    },
+    Vital {
+        code: "151973",
+        name: "peak airway pressure",
+        units: CMH2O,
+    },
+    Vital {
+        code: "151975",
+        name: "mean airway pressure (vent)",
+        units: CMH2O,
+    },
+    Vital {
+        code: "151976",
+        name: "PEEP (applied)",
+        units: CMH2O,
+    },
+    Vital {
+        code: "151980",
+        name: "tidal volume (delivered)",
+        units: TV,
+    },
+    Vital {
+        code: "152008",
+        name: "ventilator minute volume",
+        units: MV,
+    },
+    Vital {
+        code: "152196",
+        name: "FiO2",
+        units: PCT,
+    },
+    Vital {
+        code: "152424",
+        name: "plateau pressure (vent)",
+        units: CMH2O,
+    },
+    Vital {
+        code: "152490",
+        name: "total breath rate",
+        units: RESP,
+    },
+    Vital {
+        code: "152498",
+        name: "spontaneous breath rate",
+        units: RESP,
+    },
+    Vital {
+        code: "152788",
+        name: "total PEEP",
+        units: CMH2O,
+    },
+    Vital {
+        code: "188496",
+        name: "axillary temperature",
+        units: TEMP,
+    },
+    Vital {
+        code: "2708-6",
+        name: "SaO2",
+        units: PCT,
+    },
+    Vital {
+        code: "59408-5",
+        name: "SpO2",
+        units: PCT,
+    },
+    Vital {
+        code: "8310-5",
+        name: "body temperature",
+        units: TEMP,
+    },
+    Vital {
+        code: "8462-4",
+        name: "diastolic BP",
+        units: MMHG,
+    },
+    Vital {
+        code: "8480-6",
+        name: "systolic BP",
+        units: MMHG,
+    },
+    Vital {
+        code: "8867-4",
+        name: "heart rate",
+        units: BPM,
+    },
+    Vital {
+        code: "9279-1",
+        name: "respiration rate",
+        units: RESP,
+    },
 ];
 
 /// The vital entry for a code, if it is one of [`VITALS`].
 pub fn vital(code: &str) -> Option<&'static Vital> {
-    VITALS.binary_search_by(|v| v.code.cmp(code)).ok().and_then(|i| VITALS.get(i))
+    VITALS
+        .binary_search_by(|v| v.code.cmp(code))
+        .ok()
+        .and_then(|i| VITALS.get(i))
 }
 
 /// Checks a numeric value of a known code against its units and range.
-pub fn check_value(v: &Vital, value: f64, unit: Option<&str>, field: &str, issues: &mut Vec<Issue>) {
+pub fn check_value(
+    v: &Vital,
+    value: f64,
+    unit: Option<&str>,
+    field: &str,
+    issues: &mut Vec<Issue>,
+) {
     let Some(unit) = unit else {
-        issues.push(issue("UNIT_MISSING", Some(field.replace("-5", "-6")), format!("no unit for {}", v.name)));
+        issues.push(issue(
+            "UNIT_MISSING",
+            Some(field.replace("-5", "-6")),
+            format!("no unit for {}", v.name),
+        ));
         return;
     };
     match v.units.iter().find(|(u, _, _)| *u == unit) {

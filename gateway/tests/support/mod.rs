@@ -25,10 +25,14 @@ impl Rng {
         &xs[self.below(xs.len() as u64) as usize]
     }
     pub fn digits(&mut self, n: usize) -> String {
-        (0..n).map(|_| char::from(b'0' + self.below(10) as u8)).collect()
+        (0..n)
+            .map(|_| char::from(b'0' + self.below(10) as u8))
+            .collect()
     }
     pub fn letters(&mut self, n: usize) -> String {
-        (0..n).map(|_| char::from(b'a' + self.below(26) as u8)).collect()
+        (0..n)
+            .map(|_| char::from(b'a' + self.below(26) as u8))
+            .collect()
     }
 }
 
@@ -74,9 +78,10 @@ pub fn aadhaar(rng: &mut Rng) -> String {
 }
 
 const SYLLABLES: &[&str] = &[
-    "Śrī", "ni", "vās", "Ña", "ñez", "Ra", "mesh", "Ku", "mār", "Lak", "ṣmī", "Anan", "ya", "Gup", "ta",
-    "Çe", "lik", "Mül", "ler", "Dé", "vī", "Ṛṣi", "kesh", "Jo", "sé", "Zo", "ë", "Ay", "şe", "Pra", "kāś",
-    "Bha", "ga", "vat", "Sel", "vam", "Nāra", "yaṇ", "Fer", "nán", "dez", "Ōku", "bo",
+    "Śrī", "ni", "vās", "Ña", "ñez", "Ra", "mesh", "Ku", "mār", "Lak", "ṣmī", "Anan", "ya", "Gup",
+    "ta", "Çe", "lik", "Mül", "ler", "Dé", "vī", "Ṛṣi", "kesh", "Jo", "sé", "Zo", "ë", "Ay", "şe",
+    "Pra", "kāś", "Bha", "ga", "vat", "Sel", "vam", "Nāra", "yaṇ", "Fer", "nán", "dez", "Ōku",
+    "bo",
 ];
 
 /// A random, practically unique name of 3–4 syllables plus two random letters.
@@ -84,13 +89,17 @@ pub fn name(rng: &mut Rng) -> String {
     let n = 3 + rng.below(2) as usize;
     let mut s = String::new();
     for _ in 0..n {
-        s.push_str(*rng.pick(SYLLABLES));
+        let syllable: &&str = rng.pick(SYLLABLES);
+        s.push_str(syllable);
     }
     s.push_str(&rng.letters(2));
     // Capitalize (first char may be multibyte).
     let mut c = s.chars();
     match c.next() {
-        Some(f) => f.to_uppercase().chain(c.flat_map(char::to_lowercase)).collect(),
+        Some(f) => f
+            .to_uppercase()
+            .chain(c.flat_map(char::to_lowercase))
+            .collect(),
         None => s,
     }
 }
@@ -143,10 +152,26 @@ pub fn person(rng: &mut Rng) -> Person {
     Person {
         mrn: format!("UH{}", rng.digits(8)),
         aadhaar: aadhaar(rng),
-        abha: format!("{}-{}-{}-{}", rng.digits(2), rng.digits(4), rng.digits(4), rng.digits(4)),
+        abha: format!(
+            "{}-{}-{}-{}",
+            rng.digits(2),
+            rng.digits(4),
+            rng.digits(4),
+            rng.digits(4)
+        ),
         abha_addr: format!("{}@abdm", handle),
-        phone: format!("+91 {}{} {}", 6 + rng.below(4), rng.digits(4), rng.digits(5)),
-        email: format!("{}.{}@mail{}.in", rng.letters(6), rng.digits(2), rng.letters(3)),
+        phone: format!(
+            "+91 {}{} {}",
+            6 + rng.below(4),
+            rng.digits(4),
+            rng.digits(5)
+        ),
+        email: format!(
+            "{}.{}@mail{}.in",
+            rng.letters(6),
+            rng.digits(2),
+            rng.letters(3)
+        ),
         street: name(rng),
         city: name(rng),
         pin: format!("{}{}", 1 + rng.below(8), rng.digits(5)),
@@ -182,7 +207,15 @@ impl Person {
             self.visit.clone(),
             self.pan.clone(),
         ];
-        for s in [&self.mrn, &self.aadhaar, &self.abha, &self.phone, &self.dob_text, &self.account, &self.visit] {
+        for s in [
+            &self.mrn,
+            &self.aadhaar,
+            &self.abha,
+            &self.phone,
+            &self.dob_text,
+            &self.account,
+            &self.visit,
+        ] {
             let d: String = s.chars().filter(char::is_ascii_digit).collect();
             v.push(d.clone());
             if s == &self.phone {
@@ -247,7 +280,14 @@ fn ts(rng: &mut Rng) -> String {
 }
 
 /// The PID, NK1, PV1 block with PHI in every PHI-bearing field.
-fn phi_demographics(out: &mut String, p: &Person, nok: &Person, doc: &Person, ward: &str, class: &str) {
+fn phi_demographics(
+    out: &mut String,
+    p: &Person,
+    nok: &Person,
+    doc: &Person,
+    ward: &str,
+    class: &str,
+) {
     let _ = write!(
         out,
         "PID|1|{ext}|{mrn}^^^HOSP^MR~{aad}^^^UIDAI^AADHAAR~{abha}^^^ABDM^ABHA~{abhaaddr}^^^ABDM^ABHA||{fam}^{giv}^{nokg}^^Mr.||{dob}|M|{alias}^{giv}|2106-3|12 {street} Nagar^Near {city} Temple^{city}^KA^{pin}^IND||{phone}^PRN^CP^{email}~^NET^Internet^{email}|{phone}^WPN^PH|||{acct}^^^HOSP^AN|{aad}|{pan}|||Born in {city}\r",
@@ -307,9 +347,22 @@ pub fn phi_adt(rng: &mut Rng, i: usize) -> (String, Planted) {
         i,
         rng.digits(6)
     );
-    let _ = write!(m, "EVN|{trigger}|{}|||{}^{}^{}|{}\r", ts(rng), doc.mrn, esc(&doc.family), esc(&doc.given), "20240101083000+0530");
+    let _ = write!(
+        m,
+        "EVN|{trigger}|{}|||{}^{}^{}|20240101083000+0530\r",
+        ts(rng),
+        doc.mrn,
+        esc(&doc.family),
+        esc(&doc.given),
+    );
     phi_demographics(&mut m, &p, &nok, &doc, &ward, class);
-    let _ = write!(m, "PV2|||^{}||||||||||Visit for {} {}\r", esc(&p.given), esc(&p.family), esc(&p.city));
+    let _ = write!(
+        m,
+        "PV2|||^{}||||||||||Visit for {} {}\r",
+        esc(&p.given),
+        esc(&p.family),
+        esc(&p.city)
+    );
     let _ = write!(m, "IN1|1|PLAN7|INS01|Star Health||||||||||||{}^{}|SEL|{}|12 {} Nagar^^{}^KA^{}|||||||||||||||||{}|||||||||||||{}\r",
         esc(&p.family), esc(&p.given), p.dob, esc(&p.street), esc(&p.city), p.pin, p.account, p.mrn);
     let _ = write!(m, "NTE|1||{}\r", esc(&p.free_text(&nok)));
@@ -317,21 +370,107 @@ pub fn phi_adt(rng: &mut Rng, i: usize) -> (String, Planted) {
     let mut planted = Planted::default();
     planted.secrets.extend(p.secrets());
     planted.secrets.extend(nok.secrets());
-    planted.secrets.extend([doc.mrn.clone(), doc.family.clone(), doc.given.clone()]);
+    planted
+        .secrets
+        .extend([doc.mrn.clone(), doc.family.clone(), doc.given.clone()]);
     planted.codes = vec![trigger.to_owned(), ward, class.to_owned()];
     (m, planted)
 }
 
 /// The vital-sign rows of a PCD-01 message: (code, refid, unit code, unit refid, ucum, lo, hi, decimals).
-pub const METRICS: &[(&str, &str, &str, &str, &str, f64, f64, u32)] = &[
-    ("147842", "MDC_ECG_HEART_RATE", "264864", "MDC_DIM_BEAT_PER_MIN", "/min", 50.0, 130.0, 0),
-    ("150456", "MDC_PULS_OXIM_SAT_O2", "262688", "MDC_DIM_PERCENT", "%", 85.0, 100.0, 0),
-    ("149530", "MDC_PULS_OXIM_PULS_RATE", "264864", "MDC_DIM_BEAT_PER_MIN", "/min", 50.0, 130.0, 0),
-    ("150021", "MDC_PRESS_BLD_NONINV_SYS", "266016", "MDC_DIM_MMHG", "mm[Hg]", 90.0, 170.0, 0),
-    ("150022", "MDC_PRESS_BLD_NONINV_DIA", "266016", "MDC_DIM_MMHG", "mm[Hg]", 50.0, 100.0, 0),
-    ("150023", "MDC_PRESS_BLD_NONINV_MEAN", "266016", "MDC_DIM_MMHG", "mm[Hg]", 60.0, 120.0, 0),
-    ("151562", "MDC_RESP_RATE", "264928", "MDC_DIM_RESP_PER_MIN", "/min", 8.0, 30.0, 0),
-    ("150344", "MDC_TEMP", "268192", "MDC_DIM_DEGC", "Cel", 35.5, 39.5, 1),
+/// (code, refid, unit code, unit refid, UCUM, low, high, decimals).
+pub type Metric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    f64,
+    f64,
+    u32,
+);
+
+pub const METRICS: &[Metric] = &[
+    (
+        "147842",
+        "MDC_ECG_HEART_RATE",
+        "264864",
+        "MDC_DIM_BEAT_PER_MIN",
+        "/min",
+        50.0,
+        130.0,
+        0,
+    ),
+    (
+        "150456",
+        "MDC_PULS_OXIM_SAT_O2",
+        "262688",
+        "MDC_DIM_PERCENT",
+        "%",
+        85.0,
+        100.0,
+        0,
+    ),
+    (
+        "149530",
+        "MDC_PULS_OXIM_PULS_RATE",
+        "264864",
+        "MDC_DIM_BEAT_PER_MIN",
+        "/min",
+        50.0,
+        130.0,
+        0,
+    ),
+    (
+        "150021",
+        "MDC_PRESS_BLD_NONINV_SYS",
+        "266016",
+        "MDC_DIM_MMHG",
+        "mm[Hg]",
+        90.0,
+        170.0,
+        0,
+    ),
+    (
+        "150022",
+        "MDC_PRESS_BLD_NONINV_DIA",
+        "266016",
+        "MDC_DIM_MMHG",
+        "mm[Hg]",
+        50.0,
+        100.0,
+        0,
+    ),
+    (
+        "150023",
+        "MDC_PRESS_BLD_NONINV_MEAN",
+        "266016",
+        "MDC_DIM_MMHG",
+        "mm[Hg]",
+        60.0,
+        120.0,
+        0,
+    ),
+    (
+        "151562",
+        "MDC_RESP_RATE",
+        "264928",
+        "MDC_DIM_RESP_PER_MIN",
+        "/min",
+        8.0,
+        30.0,
+        0,
+    ),
+    (
+        "150344",
+        "MDC_TEMP",
+        "268192",
+        "MDC_DIM_DEGC",
+        "Cel",
+        35.5,
+        39.5,
+        1,
+    ),
 ];
 
 fn value(rng: &mut Rng, lo: f64, hi: f64, decimals: u32) -> f64 {
@@ -354,24 +493,42 @@ pub fn pcd_oru_n(rng: &mut Rng, i: usize, metrics: usize) -> (String, Planted) {
         "MSH|^~\\&|MONITOR^{eui}^EUI-64|ICU-3|||{t}||ORU^R01^ORU_R01|M{i}{}|P|2.6|||NE|AL||UNICODE UTF-8|||IHE_PCD_001^IHE PCD^1.3.6.1.4.1.19376.1.6.1.1.1^ISO\r",
         rng.digits(5)
     );
-    let _ = write!(m, "PID|||{}^^^HOSP^MR||{}^{}^^^^^L|||F\r", format!("UH{}", rng.digits(8)), "DOE", "JANE");
-    let _ = write!(m, "PV1||I|ICU3^R12^B{:02}^HOSP||||||||||||||||V{}^^^HOSP^VN\r", rng.below(30), rng.digits(8));
-    let _ = write!(m, "OBR|1|{i}^MONITOR^{eui}^EUI-64||182777000^monitoring of patient^SCT|||{t}\r");
+    let _ = write!(
+        m,
+        "PID|||UH{}^^^HOSP^MR||DOE^JANE^^^^^L|||F\r",
+        rng.digits(8),
+    );
+    let _ = write!(
+        m,
+        "PV1||I|ICU3^R12^B{:02}^HOSP||||||||||||||||V{}^^^HOSP^VN\r",
+        rng.below(30),
+        rng.digits(8)
+    );
+    let _ = write!(
+        m,
+        "OBR|1|{i}^MONITOR^{eui}^EUI-64||182777000^monitoring of patient^SCT|||{t}\r"
+    );
     let _ = write!(m, "OBX|1||69965^MDC_DEV_MON_PHYSIO_MULTI_PARAM_MDS^MDC|1.0.0.0|||||||X|||||||{eui}^^{eui}^EUI-64\r");
     let _ = write!(m, "OBX|2||69798^MDC_DEV_ECG_VMD^MDC|1.1.0.0|||||||X\r");
     let mut planted = Planted::default();
-    let mut n = 3;
-    for (k, (code, refid, ucode, uref, ucum, lo, hi, dec)) in METRICS.iter().take(metrics).enumerate() {
+    for (n, (k, (code, refid, ucode, uref, ucum, lo, hi, dec))) in
+        (3..).zip(METRICS.iter().take(metrics).enumerate())
+    {
         let v = value(rng, *lo, *hi, *dec);
-        let vs = if *dec == 0 { format!("{v:.0}") } else { format!("{v:.1}") };
+        let vs = if *dec == 0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.1}")
+        };
         let _ = write!(
             m,
             "OBX|{n}|NM|{code}^{refid}^MDC|1.{}.1.{}|{vs}|{ucode}^{uref}^MDC|||||R|||{t}\r",
             1 + k / 3,
             1 + k % 3
         );
-        planted.clinical.push(((*code).to_owned(), v, (*ucum).to_owned()));
-        n += 1;
+        planted
+            .clinical
+            .push(((*code).to_owned(), v, (*ucum).to_owned()));
     }
     (m, planted)
 }
@@ -391,22 +548,62 @@ pub fn phi_oru(rng: &mut Rng, i: usize) -> (String, Planted) {
     m.push_str(lines[0]);
     m.push('\r');
     m.push_str(&demo);
-    let _ = write!(m, "ORC|RE|{}^HIS|{}^LAB|||||||{}^{}^{}|||{}^{}^{}|||||||{} Clinic|1 {} Road^^{}^KA^{}|{}\r",
-        p.account, p.visit, doc.mrn, esc(&doc.family), esc(&doc.given), doc.mrn, esc(&doc.family), esc(&doc.given),
-        esc(&doc.family), esc(&doc.street), esc(&doc.city), doc.pin, doc.phone);
+    let _ = write!(
+        m,
+        "ORC|RE|{}^HIS|{}^LAB|||||||{}^{}^{}|||{}^{}^{}|||||||{} Clinic|1 {} Road^^{}^KA^{}|{}\r",
+        p.account,
+        p.visit,
+        doc.mrn,
+        esc(&doc.family),
+        esc(&doc.given),
+        doc.mrn,
+        esc(&doc.family),
+        esc(&doc.given),
+        esc(&doc.family),
+        esc(&doc.street),
+        esc(&doc.city),
+        doc.pin,
+        doc.phone
+    );
     for l in &lines[1..] {
         m.push_str(l);
         m.push('\r');
     }
     let text = esc(&p.free_text(&nok));
-    let _ = write!(m, "OBX|20|ST|NOTE^Nursing note^L|1.9.1.1|{text}||||||F|||20240101120000+0530|{}^{}^{}\r", doc.mrn, esc(&doc.family), esc(&doc.given));
-    let _ = write!(m, "OBX|21|TX|TXT^Narrative^L|1.9.1.2|{text}~second line {}||||||F\r", esc(&p.family));
-    let _ = write!(m, "OBX|22|FT|FTX^Formatted^L|1.9.1.3|{text}\\.br\\{}||||||F\r", p.email);
-    let _ = write!(m, "OBX|23|ST|ADDR^Address^L|1.9.1.4|{} {}||||||F\r", esc(&p.street), p.pin);
+    let _ = write!(
+        m,
+        "OBX|20|ST|NOTE^Nursing note^L|1.9.1.1|{text}||||||F|||20240101120000+0530|{}^{}^{}\r",
+        doc.mrn,
+        esc(&doc.family),
+        esc(&doc.given)
+    );
+    let _ = write!(
+        m,
+        "OBX|21|TX|TXT^Narrative^L|1.9.1.2|{text}~second line {}||||||F\r",
+        esc(&p.family)
+    );
+    let _ = write!(
+        m,
+        "OBX|22|FT|FTX^Formatted^L|1.9.1.3|{text}\\.br\\{}||||||F\r",
+        p.email
+    );
+    let _ = write!(
+        m,
+        "OBX|23|ST|ADDR^Address^L|1.9.1.4|{} {}||||||F\r",
+        esc(&p.street),
+        p.pin
+    );
     let _ = write!(m, "NTE|1|L|{text}\r");
     planted.secrets.extend(p.secrets());
     planted.secrets.extend(nok.secrets());
-    planted.secrets.extend([doc.mrn.clone(), doc.family.clone(), doc.given.clone(), doc.phone.clone(), doc.street.clone(), doc.city.clone()]);
+    planted.secrets.extend([
+        doc.mrn.clone(),
+        doc.family.clone(),
+        doc.given.clone(),
+        doc.phone.clone(),
+        doc.street.clone(),
+        doc.city.clone(),
+    ]);
     planted.codes = vec!["ICU3".to_owned()];
     (m, planted)
 }
