@@ -324,7 +324,7 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
         parts: &[&str],
         display: &str,
     ) -> Option<Text> {
-        if display.trim().is_empty() {
+        if display.trim_ascii().is_empty() {
             return None;
         }
         let (action, origin) = self.action(&loc);
@@ -341,7 +341,7 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
     /// Like [`Deid::ident`] when the caller already computed the pseudonym
     /// (it also needs it internally): no second HMAC.
     pub fn ident_with(&mut self, loc: Loc<'_>, pseudonym: &Text, display: &str) -> Option<Text> {
-        if display.trim().is_empty() {
+        if display.trim_ascii().is_empty() {
             return None;
         }
         let (action, origin) = self.action(&loc);
@@ -359,7 +359,7 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
     /// most 5 digits (longer numbers are identifiers more often than codes:
     /// MRNs, visit and account numbers), no identifier detected.
     pub fn keep_code(&mut self, s: &str) -> Option<Text> {
-        let t = s.trim();
+        let t = s.trim_ascii();
         if t.is_empty() {
             return None;
         }
@@ -481,7 +481,7 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
                 "???"
             };
             let vt_owned = if pid == "OBX" {
-                seg.field(2).raw().trim().to_owned()
+                seg.field(2).raw().trim_ascii().to_owned()
             } else {
                 String::new()
             };
@@ -536,6 +536,9 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
                         if let Some(p) = self.pseudonym_of(kind, loc, rep) {
                             out.push_str(&p);
                         }
+                    }
+                    while out.ends_with('~') {
+                        out.pop();
                     }
                     self.record(&loc, action, origin, Some(&out));
                     return out;
@@ -641,7 +644,17 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
         match kind {
             IdKind::Patient | IdKind::Account => {
                 let id = rep.comp(1).decoded();
-                if id.trim().is_empty() {
+                if id.trim_ascii().is_empty() {
+                    return None;
+                }
+                // National ids never leave, not even as pseudonyms: Aadhaar
+                // and ABHA repetitions of an identifier list are dropped (the
+                // ABHA number reaches the collector only as `patient_network`).
+                if super::normalize::is_aadhaar_rep(&rep)
+                    || super::normalize::is_abha_rep(&rep)
+                    || detect::is_aadhaar(&id)
+                    || detect::is_abha_number(&id)
+                {
                     return None;
                 }
                 let auth = rep.comp(4).decoded();
@@ -650,7 +663,7 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
             }
             IdKind::Visit => {
                 let id = rep.comp(1).decoded();
-                if id.trim().is_empty() {
+                if id.trim_ascii().is_empty() {
                     return None;
                 }
                 let auth = rep.comp(4).decoded();
@@ -658,7 +671,7 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
             }
             IdKind::Order => {
                 let id = rep.comp(1).decoded();
-                if id.trim().is_empty() {
+                if id.trim_ascii().is_empty() {
                     return None;
                 }
                 let ns = rep.comp(2).decoded();
@@ -675,7 +688,7 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
             IdKind::Location => {
                 let c = loc.comp.unwrap_or(3).clamp(2, 3);
                 let parts = location_parts(rep);
-                if parts[c].trim().is_empty() {
+                if parts[c].trim_ascii().is_empty() {
                     return None;
                 }
                 let p: Vec<&str> = parts[..=c].iter().map(|s| s.as_ref()).collect();
@@ -683,7 +696,7 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
             }
             _ => {
                 let t = rep.decoded();
-                (!t.trim().is_empty()).then(|| self.keys.pseudonym(kind, &[&t]))
+                (!t.trim_ascii().is_empty()).then(|| self.keys.pseudonym(kind, &[&t]))
             }
         }
     }

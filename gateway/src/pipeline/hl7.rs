@@ -66,7 +66,7 @@ pub enum Declared {
 
 /// Classifies an MSH-18 value.
 pub fn classify_charset(value: &str) -> Declared {
-    let v = value.trim();
+    let v = value.trim_ascii();
     if v.is_empty() || v.eq_ignore_ascii_case("ASCII") {
         Declared::Ascii
     } else if v.eq_ignore_ascii_case("UNICODE UTF-8")
@@ -706,8 +706,8 @@ impl<'a> Value<'a> {
         }
         let d = self.decoded();
         let t = match d {
-            Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
-            Cow::Owned(s) => Cow::Owned(s.trim().to_owned()),
+            Cow::Borrowed(s) => Cow::Borrowed(s.trim_ascii()),
+            Cow::Owned(s) => Cow::Owned(s.trim_ascii().to_owned()),
         };
         (!t.is_empty()).then_some(t)
     }
@@ -886,7 +886,7 @@ pub fn days_in_month(year: i32, month: u8) -> u8 {
 impl Ts {
     /// Parses an HL7 DTM/TS value (component 1 only; callers pass `TS.1`).
     pub fn parse(s: &str) -> Option<Ts> {
-        let s = s.trim();
+        let s = s.trim_ascii();
         let b = s.as_bytes();
         let (main, zone) = match b.iter().position(|&c| c == b'+' || c == b'-') {
             Some(p) => (&b[..p], Some(&b[p..])),

@@ -390,10 +390,10 @@ impl Pipeline {
         ));
         let received_at = Text::from(deid.received(&Ts::from_epoch_utc(received)));
         let source = Text::from(raw.source);
-        let code = msh.field(9).comp(1).raw().trim();
-        let trigger = msh.field(9).comp(2).raw().trim();
+        let code = msh.field(9).comp(1).raw().trim_ascii();
+        let trigger = msh.field(9).comp(2).raw().trim_ascii();
         let trigger = if trigger.is_empty() && code == "ADT" {
-            msg.first("EVN").map_or("", |e| e.field(1).raw().trim())
+            msg.first("EVN").map_or("", |e| e.field(1).raw().trim_ascii())
         } else {
             trigger
         };

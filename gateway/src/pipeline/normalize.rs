@@ -51,8 +51,9 @@ pub struct Identity {
     pub subject: String,
 }
 
-fn is_abha_rep(rep: &Value<'_>) -> bool {
-    let ty = rep.comp(5).raw().trim().to_ascii_uppercase();
+/// A PID-3 repetition that carries an ABHA number or address.
+pub fn is_abha_rep(rep: &Value<'_>) -> bool {
+    let ty = rep.comp(5).raw().trim_ascii().to_ascii_uppercase();
     let auth = rep.comp(4).decoded().to_ascii_uppercase();
     matches!(ty.as_str(), "ABHA" | "HIN" | "ABHAN" | "PHR")
         || auth.contains("ABDM")
@@ -60,8 +61,9 @@ fn is_abha_rep(rep: &Value<'_>) -> bool {
         || auth.contains("NDHM")
 }
 
-fn is_aadhaar_rep(rep: &Value<'_>) -> bool {
-    let ty = rep.comp(5).raw().trim().to_ascii_uppercase();
+/// A PID-3 repetition that carries an Aadhaar number.
+pub fn is_aadhaar_rep(rep: &Value<'_>) -> bool {
+    let ty = rep.comp(5).raw().trim_ascii().to_ascii_uppercase();
     let auth = rep.comp(4).decoded().to_ascii_uppercase();
     matches!(ty.as_str(), "AADHAAR" | "UID" | "UIDAI")
         || auth.contains("UIDAI")
@@ -92,7 +94,7 @@ pub fn identity(
         let mut abha: Option<String> = None;
         for rep in pid3.reps() {
             let idv = rep.comp(1).decoded();
-            let idt = idv.trim();
+            let idt = idv.trim_ascii();
             if idt.is_empty() {
                 continue;
             }
@@ -120,7 +122,7 @@ pub fn identity(
                 }
                 continue;
             }
-            let ty = rep.comp(5).raw().trim().to_ascii_uppercase();
+            let ty = rep.comp(5).raw().trim_ascii().to_ascii_uppercase();
             if is_national_type(&ty) {
                 continue;
             }
@@ -149,7 +151,7 @@ pub fn identity(
                 let alt = [2usize, 4]
                     .into_iter()
                     .map(|f| (f, pid.field(f).rep(0)))
-                    .find(|(_, v)| !v.comp(1).raw().trim().is_empty());
+                    .find(|(_, v)| !v.comp(1).raw().trim_ascii().is_empty());
                 match alt {
                     Some((f, v)) => (Loc::field("PID", f), Some(v)),
                     None => (Loc::field("PID", 3), None),
@@ -197,7 +199,7 @@ pub fn identity(
     if let Some(pv1) = msg.first("PV1") {
         let v = pv1.field(19).rep(0);
         let visit = v.comp(1).decoded();
-        if !visit.trim().is_empty() {
+        if !visit.trim_ascii().is_empty() {
             let auth = v.comp(4).decoded();
             let internal = keys.pseudonym_text(IdKind::Visit, &[&auth, &visit]);
             id.encounter = deid.ident_with(Loc::field("PV1", 19), &internal, &visit);
@@ -398,7 +400,7 @@ pub fn adt(
         body.state = deid.text(Loc::field("PID", 11).comp(4), addr.comp(4));
         body.country = deid.text(Loc::field("PID", 11).comp(6), addr.comp(6));
         if let Some(zip) = addr.comp(5).text() {
-            let country = addr.comp(6).raw().trim().to_ascii_uppercase();
+            let country = addr.comp(6).raw().trim_ascii().to_ascii_uppercase();
             if matches!(country.as_str(), "IND" | "IN" | "INDIA") && !detect::is_pin(&zip) {
                 issues.push(issue(
                     "PIN_INVALID",
@@ -417,7 +419,7 @@ pub fn adt(
                 _ => deid.text_str(loc, &zip),
             };
         }
-        body.deceased = match pid.field(30).raw().trim() {
+        body.deceased = match pid.field(30).raw().trim_ascii() {
             "Y" => Some(true),
             "N" => Some(false),
             _ => None,
@@ -561,7 +563,7 @@ pub fn ucum(code: &str, text: &str, system: &str) -> Option<Cow<'static, str>> {
             _ => return None,
         })
     };
-    let sys = system.trim();
+    let sys = system.trim_ascii();
     if sys.eq_ignore_ascii_case("UCUM") && !code.is_empty() {
         return Some(by_text(code).map_or_else(|| Cow::Owned(code.to_owned()), Cow::Borrowed));
     }
@@ -714,13 +716,13 @@ fn observation(
     msg_issues: &mut Vec<Issue>,
 ) -> Option<(Body, Vec<Issue>)> {
     let mut issues = Vec::new();
-    let vt_raw = seg.field(2).raw().trim();
+    let vt_raw = seg.field(2).raw().trim_ascii();
     let value = seg.field(5);
     let code_v = seg.field(3);
     let sub_id = seg.field(4).decoded();
-    let sub_id = sub_id.trim();
+    let sub_id = sub_id.trim_ascii();
     let label = |f: usize| format!("OBX[{n}]-{f}");
-    if code_v.comp(1).raw().trim().is_empty() {
+    if code_v.comp(1).raw().trim_ascii().is_empty() {
         if !value.is_empty() {
             msg_issues.push(issue(
                 "OBX_CODE_MISSING",
@@ -736,7 +738,7 @@ fn observation(
         if let Some((_, prefix)) = header_prefix(sub_id) {
             tree.nodes.push((
                 fnv(prefix),
-                deid.intern(code_v.comp(1).raw().trim()),
+                deid.intern(code_v.comp(1).raw().trim_ascii()),
                 own_device,
             ));
         }
@@ -774,7 +776,7 @@ fn observation(
     let code = code_of(deid, Loc::field("OBX", 3).at(n), code_v)?;
     let units = seg.field(6);
     let [u1, u2, u3] = units.comps_n::<3>();
-    let unit = ucum(u1.raw().trim(), u2.raw().trim(), u3.raw().trim());
+    let unit = ucum(u1.raw().trim_ascii(), u2.raw().trim_ascii(), u3.raw().trim_ascii());
     let unit_sent_raw = if u1.is_empty() { u2 } else { u1 };
     let mut body = ObservationBody {
         code,
@@ -810,7 +812,7 @@ fn observation(
                             // A LOINC alternate code (OBX-3.4/.6) also counts.
                             let sys = code_v.comp(6).raw();
                             (sys == "LN" || sys == "MDC")
-                                .then(|| validate::vital(code_v.comp(4).raw().trim()))
+                                .then(|| validate::vital(code_v.comp(4).raw().trim_ascii()))
                                 .flatten()
                         });
                         if let Some(v) = known {
@@ -836,7 +838,7 @@ fn observation(
             let parts: Vec<Cow<'_, str>> = (1..=4).map(|c| v.comp(c).decoded()).collect();
             if parts[0].is_empty() || parts[0] == "=" {
                 body.value_num = parts[1]
-                    .trim()
+                    .trim_ascii()
                     .parse::<f64>()
                     .ok()
                     .filter(|x| x.is_finite());
@@ -856,7 +858,7 @@ fn observation(
             let numeric = value
                 .rep(0)
                 .comps()
-                .all(|c| c.raw().trim().is_empty() || c.raw().trim().parse::<f64>().is_ok());
+                .all(|c| c.raw().trim_ascii().is_empty() || c.raw().trim_ascii().parse::<f64>().is_ok());
             if numeric {
                 body.value_text = deid.text_str(base, raw);
             }
@@ -869,8 +871,8 @@ fn observation(
                 }
                 joined.push_str(&r.decoded());
             }
-            if !joined.trim().is_empty() {
-                body.value_text = deid.text_str(base, joined.trim());
+            if !joined.trim_ascii().is_empty() {
+                body.value_text = deid.text_str(base, joined.trim_ascii());
             }
         }
         _ => {
@@ -973,10 +975,10 @@ pub fn other(
     let m9 = msg.msh().field(9);
     let code = m9.comp(1).decoded();
     let trigger = m9.comp(2).decoded();
-    let mut message_type = validate::short(code.trim()).to_owned();
-    if !trigger.trim().is_empty() {
+    let mut message_type = validate::short(code.trim_ascii()).to_owned();
+    if !trigger.trim_ascii().is_empty() {
         message_type.push('^');
-        message_type.push_str(validate::short(trigger.trim()));
+        message_type.push_str(validate::short(trigger.trim_ascii()));
     }
     let message_type = deid
         .keep_code(&message_type)

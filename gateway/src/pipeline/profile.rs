@@ -256,7 +256,7 @@ pub const DEFAULT_RULES: &[DefaultRule] = &[
     ("PID-11.6", K, "B: country is allowed"),
     ("PID-13", R, "D/E/F: home phone, fax, email"),
     ("PID-14", R, "D/E/F: business phone"),
-    ("PID-18", P, "J: account number"),
+    ("PID-18", R, "J: account number (issue 3: removed)"),
     ("PID-19", R, "G: SSN / Aadhaar"),
     ("PID-20", R, "K: driver's licence"),
     ("PID-21", R, "R: mother's identifier"),
@@ -395,7 +395,7 @@ pub const DEFAULT_RULES: &[DefaultRule] = &[
     ("MRG", R, "H: prior identifiers"),
     ("MRG-1", P, "H: prior patient identifier list"),
     ("MRG-2", P, "H: prior alternate patient id"),
-    ("MRG-3", P, "J: prior account number"),
+    ("MRG-3", R, "J: prior account number"),
     ("MRG-4", P, "H: prior patient id"),
     ("MRG-5", P, "J: prior visit number"),
     ("MRG-6", P, "J: prior alternate visit id"),
@@ -454,15 +454,24 @@ const HOT_FIELDS: usize = 53;
 const HOT_COMPS: usize = 10;
 
 fn hot_index(segment: &str) -> Option<usize> {
-    Some(match segment.as_bytes() {
-        b"MSH" => 0,
-        b"EVN" => 1,
-        b"PID" => 2,
-        b"PV1" => 3,
-        b"OBR" => 4,
-        b"OBX" => 5,
-        b"ORC" => 6,
-        b"NTE" => 7,
+    let b = segment.as_bytes();
+    if b.len() != 3 {
+        return None;
+    }
+    // Compare as one integer rather than three-byte string compares.
+    let k = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+    const fn id(s: &[u8; 3]) -> u32 {
+        (s[0] as u32) << 16 | (s[1] as u32) << 8 | s[2] as u32
+    }
+    Some(match k {
+        x if x == id(b"MSH") => 0,
+        x if x == id(b"EVN") => 1,
+        x if x == id(b"PID") => 2,
+        x if x == id(b"PV1") => 3,
+        x if x == id(b"OBR") => 4,
+        x if x == id(b"OBX") => 5,
+        x if x == id(b"ORC") => 6,
+        x if x == id(b"NTE") => 7,
         _ => return None,
     })
 }

@@ -180,8 +180,8 @@ fn valid_segment_id(id: &str) -> bool {
 /// required segments). Pushes issues; the caller quarantines on a fatal one.
 pub fn structure(msg: &Message<'_>, issues: &mut Vec<Issue>) {
     let msh = msg.msh();
-    let code = msh.field(9).comp(1).raw().trim();
-    let trigger = msh.field(9).comp(2).raw().trim();
+    let code = msh.field(9).comp(1).raw().trim_ascii();
+    let trigger = msh.field(9).comp(2).raw().trim_ascii();
     if code.is_empty() {
         issues.push(issue(
             "MSH9_MISSING",
@@ -189,14 +189,14 @@ pub fn structure(msg: &Message<'_>, issues: &mut Vec<Issue>) {
             "message type is empty",
         ));
     }
-    if msh.field(10).raw().trim().is_empty() {
+    if msh.field(10).raw().trim_ascii().is_empty() {
         issues.push(issue(
             "MSH10_MISSING",
             Some("MSH-10".into()),
             "message control id is empty",
         ));
     }
-    let version = msh.field(12).comp(1).raw().trim();
+    let version = msh.field(12).comp(1).raw().trim_ascii();
     let version_ok = version
         .strip_prefix("2.")
         .is_some_and(|r| !r.is_empty() && r.bytes().all(|c| c.is_ascii_digit() || c == b'.'));
@@ -358,7 +358,7 @@ pub fn timestamp(
     check_age: bool,
     issues: &mut Vec<Issue>,
 ) -> Option<Ts> {
-    let raw = raw.trim();
+    let raw = raw.trim_ascii();
     if raw.is_empty() || raw == "\"\"" {
         if code_invalid == "MSH7_INVALID" {
             issues.push(issue(code_invalid, Some(field()), "message time is empty"));
