@@ -393,7 +393,8 @@ impl Pipeline {
         let code = msh.field(9).comp(1).raw().trim_ascii();
         let trigger = msh.field(9).comp(2).raw().trim_ascii();
         let trigger = if trigger.is_empty() && code == "ADT" {
-            msg.first("EVN").map_or("", |e| e.field(1).raw().trim_ascii())
+            msg.first("EVN")
+                .map_or("", |e| e.field(1).raw().trim_ascii())
         } else {
             trigger
         };

@@ -165,7 +165,7 @@ pub fn identity(
             id.has_patient_id = true;
             let internal = keys.pseudonym_text(IdKind::Patient, &[&auth, &ty, &idv]);
             id.patient = deid.ident_with(loc, &internal, &idv);
-            subject = Some(internal.to_string());
+            subject = Some(String::from(&*internal));
         }
         if let (Scope::Network, Some(a)) = (scope, abha.as_ref()) {
             if deid.action(&Loc::field("PID", 3)).0 == Action::Pseudonymize {
@@ -203,7 +203,7 @@ pub fn identity(
             let auth = v.comp(4).decoded();
             let internal = keys.pseudonym_text(IdKind::Visit, &[&auth, &visit]);
             id.encounter = deid.ident_with(Loc::field("PV1", 19), &internal, &visit);
-            id.encounter_internal = Some(internal.to_string());
+            id.encounter_internal = Some(String::from(&*internal));
         } else if let (Some(s), Some(admit)) = (&subject, pv1.field(44).comp(1).text()) {
             // No visit number: key the stay by patient and admit time (hl7v2-mllp.md §6).
             let parts = ["ADMIT", s.as_str(), admit.as_ref()];
@@ -231,10 +231,11 @@ pub fn location(deid: &mut Deid<'_, '_, '_>, base: Loc<'_>, pl: Value<'_>) -> Op
     if pl.is_empty() {
         return None;
     }
-    let fac_raw = pl.comp(4).sub(1).decoded();
-    let ward_raw = pl.comp(1).decoded();
-    let room_raw = pl.comp(2).decoded();
-    let bed_raw = pl.comp(3).decoded();
+    let [c1, c2, c3, c4] = pl.comps_n::<4>();
+    let fac_raw = c4.sub(1).decoded();
+    let ward_raw = c1.decoded();
+    let room_raw = c2.decoded();
+    let bed_raw = c3.decoded();
     let loc = Location {
         facility: deid
             .text_str(base.comp(4), &fac_raw)
@@ -776,7 +777,11 @@ fn observation(
     let code = code_of(deid, Loc::field("OBX", 3).at(n), code_v)?;
     let units = seg.field(6);
     let [u1, u2, u3] = units.comps_n::<3>();
-    let unit = ucum(u1.raw().trim_ascii(), u2.raw().trim_ascii(), u3.raw().trim_ascii());
+    let unit = ucum(
+        u1.raw().trim_ascii(),
+        u2.raw().trim_ascii(),
+        u3.raw().trim_ascii(),
+    );
     let unit_sent_raw = if u1.is_empty() { u2 } else { u1 };
     let mut body = ObservationBody {
         code,
@@ -855,10 +860,9 @@ fn observation(
         }
         "NA" | "MA" => {
             let raw = value.rep(0).raw();
-            let numeric = value
-                .rep(0)
-                .comps()
-                .all(|c| c.raw().trim_ascii().is_empty() || c.raw().trim_ascii().parse::<f64>().is_ok());
+            let numeric = value.rep(0).comps().all(|c| {
+                c.raw().trim_ascii().is_empty() || c.raw().trim_ascii().parse::<f64>().is_ok()
+            });
             if numeric {
                 body.value_text = deid.text_str(base, raw);
             }

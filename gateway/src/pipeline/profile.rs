@@ -84,9 +84,19 @@ const VALUE_TYPES: &[&str] = &[
 ];
 
 fn vt_index(vt: &str) -> u8 {
+    // Value types are 2-3 ASCII letters: compare them as integers (this is
+    // on the hot path for every OBX-5).
+    fn key(b: &[u8]) -> u32 {
+        b.iter().fold(0u32, |k, &c| k << 8 | u32::from(c))
+    }
+    let b = vt.as_bytes();
+    if !(2..=3).contains(&b.len()) {
+        return 0;
+    }
+    let k = key(b);
     VALUE_TYPES
         .iter()
-        .position(|v| *v == vt)
+        .position(|v| key(v.as_bytes()) == k)
         .map_or(0, |i| i as u8 + 1)
 }
 

@@ -134,7 +134,11 @@ ZPI|1|555|LAKSHMI|ICU2|free text here\r";
     let seg = |id: &str| o.segments.iter().find(|s| s.id == id).unwrap();
     let pid = seg("PID");
     assert!(pid.fields[2].starts_with("P1-"), "{:?}", pid.fields);
-    assert_eq!(pid.fields[2].matches("P1-").count(), 1, "national ids are not pseudonymized, they are dropped");
+    assert_eq!(
+        pid.fields[2].matches("P1-").count(),
+        1,
+        "national ids are not pseudonymized, they are dropped"
+    );
     assert_eq!(
         pid.fields.get(4).map(String::as_str).unwrap_or(""),
         "",
@@ -162,7 +166,10 @@ ZPI|1|555|LAKSHMI|ICU2|free text here\r";
     }
     // The same patient has the same pseudonym as in an ADT event.
     let adt = run(&pipeline_with(&[]), A02.as_bytes());
-    assert_eq!(adt[0].patient.as_deref(), Some(pid.fields[2].trim_end_matches('~')));
+    assert_eq!(
+        adt[0].patient.as_deref(),
+        Some(pid.fields[2].trim_end_matches('~'))
+    );
 }
 
 #[test]
