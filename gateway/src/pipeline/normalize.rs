@@ -931,7 +931,7 @@ fn observation(
     }
     // Containment (PCD-01): nearest header row with a device wins.
     let pre = prefixes(sub_id);
-    let mut inherited: Option<String> = None;
+    let mut inherited: Option<&str> = None;
     for (i, p) in pre.iter().enumerate() {
         let Some(p) = p else { continue };
         if let Some((_, code, dev)) = tree.get(p) {
@@ -941,23 +941,23 @@ fn observation(
                 _ => &mut body.device_channel,
             };
             *slot = Some(code.clone());
-            if dev.is_some() {
-                inherited.clone_from(dev);
+            if let Some(d) = dev {
+                inherited = Some(d);
             }
         }
     }
-    let (dev, dev_loc) = match (own_device, inherited, msh_device) {
+    let (dev, dev_loc) = match (own_device.as_deref(), inherited, msh_device) {
         (Some(d), _, _) => (Some(d), Loc::field("OBX", 18).at(n)),
         (None, Some(d), _) => (Some(d), Loc::field("OBX", 18)),
-        (None, None, Some(d)) => (Some(d.to_owned()), Loc::field("MSH", 3).comp(2)),
+        (None, None, Some(d)) => (Some(d), Loc::field("MSH", 3).comp(2)),
         _ => (None, Loc::field("OBX", 18)),
     };
     if let Some(d) = dev {
-        body.device = match devices.iter().find(|(k, _)| *k == d) {
+        body.device = match devices.iter().find(|(k, _)| k == d) {
             Some((_, p)) => p.clone(),
             None => {
-                let p = deid.ident(dev_loc, IdKind::Device, &[&d], &d);
-                devices.push((d, p.clone()));
+                let p = deid.ident(dev_loc, IdKind::Device, &[d], d);
+                devices.push((d.to_owned(), p.clone()));
                 p
             }
         };
