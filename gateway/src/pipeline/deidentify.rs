@@ -260,9 +260,7 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
         if s.len() > 40 {
             return Text::from(s);
         }
-        let h = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
+        let h = super::hl7::hash64(s);
         // Open addressing over 256 slots holding index + 1 (0 = empty).
         let mask = self.intern_slots.len() - 1;
         let mut i = (h as usize) & mask;

@@ -872,6 +872,32 @@ fn digits(s: &[u8]) -> Option<u32> {
     Some(v)
 }
 
+/// A fast 64-bit hash of a short string, 8 bytes per step (FNV-1a's
+/// byte-serial multiply chain cost ~0.5 µs per observation row). Used to
+/// remember keys within one message (interned values, OBX-4 paths); not
+/// keyed, never exported.
+pub fn hash64(s: &str) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let b = s.as_bytes();
+    let mut h = (b.len() as u64).wrapping_mul(K) ^ 0x2545_F491_4F6C_DD1D;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        h ^= h >> 29;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        h ^= h >> 29;
+    }
+    h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h ^ (h >> 31)
+}
+
 /// Days in a month of the proleptic Gregorian calendar.
 pub fn days_in_month(year: i32, month: u8) -> u8 {
     match month {
@@ -1115,6 +1141,16 @@ mod tests {
         let pid = m.first("PID").unwrap();
         assert_eq!(pid.field(3).comp(5).raw(), "MR");
         assert_eq!(pid.field(99).comp(7).sub(3).raw(), "");
+    }
+
+    #[test]
+    fn hash64_spreads_short_keys() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..20_000 {
+            assert!(seen.insert(hash64(&format!("1.{}.{}.{}", i % 7, i / 7 % 13, i))));
+        }
+        assert_ne!(hash64(""), hash64("\0"));
+        assert_ne!(hash64("12345678"), hash64("123456780"));
     }
 
     #[test]

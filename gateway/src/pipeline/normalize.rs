@@ -577,11 +577,9 @@ pub fn ucum(code: &str, text: &str, system: &str) -> Option<Cow<'static, str>> {
         .map(Cow::Borrowed)
 }
 
-/// FNV-1a, for remembering short keys (OBX-4 paths) without copying them.
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
+/// Remembers short keys (OBX-4 paths, times) without copying them.
+fn key_hash(s: &str) -> u64 {
+    super::hl7::hash64(s)
 }
 
 #[derive(Default)]
@@ -592,7 +590,7 @@ struct Tree {
 
 impl Tree {
     fn get(&self, prefix: &str) -> Option<&(u64, Text, Option<String>)> {
-        let h = fnv(prefix);
+        let h = key_hash(prefix);
         self.nodes.iter().rev().find(|(p, _, _)| *p == h)
     }
 }
@@ -738,7 +736,7 @@ fn observation(
     if vt_raw.is_empty() && value.is_empty() {
         if let Some((_, prefix)) = header_prefix(sub_id) {
             tree.nodes.push((
-                fnv(prefix),
+                key_hash(prefix),
                 deid.intern(code_v.comp(1).raw().trim_ascii()),
                 own_device,
             ));
@@ -756,7 +754,7 @@ fn observation(
         ));
     }
     if !sub_id.is_empty() {
-        let h = fnv(sub_id);
+        let h = key_hash(sub_id);
         if sub_ids.iter().any(|(o, s)| *o == obr_n && *s == h) {
             issues.push(issue(
                 "OBX_SUB_ID_DUPLICATE",
@@ -910,7 +908,7 @@ fn observation(
     // PCD rows of one message usually share OBX-14: a clean time seen on the
     // previous row is not parsed, checked and rendered again.
     let raw14 = seg.field(14).comp(1).raw();
-    let key14 = fnv(raw14);
+    let key14 = key_hash(raw14);
     match last_time {
         Some((k, t)) if *k == key14 && !raw14.is_empty() && deid.trace.is_none() => {
             body.observed_at = t.clone()
