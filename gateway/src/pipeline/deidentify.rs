@@ -26,6 +26,41 @@ use super::profile::{pseudonym_kind, Action, Origin, Profile};
 use super::pseudonym::{IdKind, SiteKeys};
 use super::{DatePolicy, FieldTrace};
 
+/// Longest value kept in the cross-message cache.
+const SHARED_MAX_LEN: usize = 40;
+/// Slots of the cross-message cache (a power of two).
+const SHARED_SLOTS: usize = 4096;
+
+thread_local! {
+    /// A small content-addressed cache of exported values, per thread: one
+    /// `Text` per distinct code, display name, unit or sub-id instead of an
+    /// allocation per observation. A slot collision simply replaces the old
+    /// entry, so it is bounded (4096 values of at most 40 bytes) and holds
+    /// only values the profile keeps (never an input that was removed).
+    static SHARED: std::cell::RefCell<Vec<Option<(u64, Text)>>> =
+        std::cell::RefCell::new(vec![None; SHARED_SLOTS]);
+}
+
+/// The shared `Text` for an exported value (see `SHARED`).
+pub fn shared_text(s: &str) -> Text {
+    let h = super::hl7::hash64(s);
+    SHARED.with(|cell| {
+        let Ok(mut slots) = cell.try_borrow_mut() else {
+            return Text::from(s);
+        };
+        let i = (h as usize) & (SHARED_SLOTS - 1);
+        match slots.get_mut(i) {
+            Some(Some((k, t))) if *k == h && t.as_ref() == s => t.clone(),
+            Some(slot) => {
+                let t = Text::from(s);
+                *slot = Some((h, t.clone()));
+                t
+            }
+            None => Text::from(s),
+        }
+    })
+}
+
 /// Where a value sits, for profile lookup and explanations.
 #[derive(Debug, Clone, Copy)]
 pub struct Loc<'s> {
@@ -417,9 +452,10 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
 
     fn apply_plain(&mut self, loc: &Loc<'_>, action: Action, t: &str) -> Option<Text> {
         match action {
-            // Short values repeat (value types, statuses, systems, units);
-            // longer ones (display names) rarely do.
-            Action::Keep if t.len() <= 8 => Some(self.intern(t)),
+            // Kept values (codes, display names, units, statuses, PCD paths)
+            // repeat in every message of a device: share them across
+            // messages. Only values the profile exports go there.
+            Action::Keep if t.len() <= SHARED_MAX_LEN => Some(shared_text(t)),
             Action::Keep => Some(Text::from(t)),
             Action::KeepCode => self.keep_code(t),
             Action::Remove => None,

@@ -787,7 +787,7 @@ fn observation(
         value_num: None,
         value_code: None,
         value_text: None,
-        unit: unit.map(|u| deid.intern(&u)),
+        unit: unit.map(|u| super::deidentify::shared_text(&u)),
         unit_sent: deid.text(Loc::field("OBX", 6).at(n), unit_sent_raw),
         reference_range: deid.text(Loc::field("OBX", 7).at(n), seg.field(7)),
         abnormal_flags: Vec::new(),
