@@ -22,7 +22,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use wardlink_sync::{
-    AdtAction, AdtBody, Body, Code, Hl7OtherBody, Issue, Location, ObservationBody, Text,
+    AdtAction, AdtBody, Body, Code, Event, Hl7OtherBody, Issue, Location, ObservationBody, Text,
 };
 
 use super::deidentify::{age_text, age_years, device_id_of, postal_prefix, Deid, Loc};
@@ -628,8 +628,9 @@ pub fn observations(
     limits: &TimeLimits,
     msh7: Option<&Ts>,
     msg_issues: &mut Vec<Issue>,
-) -> Vec<(Body, Vec<Issue>)> {
-    let mut out = Vec::new();
+    out: &mut Vec<Event>,
+    stamp: &dyn Fn(Body, Vec<Issue>) -> Event,
+) {
     deid.reference = Some(
         msh7.copied()
             .unwrap_or_else(|| Ts::from_epoch_utc(limits.received)),
@@ -681,17 +682,14 @@ pub fn observations(
                     msg_issues,
                 ) {
                     let (mut body, row_issues) = b;
-                    if let Body::Observation(o) = &mut body {
-                        o.location = location.clone();
-                        o.panel = panel.clone();
-                    }
-                    out.push((body, row_issues));
+                    body.location = location.clone();
+                    body.panel = panel.clone();
+                    out.push(stamp(Body::Observation(body), row_issues));
                 }
             }
             _ => {}
         }
     }
-    out
 }
 
 #[expect(
@@ -713,7 +711,7 @@ fn observation(
     sub_ids: &mut Vec<(usize, u64)>,
     last_time: &mut Option<(u64, Option<Text>)>,
     msg_issues: &mut Vec<Issue>,
-) -> Option<(Body, Vec<Issue>)> {
+) -> Option<(ObservationBody, Vec<Issue>)> {
     let mut issues = Vec::new();
     let vt_raw = seg.field(2).raw().trim_ascii();
     let value = seg.field(5);
@@ -960,7 +958,7 @@ fn observation(
             }
         };
     }
-    Some((Body::Observation(body), issues))
+    Some((body, issues))
 }
 
 /// The `hl7_other` body.
