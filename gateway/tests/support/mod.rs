@@ -486,8 +486,12 @@ pub fn pcd_oru(rng: &mut Rng, i: usize) -> (String, Planted) {
 }
 
 /// Like [`pcd_oru`] with the first `metrics` vital signs (6 give about 1 KB).
+///
+/// Like a real ICU, 64 bedside monitors report: each message comes from one
+/// of them (its EUI-64, bed and current patient), with fresh values and times.
 pub fn pcd_oru_n(rng: &mut Rng, i: usize, metrics: usize) -> (String, Planted) {
-    let eui = format!("0012AB{:010X}", rng.below(1 << 40));
+    let monitor = rng.below(64);
+    let eui = format!("0012AB{:010X}", 0x00FF_FE00_0000 + monitor);
     let t = ts(rng);
     let mut m = format!(
         "MSH|^~\\&|MONITOR^{eui}^EUI-64|ICU-3|||{t}||ORU^R01^ORU_R01|M{i}{}|P|2.6|||NE|AL||UNICODE UTF-8|||IHE_PCD_001^IHE PCD^1.3.6.1.4.1.19376.1.6.1.1.1^ISO\r",
@@ -495,14 +499,15 @@ pub fn pcd_oru_n(rng: &mut Rng, i: usize, metrics: usize) -> (String, Planted) {
     );
     let _ = write!(
         m,
-        "PID|||UH{}^^^HOSP^MR||DOE^JANE^^^^^L|||F\r",
-        rng.digits(8),
+        "PID|||UH{:08}^^^HOSP^MR||DOE^JANE^^^^^L|||F\r",
+        40_000_000 + monitor,
     );
     let _ = write!(
         m,
-        "PV1||I|ICU3^R12^B{:02}^HOSP||||||||||||||||V{}^^^HOSP^VN\r",
-        rng.below(30),
-        rng.digits(8)
+        "PV1||I|ICU3^R{}^B{:02}^HOSP||||||||||||||||V{:08}^^^HOSP^VN\r",
+        monitor / 4,
+        monitor,
+        70_000_000 + monitor,
     );
     let _ = write!(
         m,
