@@ -359,7 +359,7 @@ impl<'a> Message<'a> {
             subcomponent: enc.get(3).copied(),
             truncation: enc.get(4).copied(),
         };
-        let mut fields: Vec<&'a str> = Vec::with_capacity(text.len() / 8 + 16);
+        let mut fields: Vec<&'a str> = Vec::with_capacity(text.len() / 5 + 16);
         let mut segs: Vec<SegSpan> = Vec::with_capacity(text.len() / 64 + 4);
         // MSH: id, MSH-1 (the separator itself), then MSH-2.. as split.
         fields.push(&msh[..3]);

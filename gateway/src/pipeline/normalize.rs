@@ -821,7 +821,7 @@ fn observation(
                                 v,
                                 x,
                                 body.unit.as_deref(),
-                                &label(5),
+                                label,
                                 &mut issues,
                             );
                         }

@@ -810,18 +810,19 @@ pub fn vital(code: &str) -> Option<&'static Vital> {
         .and_then(|i| VITALS.get(i))
 }
 
-/// Checks a numeric value of a known code against its units and range.
+/// Checks a numeric value of a known code against its units and range;
+/// `field(n)` names OBX-n of the row (built only when an issue is raised).
 pub fn check_value(
     v: &Vital,
     value: f64,
     unit: Option<&str>,
-    field: &str,
+    field: impl Fn(usize) -> String,
     issues: &mut Vec<Issue>,
 ) {
     let Some(unit) = unit else {
         issues.push(issue(
             "UNIT_MISSING",
-            Some(field.replace("-5", "-6")),
+            Some(field(6)),
             format!("no unit for {}", v.name),
         ));
         return;
@@ -829,14 +830,14 @@ pub fn check_value(
     match v.units.iter().find(|(u, _, _)| *u == unit) {
         None => issues.push(issue(
             "UNIT_UNEXPECTED",
-            Some(field.replace("-5", "-6")),
+            Some(field(6)),
             format!("unit {} is not expected for {}", short(unit), v.name),
         )),
         Some((_, lo, hi)) => {
             if value < *lo || value > *hi {
                 issues.push(issue(
                     "VALUE_IMPLAUSIBLE",
-                    Some(field.to_owned()),
+                    Some(field(5)),
                     format!("{} {value} {unit} is outside {lo}–{hi}", v.name),
                 ));
             }
