@@ -817,13 +817,7 @@ fn observation(
                                 .flatten()
                         });
                         if let Some(v) = known {
-                            validate::check_value(
-                                v,
-                                x,
-                                body.unit.as_deref(),
-                                label,
-                                &mut issues,
-                            );
+                            validate::check_value(v, x, body.unit.as_deref(), label, &mut issues);
                         }
                     }
                     _ => issues.push(issue(
