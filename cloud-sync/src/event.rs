@@ -14,11 +14,23 @@
 //! - **Times are strings** because the date policy decides their shape:
 //!   `2024-01-01T12:00:00+05:30` (shifted, precision as sent), `2024-01-01`
 //!   (date only), or `2024` (year-only policy).
+//! - **Shared strings.** Per-message values are [`Text`] (`Arc<str>`);
+//!   JSON does not see the difference.
 //! - **Additive evolution.** Optional fields are omitted when empty and
 //!   default when absent, so a newer gateway can add fields without breaking
 //!   an older collector; [`SCHEMA_VERSION`] changes only on a breaking change.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+
+/// An immutable, cheaply cloned string. Values shared by every event of one
+/// message (source, control id hash, times, pseudonyms, location, device)
+/// and values that repeat across messages (units, value types, coding
+/// systems) are shared `Text`, so a message with 12 observations holds one
+/// copy of each — the pipeline's throughput target (50k messages/s) is
+/// mostly an allocation budget. It serializes exactly like a `String`.
+pub type Text = Arc<str>;
 
 /// The version of this schema, carried in every event as `schema`.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -30,13 +42,13 @@ pub struct Event {
     pub schema: u32,
     /// The configured name of the source that received the message (e.g.
     /// `icu-monitors`); a site-chosen label, not patient data.
-    pub source: String,
+    pub source: Text,
     /// Keyed hash of the original message's sender and control id (MSH-3,
     /// MSH-4, MSH-10): joins the events of one message and detects resends
     /// without revealing the id (`C1-` + 32 hex digits).
-    pub control_id_hash: String,
+    pub control_id_hash: Text,
     /// When the gateway received the message, under the date policy.
-    pub received_at: String,
+    pub received_at: Text,
     /// Quality score 0–100 derived from the severities of `issues`
     /// (formula in `docs/validation-rules.md`).
     pub quality: u8,
@@ -46,15 +58,15 @@ pub struct Event {
     /// Site-scoped patient pseudonym (`P1-…`), from the patient's local
     /// identifier (PID-3), when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patient: Option<String>,
+    pub patient: Option<Text>,
     /// Network-scoped patient pseudonym (`N1-…`) from the patient's ABHA
     /// number, present only when the site runs with the network scope: equal
     /// at every site of the network for the same ABHA number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patient_network: Option<String>,
+    pub patient_network: Option<Text>,
     /// Encounter (visit) pseudonym (`E1-…`) from PV1-19.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub encounter: Option<String>,
+    pub encounter: Option<Text>,
     /// The type-specific part; serialized as `type` plus the body's fields.
     #[serde(flatten)]
     pub body: Body,
@@ -129,13 +141,13 @@ pub struct Issue {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Code {
     /// The code, e.g. `150456`.
-    pub code: String,
+    pub code: Text,
     /// The coding system as sent: `MDC`, `LN` (LOINC), `SCT`, `UCUM` or a local name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub system: Option<String>,
+    pub system: Option<Text>,
     /// The display text or reference id, e.g. `MDC_PULS_OXIM_SAT_O2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub display: Option<String>,
+    pub display: Option<Text>,
 }
 
 /// A place in the hospital (HL7 PL), de-identified: the ward is kept, room
@@ -144,16 +156,16 @@ pub struct Code {
 pub struct Location {
     /// Facility (PL-4), as a code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub facility: Option<String>,
+    pub facility: Option<Text>,
     /// Ward / point of care (PL-1), e.g. `ICU3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ward: Option<String>,
+    pub ward: Option<Text>,
     /// Room pseudonym (`L1-…`) from facility, ward and PL-2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub room: Option<String>,
+    pub room: Option<Text>,
     /// Bed pseudonym (`L1-…`) from facility, ward, room and PL-3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bed: Option<String>,
+    pub bed: Option<Text>,
 }
 
 impl Location {
@@ -170,7 +182,7 @@ pub struct ObservationBody {
     pub code: Code,
     /// The HL7 value type (OBX-2), e.g. `NM`, `CWE`, `ST`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value_type: Option<String>,
+    pub value_type: Option<Text>,
     /// The numeric value (NM, or the number of an SN).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_num: Option<f64>,
@@ -180,46 +192,46 @@ pub struct ObservationBody {
     /// A textual value after de-identification (ST scrubbed, dates shifted,
     /// numeric arrays as sent); absent when the profile removed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value_text: Option<String>,
+    pub value_text: Option<Text>,
     /// The unit in UCUM, when it could be mapped (e.g. `mm[Hg]`, `%`, `/min`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unit: Option<String>,
+    pub unit: Option<Text>,
     /// The unit as sent (OBX-6 code or text), e.g. `266016` or `mmHg`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unit_sent: Option<String>,
+    pub unit_sent: Option<Text>,
     /// Reference / alarm range (OBX-7), e.g. `90-100`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reference_range: Option<String>,
+    pub reference_range: Option<Text>,
     /// Abnormal flags (OBX-8), e.g. `["H"]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub abnormal_flags: Vec<String>,
+    pub abnormal_flags: Vec<Text>,
     /// Result status (OBX-11), e.g. `F`, `R`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result_status: Option<String>,
+    pub result_status: Option<Text>,
     /// When it was observed (OBX-14, else OBR-7, else MSH-7), under the date policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_at: Option<String>,
+    pub observed_at: Option<Text>,
     /// The OBX-4 sub-id; for IHE PCD-01 the containment path `MDS.VMD.CHAN.METRIC`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sub_id: Option<String>,
+    pub sub_id: Option<Text>,
     /// Device pseudonym (`D1-…`) from OBX-18 (inherited down the PCD tree) or MSH-3's EUI-64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
+    pub device: Option<Text>,
     /// PCD-01: the MDS (device) code of this row's containment path, e.g. `69965`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_mds: Option<String>,
+    pub device_mds: Option<Text>,
     /// PCD-01: the VMD (module) code of this row's containment path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_vmd: Option<String>,
+    pub device_vmd: Option<Text>,
     /// PCD-01: the channel code of this row's containment path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_channel: Option<String>,
+    pub device_channel: Option<Text>,
     /// Where the patient/device was (PV1-3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub location: Option<Location>,
+    pub location: Option<Arc<Location>>,
     /// The order's universal service id (OBR-4), e.g. `182777000` / `SCT`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub panel: Option<Code>,
+    pub panel: Option<Arc<Code>>,
 }
 
 /// What an ADT event does to a stay.
@@ -258,12 +270,12 @@ pub enum AdtAction {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdtBody {
     /// The trigger event (MSH-9.2, else EVN-1), e.g. `A02`.
-    pub trigger: String,
+    pub trigger: Text,
     /// What the trigger does.
     pub action: AdtAction,
     /// Patient class (PV1-2), e.g. `I`, `E`, `O`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patient_class: Option<String>,
+    pub patient_class: Option<Text>,
     /// The location after the event (PV1-3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
@@ -272,47 +284,47 @@ pub struct AdtBody {
     pub prior_location: Option<Location>,
     /// When the event happened (EVN-6, else EVN-2, else MSH-7), under the date policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_at: Option<String>,
+    pub event_at: Option<Text>,
     /// Admit time (PV1-44), under the date policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub admit_at: Option<String>,
+    pub admit_at: Option<Text>,
     /// Discharge time (PV1-45), under the date policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub discharge_at: Option<String>,
+    pub discharge_at: Option<Text>,
     /// Administrative sex (PID-8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sex: Option<String>,
+    pub sex: Option<Text>,
     /// Age in whole years at the event, derived from PID-7 (the birth date
     /// itself is removed); `90+` for 90 and over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub age: Option<String>,
+    pub age: Option<Text>,
     /// The first 3 digits of the PIN / ZIP code (PID-11.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub postal_prefix: Option<String>,
+    pub postal_prefix: Option<Text>,
     /// State or province (PID-11.4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    pub state: Option<Text>,
     /// Country (PID-11.6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub country: Option<String>,
+    pub country: Option<Text>,
     /// Admission type (PV1-4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub admission_type: Option<String>,
+    pub admission_type: Option<Text>,
     /// Hospital service (PV1-10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hospital_service: Option<String>,
+    pub hospital_service: Option<Text>,
     /// Discharge disposition (PV1-36).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub discharge_disposition: Option<String>,
+    pub discharge_disposition: Option<Text>,
     /// Death indicator (PID-30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deceased: Option<bool>,
     /// Death time (PID-29), under the date policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub death_at: Option<String>,
+    pub death_at: Option<Text>,
     /// On a merge: the pseudonym of the patient record merged away (MRG-1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prior_patient: Option<String>,
+    pub prior_patient: Option<Text>,
 }
 
 /// Any other message, de-identified segment by segment so nothing is
@@ -343,9 +355,9 @@ mod tests {
     fn envelope(body: Body) -> Event {
         Event {
             schema: SCHEMA_VERSION,
-            source: "icu".into(),
-            control_id_hash: "C1-00".into(),
-            received_at: "2024-01-01T00:00:00Z".into(),
+            source: Text::from("icu"),
+            control_id_hash: Text::from("C1-00"),
+            received_at: Text::from("2024-01-01T00:00:00Z"),
             quality: 95,
             issues: vec![Issue {
                 code: "UNIT_MISSING".into(),
@@ -353,7 +365,7 @@ mod tests {
                 field: Some("OBX[1]-6".into()),
                 message: "no unit".into(),
             }],
-            patient: Some("P1-ab".into()),
+            patient: Some(Text::from("P1-ab")),
             patient_network: None,
             encounter: None,
             body,
@@ -364,21 +376,21 @@ mod tests {
     fn observation_round_trips_with_flat_type_tag() {
         let ev = envelope(Body::Observation(ObservationBody {
             code: Code {
-                code: "150456".into(),
-                system: Some("MDC".into()),
+                code: Text::from("150456"),
+                system: Some(Text::from("MDC")),
                 display: None,
             },
-            value_type: Some("NM".into()),
+            value_type: Some(Text::from("NM")),
             value_num: Some(97.0),
             value_code: None,
             value_text: None,
-            unit: Some("%".into()),
+            unit: Some(Text::from("%")),
             unit_sent: None,
             reference_range: None,
             abnormal_flags: vec![],
-            result_status: Some("R".into()),
+            result_status: Some(Text::from("R")),
             observed_at: None,
-            sub_id: Some("1.2.1.1".into()),
+            sub_id: Some(Text::from("1.2.1.1")),
             device: None,
             device_mds: None,
             device_vmd: None,

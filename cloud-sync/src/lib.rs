@@ -31,5 +31,5 @@ pub mod receipt;
 
 pub use event::{
     AdtAction, AdtBody, Body, Code, Event, Hl7OtherBody, Issue, Location, ObservationBody,
-    OtherSegment, Severity, SCHEMA_VERSION,
+    OtherSegment, Severity, Text, SCHEMA_VERSION,
 };

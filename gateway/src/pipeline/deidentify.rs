@@ -18,13 +18,48 @@
 
 use std::borrow::Cow;
 
-use wardlink_sync::OtherSegment;
+use wardlink_sync::{OtherSegment, Text};
 
 use super::detect::{self, Dictionary, Mode};
 use super::hl7::{escape_into, Message, Precision, Segment, Ts, Value};
 use super::profile::{pseudonym_kind, Action, Origin, Profile};
 use super::pseudonym::{IdKind, SiteKeys};
 use super::{DatePolicy, FieldTrace};
+
+/// Longest value kept in the cross-message cache.
+const SHARED_MAX_LEN: usize = 40;
+/// Slots of the cross-message cache (a power of two).
+const SHARED_SLOTS: usize = 4096;
+
+thread_local! {
+    /// A small content-addressed cache of exported values, per thread: one
+    /// `Text` per distinct code, display name, unit or sub-id instead of an
+    /// allocation per observation. A slot collision simply replaces the old
+    /// entry, so it is bounded (4096 values of at most 40 bytes) and holds
+    /// only values the profile keeps (never an input that was removed).
+    static SHARED: std::cell::RefCell<Vec<Option<(u64, Text)>>> =
+        std::cell::RefCell::new(vec![None; SHARED_SLOTS]);
+}
+
+/// The shared `Text` for an exported value (see `SHARED`).
+pub fn shared_text(s: &str) -> Text {
+    let h = super::hl7::hash64(s);
+    SHARED.with(|cell| {
+        let Ok(mut slots) = cell.try_borrow_mut() else {
+            return Text::from(s);
+        };
+        let i = (h as usize) & (SHARED_SLOTS - 1);
+        match slots.get_mut(i) {
+            Some(Some((k, t))) if *k == h && t.as_ref() == s => t.clone(),
+            Some(slot) => {
+                let t = Text::from(s);
+                *slot = Some((h, t.clone()));
+                t
+            }
+            None => Text::from(s),
+        }
+    })
+}
 
 /// Where a value sits, for profile lookup and explanations.
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +138,19 @@ pub struct Deid<'p, 'm, 'a> {
     /// Epoch seconds of the message's reference time (for generalizing birth dates).
     pub reference: Option<Ts>,
     dict: Option<Dictionary>,
+    /// keep-code results already computed for this message (values like
+    /// `NM` or a ward code repeat on every row).
+    code_memo: Vec<(Text, Option<Text>)>,
+    /// Distinct short values of this message (see [`Deid::intern`]).
+    interned: Vec<(u64, Text)>,
+    /// Hash slots into `interned` (index + 1; at most half full).
+    intern_slots: [u16; 256],
+    /// Whether keep-code also rejects values containing this message's names
+    /// and identifiers. On for `hl7_other` (fields of unknown meaning); off
+    /// for the normalizer's known code fields (ward, class, value type …),
+    /// where building the dictionary for every device message would cost
+    /// more than the whole parse and protect against nothing plausible.
+    pub codes_use_dictionary: bool,
     /// Field traces, when explaining.
     pub trace: Option<Vec<FieldTrace>>,
 }
@@ -118,11 +166,8 @@ pub fn normalize_device_id(s: &str) -> String {
 /// The device id of an EI value (OBX-18, MSH-3 as HD): the universal id when
 /// typed EUI-64, else the entity/namespace id.
 pub fn device_id_of(ei: Value<'_>, hd: bool) -> Option<String> {
-    let (id, uid, ty) = if hd {
-        (ei.comp(1), ei.comp(2), ei.comp(3))
-    } else {
-        (ei.comp(1), ei.comp(3), ei.comp(4))
-    };
+    let [c1, c2, c3, c4] = ei.comps_n::<4>();
+    let (id, uid, ty) = if hd { (c1, c2, c3) } else { (c1, c3, c4) };
     let pick = if ty.raw().eq_ignore_ascii_case("EUI-64") && !uid.is_empty() {
         uid
     } else if hd {
@@ -152,6 +197,10 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
             offset_days: 0,
             reference: None,
             dict: None,
+            code_memo: Vec::new(),
+            interned: Vec::with_capacity(32),
+            intern_slots: [0; 256],
+            codes_use_dictionary: false,
             trace: tracing.then(Vec::new),
         }
     }
@@ -239,6 +288,38 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
         self.dict.get_or_insert_with(|| build_dictionary(msg))
     }
 
+    /// A shared string for `s`: values repeat across the rows of a message
+    /// (`NM`, `R`, `MDC`, units, the observation time), so each distinct
+    /// value is allocated once per message.
+    pub fn intern(&mut self, s: &str) -> Text {
+        if s.len() > 40 {
+            return Text::from(s);
+        }
+        let h = super::hl7::hash64(s);
+        // Open addressing over 256 slots holding index + 1 (0 = empty).
+        let mask = self.intern_slots.len() - 1;
+        let mut i = (h as usize) & mask;
+        for _ in 0..self.intern_slots.len() {
+            match self.intern_slots[i] {
+                0 => break,
+                k => {
+                    if let Some((kh, t)) = self.interned.get(usize::from(k) - 1) {
+                        if *kh == h && t.as_ref() == s {
+                            return t.clone();
+                        }
+                    }
+                }
+            }
+            i = (i + 1) & mask;
+        }
+        let t = Text::from(s);
+        if self.interned.len() < 128 && self.intern_slots[i] == 0 {
+            self.interned.push((h, t.clone()));
+            self.intern_slots[i] = self.interned.len() as u16;
+        }
+        t
+    }
+
     /// Renders a parsed date per `action` and the date policy (ISO 8601).
     pub fn render_date(&self, ts: &Ts, action: Action) -> Option<String> {
         match action {
@@ -253,10 +334,10 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
     }
 
     /// A timestamp field for an event (ISO 8601 under the policy), traced.
-    pub fn date(&mut self, loc: Loc<'_>, ts: Option<&Ts>) -> Option<String> {
+    pub fn date(&mut self, loc: Loc<'_>, ts: Option<&Ts>) -> Option<Text> {
         let ts = ts?;
         let (action, origin) = self.action(&loc);
-        let out = self.render_date(ts, action);
+        let out = self.render_date(ts, action).map(|s| self.intern(&s));
         self.record(&loc, action, origin, out.as_deref());
         out
     }
@@ -275,14 +356,14 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
         kind: IdKind,
         parts: &[&str],
         display: &str,
-    ) -> Option<String> {
-        if display.trim().is_empty() {
+    ) -> Option<Text> {
+        if display.trim_ascii().is_empty() {
             return None;
         }
         let (action, origin) = self.action(&loc);
         let out = match action {
-            Action::Pseudonymize => Some(self.keys.pseudonym(kind, parts)),
-            Action::Keep => Some(display.to_owned()),
+            Action::Pseudonymize => Some(self.keys.pseudonym_text(kind, parts)),
+            Action::Keep => Some(self.intern(display)),
             Action::KeepCode => self.keep_code(display),
             _ => None,
         };
@@ -290,22 +371,54 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
         out
     }
 
-    /// A code-like value must pass: ≤ 20 chars, no whitespace, no `@`, not
-    /// an all-digit run longer than 5, no identifier detected.
-    pub fn keep_code(&mut self, s: &str) -> Option<String> {
-        let t = s.trim();
+    /// Like [`Deid::ident`] when the caller already computed the pseudonym
+    /// (it also needs it internally): no second HMAC.
+    pub fn ident_with(&mut self, loc: Loc<'_>, pseudonym: &Text, display: &str) -> Option<Text> {
+        if display.trim_ascii().is_empty() {
+            return None;
+        }
+        let (action, origin) = self.action(&loc);
+        let out = match action {
+            Action::Pseudonymize => Some(pseudonym.clone()),
+            Action::Keep => Some(self.intern(display)),
+            Action::KeepCode => self.keep_code(display),
+            _ => None,
+        };
+        self.record(&loc, action, origin, out.as_deref());
+        out
+    }
+
+    /// A code-like value must pass: ≤ 20 chars, no whitespace, no `@`, at
+    /// most 5 digits (longer numbers are identifiers more often than codes:
+    /// MRNs, visit and account numbers), no identifier detected.
+    pub fn keep_code(&mut self, s: &str) -> Option<Text> {
+        let t = s.trim_ascii();
         if t.is_empty() {
             return None;
         }
+        if let Some((_, r)) = self
+            .code_memo
+            .iter()
+            .find(|(k, _)| k.len() == t.len() && k.as_ref() == t)
+        {
+            return r.clone();
+        }
         let n = t.chars().count();
-        let all_digits = t.bytes().all(|b| b.is_ascii_digit());
-        if n > 20 || t.contains(char::is_whitespace) || t.contains('@') || (all_digits && n > 5) {
-            return None;
+        let digits = t.bytes().filter(u8::is_ascii_digit).count();
+        let shape_ok =
+            n <= 20 && !t.contains(char::is_whitespace) && !t.contains('@') && digits <= 5;
+        // Every strict detector needs '@', '.', ':' or more than 5 digits,
+        // except PAN: skip the scan when none can fire.
+        let ok = shape_ok
+            && !((t.contains(['.', ':']) || detect::is_pan(t))
+                && !detect::find(t, Mode::Strict, None).is_empty())
+            && !(self.codes_use_dictionary && self.dictionary().matches(t));
+        let key = self.intern(t);
+        let r = ok.then(|| key.clone());
+        if self.code_memo.len() < 64 {
+            self.code_memo.push((key, r.clone()));
         }
-        if !detect::find(t, Mode::Strict, None).is_empty() || self.dictionary().matches(t) {
-            return None;
-        }
-        Some(t.to_owned())
+        r
     }
 
     /// Free text scrubbed with every detector and this message's dictionary.
@@ -315,19 +428,19 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
     }
 
     /// A textual value for an event, per its action.
-    pub fn text(&mut self, loc: Loc<'_>, v: Value<'_>) -> Option<String> {
+    pub fn text(&mut self, loc: Loc<'_>, v: Value<'_>) -> Option<Text> {
         let t = v.text()?;
         self.text_str(loc, &t)
     }
 
     /// Like [`Deid::text`] for an already decoded string.
-    pub fn text_str(&mut self, loc: Loc<'_>, t: &str) -> Option<String> {
+    pub fn text_str(&mut self, loc: Loc<'_>, t: &str) -> Option<Text> {
         let (action, origin) = self.action(&loc);
         match action {
             Action::Scrub => {
                 let (s, counts) = self.scrub_text(t);
                 self.record_scrub(&loc, origin, Some(&s), &counts);
-                Some(s)
+                Some(Text::from(s))
             }
             _ => {
                 let out = self.apply_plain(&loc, action, t);
@@ -337,21 +450,25 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
         }
     }
 
-    fn apply_plain(&mut self, loc: &Loc<'_>, action: Action, t: &str) -> Option<String> {
+    fn apply_plain(&mut self, loc: &Loc<'_>, action: Action, t: &str) -> Option<Text> {
         match action {
-            Action::Keep => Some(t.to_owned()),
+            // Kept values (codes, display names, units, statuses, PCD paths)
+            // repeat in every message of a device: share them across
+            // messages. Only values the profile exports go there.
+            Action::Keep if t.len() <= SHARED_MAX_LEN => Some(shared_text(t)),
+            Action::Keep => Some(Text::from(t)),
             Action::KeepCode => self.keep_code(t),
             Action::Remove => None,
-            Action::Scrub => Some(self.scrub_text(t).0),
+            Action::Scrub => Some(Text::from(self.scrub_text(t).0)),
             Action::Pseudonymize => Some(
                 self.keys
-                    .pseudonym(pseudonym_kind(loc.seg, loc.field, loc.comp), &[t]),
+                    .pseudonym_text(pseudonym_kind(loc.seg, loc.field, loc.comp), &[t]),
             ),
             Action::ShiftDate => {
                 let ts = Ts::parse(t.split(['^', '&']).next().unwrap_or(""))?;
-                self.render_date(&ts, Action::ShiftDate)
+                self.render_date(&ts, Action::ShiftDate).map(Text::from)
             }
-            Action::Generalize => self.generalize(loc, t),
+            Action::Generalize => self.generalize(loc, t).map(Text::from),
         }
     }
 
@@ -374,6 +491,8 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
     /// `hl7_other`: every segment, every field, after the profile.
     pub fn other_segments(&mut self) -> Vec<OtherSegment> {
         let msg = self.msg;
+        self.codes_use_dictionary = true;
+        self.code_memo.clear();
         let mut out = Vec::with_capacity(msg.segment_count());
         let mut occ: Vec<(&str, usize)> = Vec::new();
         for seg in msg.segments() {
@@ -396,7 +515,7 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
                 "???"
             };
             let vt_owned = if pid == "OBX" {
-                seg.field(2).raw().trim().to_owned()
+                seg.field(2).raw().trim_ascii().to_owned()
             } else {
                 String::new()
             };
@@ -452,6 +571,9 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
                             out.push_str(&p);
                         }
                     }
+                    while out.ends_with('~') {
+                        out.pop();
+                    }
                     self.record(&loc, action, origin, Some(&out));
                     return out;
                 }
@@ -498,8 +620,10 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
                             continue;
                         }
                         let r = match a {
-                            Action::ShiftDate | Action::Generalize => self.hl7_date(&cloc, a, &t),
-                            Action::Scrub => Some(self.scrub_text(&t).0),
+                            Action::ShiftDate | Action::Generalize => {
+                                self.hl7_date(&cloc, a, &t).map(Text::from)
+                            }
+                            Action::Scrub => Some(Text::from(self.scrub_text(&t).0)),
                             _ => self.apply_plain(&cloc, a, &t),
                         };
                         if let Some(r) = r {
@@ -554,7 +678,17 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
         match kind {
             IdKind::Patient | IdKind::Account => {
                 let id = rep.comp(1).decoded();
-                if id.trim().is_empty() {
+                if id.trim_ascii().is_empty() {
+                    return None;
+                }
+                // National ids never leave, not even as pseudonyms: Aadhaar
+                // and ABHA repetitions of an identifier list are dropped (the
+                // ABHA number reaches the collector only as `patient_network`).
+                if super::normalize::is_aadhaar_rep(&rep)
+                    || super::normalize::is_abha_rep(&rep)
+                    || detect::is_aadhaar(&id)
+                    || detect::is_abha_number(&id)
+                {
                     return None;
                 }
                 let auth = rep.comp(4).decoded();
@@ -563,7 +697,7 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
             }
             IdKind::Visit => {
                 let id = rep.comp(1).decoded();
-                if id.trim().is_empty() {
+                if id.trim_ascii().is_empty() {
                     return None;
                 }
                 let auth = rep.comp(4).decoded();
@@ -571,7 +705,7 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
             }
             IdKind::Order => {
                 let id = rep.comp(1).decoded();
-                if id.trim().is_empty() {
+                if id.trim_ascii().is_empty() {
                     return None;
                 }
                 let ns = rep.comp(2).decoded();
@@ -588,7 +722,7 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
             IdKind::Location => {
                 let c = loc.comp.unwrap_or(3).clamp(2, 3);
                 let parts = location_parts(rep);
-                if parts[c].trim().is_empty() {
+                if parts[c].trim_ascii().is_empty() {
                     return None;
                 }
                 let p: Vec<&str> = parts[..=c].iter().map(|s| s.as_ref()).collect();
@@ -596,7 +730,7 @@ impl<'p, 'm, 'a> Deid<'p, 'm, 'a> {
             }
             _ => {
                 let t = rep.decoded();
-                (!t.trim().is_empty()).then(|| self.keys.pseudonym(kind, &[&t]))
+                (!t.trim_ascii().is_empty()).then(|| self.keys.pseudonym(kind, &[&t]))
             }
         }
     }
@@ -615,9 +749,10 @@ pub fn location_parts<'v>(pl: Value<'v>) -> [Cow<'v, str>; 4] {
 /// Whole years between a birth date and a reference date (None if negative).
 pub fn age_years(dob: &Ts, at: &Ts) -> Option<u32> {
     let mut years = at.year - dob.year;
-    if dob.precision >= Precision::Day && (at.month, at.day) < (dob.month, dob.day) {
-        years -= 1;
-    } else if dob.precision == Precision::Month && at.month < dob.month {
+    let before_birthday = (dob.precision >= Precision::Day
+        && (at.month, at.day) < (dob.month, dob.day))
+        || (dob.precision == Precision::Month && at.month < dob.month);
+    if before_birthday {
         years -= 1;
     }
     u32::try_from(years).ok()

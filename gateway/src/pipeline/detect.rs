@@ -770,6 +770,9 @@ fn compact_upper(s: &str) -> String {
 pub struct Dictionary {
     names: HashSet<String>,
     ids: Vec<String>,
+    /// Every identifier, however short, for exact comparison with a whole
+    /// value (a 3-digit MRN in a Z-segment field).
+    exact: HashSet<String>,
 }
 
 impl Dictionary {
@@ -780,7 +783,7 @@ impl Dictionary {
 
     /// True when nothing was added.
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty() && self.ids.is_empty()
+        self.names.is_empty() && self.ids.is_empty() && self.exact.is_empty()
     }
 
     /// Adds a person's name (or a street/city): every word of 2+ letters.
@@ -796,6 +799,9 @@ impl Dictionary {
     /// alphanumerics (at least 4), whatever separators the text uses.
     pub fn add_id(&mut self, s: &str) {
         let c = compact_upper(s);
+        if !c.is_empty() {
+            self.exact.insert(c.clone());
+        }
         // A phone written with a country prefix also recurs without it.
         if c.len() > 10 && c.bytes().all(|b| b.is_ascii_digit()) {
             let tail = c[c.len() - 10..].to_owned();
@@ -810,6 +816,9 @@ impl Dictionary {
 
     /// True when a value contains one of the known names or identifiers.
     pub fn matches(&self, text: &str) -> bool {
+        if !self.exact.is_empty() && self.exact.contains(&compact_upper(text)) {
+            return true;
+        }
         let mut hits = Vec::new();
         self.find(text, &mut hits);
         !hits.is_empty()

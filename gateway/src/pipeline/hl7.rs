@@ -66,7 +66,7 @@ pub enum Declared {
 
 /// Classifies an MSH-18 value.
 pub fn classify_charset(value: &str) -> Declared {
-    let v = value.trim();
+    let v = value.trim_ascii();
     if v.is_empty() || v.eq_ignore_ascii_case("ASCII") {
         Declared::Ascii
     } else if v.eq_ignore_ascii_case("UNICODE UTF-8")
@@ -249,6 +249,49 @@ pub struct Message<'a> {
     fields: Vec<&'a str>,
     /// Non-empty lines before MSH that were not FHS/BHS headers.
     pub leading_junk: bool,
+    /// MSH after MSH-2, and the text after MSH (for cheap whole-message
+    /// byte checks).
+    body: &'a str,
+    rest_text: &'a str,
+}
+
+/// Non-empty lines, split at CR, LF or CRLF, with leading junk (BOM, NUL,
+/// blanks, stray MLLP bytes) trimmed.
+struct Lines<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        loop {
+            if self.rest.is_empty() {
+                return None;
+            }
+            let b = self.rest.as_bytes();
+            let end = b
+                .iter()
+                .position(|&c| c == b'\r' || c == b'\n')
+                .unwrap_or(b.len());
+            let line = self.rest.get(..end).unwrap_or("");
+            self.rest = self.rest.get(end + 1..).unwrap_or("");
+            let line = line.trim_start_matches(['\u{feff}', '\0', ' ', '\t', '\u{0b}', '\u{1c}']);
+            if !line.is_empty() {
+                return Some(line);
+            }
+        }
+    }
+}
+
+fn split_into<'a>(s: &'a str, sep: u8, out: &mut Vec<&'a str>) {
+    let mut start = 0;
+    for (i, &c) in s.as_bytes().iter().enumerate() {
+        if c == sep {
+            out.push(s.get(start..i).unwrap_or(""));
+            start = i + 1;
+        }
+    }
+    out.push(s.get(start..).unwrap_or(""));
 }
 
 fn delimiter_ok(b: u8) -> bool {
@@ -262,10 +305,7 @@ impl<'a> Message<'a> {
     /// [`ParseError::NoMsh`] when no line starts with `MSH`;
     /// [`ParseError::BadDelimiters`] when MSH-1/MSH-2 are unusable.
     pub fn parse(text: &'a str) -> Result<Message<'a>, ParseError> {
-        let mut lines = text
-            .split(['\r', '\n'])
-            .map(|l| l.trim_start_matches(['\u{feff}', '\0', ' ', '\t', '\u{0b}', '\u{1c}']))
-            .filter(|l| !l.is_empty());
+        let mut lines = Lines { rest: text };
         let mut leading_junk = false;
         let msh = loop {
             match lines.next() {
@@ -319,33 +359,50 @@ impl<'a> Message<'a> {
             subcomponent: enc.get(3).copied(),
             truncation: enc.get(4).copied(),
         };
-        let sep = char::from(field);
-        let mut fields: Vec<&'a str> = Vec::with_capacity(text.len() / 6 + 8);
-        let mut segs: Vec<SegSpan> = Vec::with_capacity(text.len() / 48 + 4);
+        let mut fields: Vec<&'a str> = Vec::with_capacity(text.len() / 5 + 16);
+        let mut segs: Vec<SegSpan> = Vec::with_capacity(text.len() / 64 + 4);
         // MSH: id, MSH-1 (the separator itself), then MSH-2.. as split.
-        let start = fields.len();
         fields.push(&msh[..3]);
         fields.push(&msh[3..4]);
-        fields.extend(msh[4..].split(sep));
+        split_into(&msh[4..], field, &mut fields);
         segs.push(SegSpan {
-            start: start as u32,
-            len: (fields.len() - start) as u32,
+            start: 0,
+            len: fields.len() as u32,
         });
-        for line in lines {
-            let start = fields.len();
-            if let Some(rest) = line.strip_prefix("MSH") {
-                // A second MSH (batch content): keep the numbering rule.
-                fields.push(&line[..3]);
-                if rest.is_empty() {
-                    fields.push("");
-                } else {
-                    let first = rest.chars().next().map_or(1, char::len_utf8);
-                    fields.push(&rest[..first]);
-                    fields.extend(rest[first..].split(sep));
-                }
-            } else {
-                fields.extend(line.split(sep));
+        // The rest in one pass: fields end at the separator, segments at
+        // CR or LF; empty lines are skipped and leading junk trimmed.
+        let rest = lines.rest;
+        let rb = rest.as_bytes();
+        let mut i = 0;
+        while i < rb.len() {
+            // Skip line ends and leading junk of the next line.
+            while i < rb.len() && matches!(rb[i], b'\r' | b'\n' | 0 | b' ' | b'\t' | 0x0B | 0x1C) {
+                i += 1;
             }
+            if rest.get(i..).is_some_and(|r| r.starts_with('\u{feff}')) {
+                i += 3;
+                continue;
+            }
+            if i >= rb.len() {
+                break;
+            }
+            let start = fields.len();
+            let mut fstart = i;
+            if rb[i..].starts_with(b"MSH") && i + 4 <= rb.len() && rest.is_char_boundary(i + 4) {
+                // A second MSH (batch content): keep the numbering rule.
+                fields.push(rest.get(i..i + 3).unwrap_or(""));
+                fields.push(rest.get(i + 3..i + 4).unwrap_or(""));
+                i += 4;
+                fstart = i;
+            }
+            while i < rb.len() && rb[i] != b'\r' && rb[i] != b'\n' {
+                if rb[i] == field {
+                    fields.push(rest.get(fstart..i).unwrap_or(""));
+                    fstart = i + 1;
+                }
+                i += 1;
+            }
+            fields.push(rest.get(fstart..i).unwrap_or(""));
             segs.push(SegSpan {
                 start: start as u32,
                 len: (fields.len() - start) as u32,
@@ -356,7 +413,15 @@ impl<'a> Message<'a> {
             segs,
             fields,
             leading_junk,
+            body: msh.get(enc_end..).unwrap_or(""),
+            rest_text: rest,
         })
+    }
+
+    /// True when `b` occurs in any field after MSH-2 (a cheap pre-check,
+    /// e.g. "is there any escape sequence at all").
+    pub fn uses_byte(&self, b: u8) -> bool {
+        self.body.as_bytes().contains(&b) || self.rest_text.as_bytes().contains(&b)
     }
 
     /// The message's delimiters.
@@ -449,16 +514,59 @@ pub struct Value<'a> {
     d: Delimiters,
 }
 
-fn nth_split(s: &str, sep: Option<u8>, n: usize) -> &str {
-    match sep {
-        None => {
-            if n == 0 {
-                s
-            } else {
-                ""
+/// Splits on an optional ASCII separator without allocating (no separator:
+/// the whole string once).
+struct Pieces<'a> {
+    rest: Option<&'a str>,
+    sep: Option<u8>,
+}
+
+impl<'a> Pieces<'a> {
+    fn new(s: &'a str, sep: Option<u8>) -> Self {
+        Pieces { rest: Some(s), sep }
+    }
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        let s = self.rest?;
+        let cut = self.sep.and_then(|sep| s.bytes().position(|b| b == sep));
+        match cut {
+            Some(i) => {
+                self.rest = s.get(i + 1..);
+                s.get(..i)
+            }
+            None => {
+                self.rest = None;
+                Some(s)
             }
         }
-        Some(sep) => s.split(char::from(sep)).nth(n).unwrap_or(""),
+    }
+}
+
+fn nth_split(s: &str, sep: Option<u8>, n: usize) -> &str {
+    // A plain byte loop: fields are short, so this beats a memchr-based
+    // splitter, and `sep` is ASCII so every cut is a char boundary.
+    let Some(sep) = sep else {
+        return if n == 0 { s } else { "" };
+    };
+    let b = s.as_bytes();
+    let mut start = 0;
+    let mut idx = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if c == sep {
+            if idx == n {
+                return s.get(start..i).unwrap_or("");
+            }
+            idx += 1;
+            start = i + 1;
+        }
+    }
+    if idx == n {
+        s.get(start..).unwrap_or("")
+    } else {
+        ""
     }
 }
 
@@ -492,27 +600,74 @@ impl<'a> Value<'a> {
     }
 
     /// All repetitions (at least one, possibly empty).
-    pub fn reps(&self) -> impl Iterator<Item = Value<'a>> + '_ {
+    pub fn reps(&self) -> impl Iterator<Item = Value<'a>> + 'a {
         let d = self.d;
-        let sep = d.repetition.map_or('\u{0}', char::from);
-        let it: Box<dyn Iterator<Item = &'a str>> = if d.repetition.is_some() {
-            Box::new(self.raw.split(sep))
-        } else {
-            Box::new(std::iter::once(self.raw))
-        };
-        it.map(move |raw| Value { raw, d })
+        Pieces::new(self.raw, d.repetition).map(move |raw| Value { raw, d })
     }
 
     /// Component `n` (1-based) of the first repetition.
     pub fn comp(&self, n: usize) -> Value<'a> {
+        // One pass: stop at the end of component n, or at the first
+        // repetition separator (only the first repetition counts).
+        let empty = Value { raw: "", d: self.d };
         if n == 0 {
-            return Value { raw: "", d: self.d };
+            return empty;
         }
-        let first = nth_split(self.raw, self.d.repetition, 0);
-        Value {
-            raw: nth_split(first, Some(self.d.component), n - 1),
-            d: self.d,
+        let comp = self.d.component;
+        let rep = self.d.repetition;
+        let mut idx = 1;
+        let mut start = 0;
+        for (i, &c) in self.raw.as_bytes().iter().enumerate() {
+            let is_rep = Some(c) == rep;
+            if c == comp || is_rep {
+                if idx == n {
+                    return Value {
+                        raw: self.raw.get(start..i).unwrap_or(""),
+                        d: self.d,
+                    };
+                }
+                if is_rep {
+                    return empty;
+                }
+                idx += 1;
+                start = i + 1;
+            }
         }
+        if idx == n {
+            Value {
+                raw: self.raw.get(start..).unwrap_or(""),
+                d: self.d,
+            }
+        } else {
+            empty
+        }
+    }
+
+    /// The first `N` components of the first repetition in one pass
+    /// (missing ones empty).
+    pub fn comps_n<const N: usize>(&self) -> [Value<'a>; N] {
+        let mut out = [Value { raw: "", d: self.d }; N];
+        let comp = self.d.component;
+        let rep = self.d.repetition;
+        let mut idx = 0;
+        let mut start = 0;
+        let b = self.raw.as_bytes();
+        let mut i = 0;
+        while i <= b.len() && idx < N {
+            let end = i == b.len();
+            let c = if end { 0 } else { b[i] };
+            let is_rep = !end && Some(c) == rep;
+            if end || c == comp || is_rep {
+                out[idx].raw = self.raw.get(start..i).unwrap_or("");
+                idx += 1;
+                start = i + 1;
+                if end || is_rep {
+                    break;
+                }
+            }
+            i += 1;
+        }
+        out
     }
 
     /// Subcomponent `n` (1-based) of this value.
@@ -530,20 +685,13 @@ impl<'a> Value<'a> {
     pub fn comps(&self) -> impl Iterator<Item = Value<'a>> + 'a {
         let d = self.d;
         let first = nth_split(self.raw, self.d.repetition, 0);
-        first
-            .split(char::from(d.component))
-            .map(move |raw| Value { raw, d })
+        Pieces::new(first, Some(d.component)).map(move |raw| Value { raw, d })
     }
 
     /// The subcomponents of this value.
     pub fn subs(&self) -> impl Iterator<Item = Value<'a>> + 'a {
         let d = self.d;
-        let raw = self.raw;
-        let it: Box<dyn Iterator<Item = &'a str>> = match d.subcomponent {
-            Some(sep) => Box::new(raw.split(char::from(sep))),
-            None => Box::new(std::iter::once(raw)),
-        };
-        it.map(move |raw| Value { raw, d })
+        Pieces::new(self.raw, d.subcomponent).map(move |raw| Value { raw, d })
     }
 
     /// The unescaped text (borrowed when there is nothing to unescape).
@@ -558,8 +706,8 @@ impl<'a> Value<'a> {
         }
         let d = self.decoded();
         let t = match d {
-            Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
-            Cow::Owned(s) => Cow::Owned(s.trim().to_owned()),
+            Cow::Borrowed(s) => Cow::Borrowed(s.trim_ascii()),
+            Cow::Owned(s) => Cow::Owned(s.trim_ascii().to_owned()),
         };
         (!t.is_empty()).then_some(t)
     }
@@ -607,7 +755,7 @@ pub fn unescape(raw: &str, d: Delimiters) -> (Cow<'_, str>, bool) {
                 || seq.starts_with(".ce") => {}
             _ if seq.starts_with('X') || seq.starts_with('x') => {
                 let hex = &seq[1..];
-                if hex.len() % 2 == 0 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                if hex.len() & 1 == 0 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                     let bytes: Vec<u8> = hex
                         .as_bytes()
                         .chunks(2)
@@ -724,6 +872,32 @@ fn digits(s: &[u8]) -> Option<u32> {
     Some(v)
 }
 
+/// A fast 64-bit hash of a short string, 8 bytes per step (FNV-1a's
+/// byte-serial multiply chain cost ~0.5 µs per observation row). Used to
+/// remember keys within one message (interned values, OBX-4 paths); not
+/// keyed, never exported.
+pub fn hash64(s: &str) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let b = s.as_bytes();
+    let mut h = (b.len() as u64).wrapping_mul(K) ^ 0x2545_F491_4F6C_DD1D;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        h ^= h >> 29;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        h ^= h >> 29;
+    }
+    h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h ^ (h >> 31)
+}
+
 /// Days in a month of the proleptic Gregorian calendar.
 pub fn days_in_month(year: i32, month: u8) -> u8 {
     match month {
@@ -738,7 +912,7 @@ pub fn days_in_month(year: i32, month: u8) -> u8 {
 impl Ts {
     /// Parses an HL7 DTM/TS value (component 1 only; callers pass `TS.1`).
     pub fn parse(s: &str) -> Option<Ts> {
-        let s = s.trim();
+        let s = s.trim_ascii();
         let b = s.as_bytes();
         let (main, zone) = match b.iter().position(|&c| c == b'+' || c == b'-') {
             Some(p) => (&b[..p], Some(&b[p..])),
@@ -861,32 +1035,62 @@ impl Ts {
 
     /// ISO 8601 text at the precision given.
     pub fn to_iso(&self) -> String {
-        use std::fmt::Write;
-        let mut s = String::with_capacity(30);
-        let _ = write!(s, "{:04}", self.year);
+        let mut s = String::with_capacity(32);
+        push_num(&mut s, self.year.unsigned_abs(), 4);
         if self.precision >= Precision::Month {
-            let _ = write!(s, "-{:02}", self.month);
+            s.push('-');
+            push_num(&mut s, u32::from(self.month), 2);
         }
         if self.precision >= Precision::Day {
-            let _ = write!(s, "-{:02}", self.day);
+            s.push('-');
+            push_num(&mut s, u32::from(self.day), 2);
         }
         if self.precision >= Precision::Hour {
-            let _ = write!(s, "T{:02}:{:02}", self.hour, self.minute);
+            s.push('T');
+            push_num(&mut s, u32::from(self.hour), 2);
+            s.push(':');
+            push_num(&mut s, u32::from(self.minute), 2);
         }
         if self.precision >= Precision::Second {
-            let _ = write!(s, ":{:02}", self.second);
+            s.push(':');
+            push_num(&mut s, u32::from(self.second), 2);
             if self.frac_digits > 0 {
-                let _ = write!(s, ".{:0w$}", self.frac, w = usize::from(self.frac_digits));
+                s.push('.');
+                push_num(&mut s, u32::from(self.frac), usize::from(self.frac_digits));
             }
         }
         if self.precision >= Precision::Hour {
             if let Some(off) = self.offset_min {
-                let sign = if off < 0 { '-' } else { '+' };
-                let a = off.unsigned_abs();
-                let _ = write!(s, "{sign}{:02}:{:02}", a / 60, a % 60);
+                s.push(if off < 0 { '-' } else { '+' });
+                let a = u32::from(off.unsigned_abs());
+                push_num(&mut s, a / 60, 2);
+                s.push(':');
+                push_num(&mut s, a % 60, 2);
             }
         }
         s
+    }
+}
+
+/// Appends `v` zero-padded to `width` digits (more if it needs them).
+pub fn push_num(s: &mut String, v: u32, width: usize) {
+    let mut buf = [b'0'; 10];
+    let mut n = v;
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let digits = buf.len() - i;
+    for _ in digits..width {
+        s.push('0');
+    }
+    for &b in &buf[i..] {
+        s.push(char::from(b));
     }
 }
 
@@ -937,6 +1141,37 @@ mod tests {
         let pid = m.first("PID").unwrap();
         assert_eq!(pid.field(3).comp(5).raw(), "MR");
         assert_eq!(pid.field(99).comp(7).sub(3).raw(), "");
+    }
+
+    #[test]
+    fn hash64_spreads_short_keys() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..20_000 {
+            assert!(seen.insert(hash64(&format!("1.{}.{}.{}", i % 7, i / 7 % 13, i))));
+        }
+        assert_ne!(hash64(""), hash64("\0"));
+        assert_ne!(hash64("12345678"), hash64("123456780"));
+    }
+
+    #[test]
+    fn comps_n_matches_comp() {
+        let d = Delimiters::STANDARD;
+        for raw in [
+            "",
+            "a",
+            "a^b",
+            "a^^c^d",
+            "a^b~c^d",
+            "^",
+            "~x",
+            "a^b^c^d^e^f^g",
+        ] {
+            let v = Value::new(raw, d);
+            let arr = v.comps_n::<5>();
+            for (i, c) in arr.iter().enumerate() {
+                assert_eq!(c.raw(), v.comp(i + 1).raw(), "{raw:?} {i}");
+            }
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub mod validate;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use wardlink_sync::{Event, Issue, Severity, SCHEMA_VERSION};
+use wardlink_sync::{Body, Event, Issue, Severity, Text, SCHEMA_VERSION};
 
 pub use profile::{Action, FieldOverride};
 pub use pseudonym::{KeyError, SiteKeys};
@@ -363,7 +363,7 @@ impl Pipeline {
         let msh = msg.msh();
         let msh7 = validate::timestamp(
             msh.field(7).comp(1).raw(),
-            "MSH-7",
+            || "MSH-7".to_owned(),
             "MSH7_INVALID",
             &limits,
             true,
@@ -384,20 +384,35 @@ impl Pipeline {
             &mut issues,
         );
         deid.set_subject(&ident.subject);
-        let control_id_hash = self.keys.pseudonym(
+        let control_id_hash = Text::from(self.keys.pseudonym(
             IdKind::Control,
             &[msh.field(3).raw(), msh.field(4).raw(), msh.field(10).raw()],
-        );
-        let received_at = deid.received(&Ts::from_epoch_utc(received));
-        let code = msh.field(9).comp(1).raw().trim();
-        let trigger = msh.field(9).comp(2).raw().trim();
+        ));
+        let received_at = Text::from(deid.received(&Ts::from_epoch_utc(received)));
+        let source = Text::from(raw.source);
+        let code = msh.field(9).comp(1).raw().trim_ascii();
+        let trigger = msh.field(9).comp(2).raw().trim_ascii();
         let trigger = if trigger.is_empty() && code == "ADT" {
-            msg.first("EVN").map_or("", |e| e.field(1).raw().trim())
+            msg.first("EVN")
+                .map_or("", |e| e.field(1).raw().trim_ascii())
         } else {
             trigger
         };
         let mut new_encounters = Vec::new();
-        let mut bodies = match code {
+        let stamp = |body: Body, own: Vec<Issue>| Event {
+            schema: SCHEMA_VERSION,
+            source: source.clone(),
+            control_id_hash: control_id_hash.clone(),
+            received_at: received_at.clone(),
+            quality: 0,
+            issues: own,
+            patient: ident.patient.clone(),
+            patient_network: ident.patient_network.clone(),
+            encounter: ident.encounter.clone(),
+            body,
+        };
+        let mut events: Vec<Event> = Vec::new();
+        match code {
             "ADT" => {
                 let b = normalize::adt(
                     &msg,
@@ -410,18 +425,34 @@ impl Pipeline {
                     &mut issues,
                     &mut new_encounters,
                 );
-                vec![(b, Vec::new())]
+                events.push(stamp(b, Vec::new()));
             }
             "ORU" if trigger == "R01" => {
-                normalize::observations(&msg, &mut deid, &limits, msh7.as_ref(), &mut issues)
+                events.reserve(msg.segments().filter(|s| s.id() == "OBX").count());
+                normalize::observations(
+                    &msg,
+                    &mut deid,
+                    &limits,
+                    msh7.as_ref(),
+                    &mut issues,
+                    &mut events,
+                    &stamp,
+                );
             }
-            _ => Vec::new(),
-        };
-        if bodies.is_empty() {
-            bodies.push((
-                normalize::other(&msg, &mut deid, msh7.as_ref(), received),
-                Vec::new(),
-            ));
+            _ => {}
+        }
+        if events.is_empty() {
+            let b = normalize::other(&msg, &mut deid, msh7.as_ref(), received);
+            events.push(stamp(b, Vec::new()));
+        }
+        // Message-wide issues (known only now) go first in every event.
+        for e in &mut events {
+            if !issues.is_empty() {
+                let own = std::mem::take(&mut e.issues);
+                e.issues = issues.clone();
+                e.issues.extend(own);
+            }
+            e.quality = validate::quality(&e.issues);
         }
         let event_fields = deid.trace.take().unwrap_or_default();
         let all_fields = if tracing {
@@ -431,23 +462,6 @@ impl Pipeline {
         } else {
             Vec::new()
         };
-        let mut events = Vec::with_capacity(bodies.len());
-        for (body, own) in bodies {
-            let mut all = issues.clone();
-            all.extend(own);
-            events.push(Event {
-                schema: SCHEMA_VERSION,
-                source: raw.source.to_owned(),
-                control_id_hash: control_id_hash.clone(),
-                received_at: received_at.clone(),
-                quality: validate::quality(&all),
-                issues: all,
-                patient: ident.patient.clone(),
-                patient_network: ident.patient_network.clone(),
-                encounter: ident.encounter.clone(),
-                body,
-            });
-        }
         (
             Outcome::Events {
                 events,

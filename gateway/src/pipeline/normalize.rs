@@ -19,8 +19,10 @@
 
 use std::borrow::Cow;
 
+use std::sync::Arc;
+
 use wardlink_sync::{
-    AdtAction, AdtBody, Body, Code, Hl7OtherBody, Issue, Location, ObservationBody,
+    AdtAction, AdtBody, Body, Code, Event, Hl7OtherBody, Issue, Location, ObservationBody, Text,
 };
 
 use super::deidentify::{age_text, age_years, device_id_of, postal_prefix, Deid, Loc};
@@ -35,11 +37,11 @@ use super::{PipelineContext, Scope};
 #[derive(Debug, Default)]
 pub struct Identity {
     /// Exported patient pseudonym (per the profile's PID-3 action).
-    pub patient: Option<String>,
+    pub patient: Option<Text>,
     /// Exported network pseudonym (network scope and an ABHA number).
-    pub patient_network: Option<String>,
+    pub patient_network: Option<Text>,
     /// Exported encounter pseudonym (per the profile's PV1-19 action).
-    pub encounter: Option<String>,
+    pub encounter: Option<Text>,
     /// The encounter pseudonym used for reference checks (always computed when
     /// a visit number exists; stays on the box).
     pub encounter_internal: Option<String>,
@@ -49,8 +51,9 @@ pub struct Identity {
     pub subject: String,
 }
 
-fn is_abha_rep(rep: &Value<'_>) -> bool {
-    let ty = rep.comp(5).raw().trim().to_ascii_uppercase();
+/// A PID-3 repetition that carries an ABHA number or address.
+pub fn is_abha_rep(rep: &Value<'_>) -> bool {
+    let ty = rep.comp(5).raw().trim_ascii().to_ascii_uppercase();
     let auth = rep.comp(4).decoded().to_ascii_uppercase();
     matches!(ty.as_str(), "ABHA" | "HIN" | "ABHAN" | "PHR")
         || auth.contains("ABDM")
@@ -58,8 +61,9 @@ fn is_abha_rep(rep: &Value<'_>) -> bool {
         || auth.contains("NDHM")
 }
 
-fn is_aadhaar_rep(rep: &Value<'_>) -> bool {
-    let ty = rep.comp(5).raw().trim().to_ascii_uppercase();
+/// A PID-3 repetition that carries an Aadhaar number.
+pub fn is_aadhaar_rep(rep: &Value<'_>) -> bool {
+    let ty = rep.comp(5).raw().trim_ascii().to_ascii_uppercase();
     let auth = rep.comp(4).decoded().to_ascii_uppercase();
     matches!(ty.as_str(), "AADHAAR" | "UID" | "UIDAI")
         || auth.contains("UIDAI")
@@ -90,7 +94,7 @@ pub fn identity(
         let mut abha: Option<String> = None;
         for rep in pid3.reps() {
             let idv = rep.comp(1).decoded();
-            let idt = idv.trim();
+            let idt = idv.trim_ascii();
             if idt.is_empty() {
                 continue;
             }
@@ -118,7 +122,7 @@ pub fn identity(
                 }
                 continue;
             }
-            let ty = rep.comp(5).raw().trim().to_ascii_uppercase();
+            let ty = rep.comp(5).raw().trim_ascii().to_ascii_uppercase();
             if is_national_type(&ty) {
                 continue;
             }
@@ -147,7 +151,7 @@ pub fn identity(
                 let alt = [2usize, 4]
                     .into_iter()
                     .map(|f| (f, pid.field(f).rep(0)))
-                    .find(|(_, v)| !v.comp(1).raw().trim().is_empty());
+                    .find(|(_, v)| !v.comp(1).raw().trim_ascii().is_empty());
                 match alt {
                     Some((f, v)) => (Loc::field("PID", f), Some(v)),
                     None => (Loc::field("PID", 3), None),
@@ -159,13 +163,15 @@ pub fn identity(
             let ty = rep.comp(5).decoded();
             let idv = rep.comp(1).decoded();
             id.has_patient_id = true;
-            let internal = keys.pseudonym(IdKind::Patient, &[&auth, &ty, &idv]);
-            id.patient = deid.ident(loc, IdKind::Patient, &[&auth, &ty, &idv], &idv);
-            subject = Some(internal);
+            let internal = keys.pseudonym_text(IdKind::Patient, &[&auth, &ty, &idv]);
+            id.patient = deid.ident_with(loc, &internal, &idv);
+            subject = Some(String::from(&*internal));
         }
         if let (Scope::Network, Some(a)) = (scope, abha.as_ref()) {
             if deid.action(&Loc::field("PID", 3)).0 == Action::Pseudonymize {
-                id.patient_network = keys.network_pseudonym(IdKind::NetworkPatient, &[a]);
+                id.patient_network = keys
+                    .network_pseudonym(IdKind::NetworkPatient, &[a])
+                    .map(Text::from);
                 deid.note(
                     Loc::field("PID", 3),
                     Action::Pseudonymize,
@@ -193,15 +199,11 @@ pub fn identity(
     if let Some(pv1) = msg.first("PV1") {
         let v = pv1.field(19).rep(0);
         let visit = v.comp(1).decoded();
-        if !visit.trim().is_empty() {
+        if !visit.trim_ascii().is_empty() {
             let auth = v.comp(4).decoded();
-            id.encounter_internal = Some(keys.pseudonym(IdKind::Visit, &[&auth, &visit]));
-            id.encounter = deid.ident(
-                Loc::field("PV1", 19),
-                IdKind::Visit,
-                &[&auth, &visit],
-                &visit,
-            );
+            let internal = keys.pseudonym_text(IdKind::Visit, &[&auth, &visit]);
+            id.encounter = deid.ident_with(Loc::field("PV1", 19), &internal, &visit);
+            id.encounter_internal = Some(String::from(&*internal));
         } else if let (Some(s), Some(admit)) = (&subject, pv1.field(44).comp(1).text()) {
             // No visit number: key the stay by patient and admit time (hl7v2-mllp.md §6).
             let parts = ["ADMIT", s.as_str(), admit.as_ref()];
@@ -229,10 +231,11 @@ pub fn location(deid: &mut Deid<'_, '_, '_>, base: Loc<'_>, pl: Value<'_>) -> Op
     if pl.is_empty() {
         return None;
     }
-    let fac_raw = pl.comp(4).sub(1).decoded();
-    let ward_raw = pl.comp(1).decoded();
-    let room_raw = pl.comp(2).decoded();
-    let bed_raw = pl.comp(3).decoded();
+    let [c1, c2, c3, c4] = pl.comps_n::<4>();
+    let fac_raw = c4.sub(1).decoded();
+    let ward_raw = c1.decoded();
+    let room_raw = c2.decoded();
+    let bed_raw = c3.decoded();
     let loc = Location {
         facility: deid
             .text_str(base.comp(4), &fac_raw)
@@ -275,11 +278,12 @@ fn adt_action(trigger: &str) -> AdtAction {
 }
 
 fn code_of(deid: &mut Deid<'_, '_, '_>, base: Loc<'_>, v: Value<'_>) -> Option<Code> {
-    let code = deid.text(base.comp(1), v.comp(1))?;
+    let [c1, c2, c3] = v.comps_n::<3>();
+    let code = deid.text(base.comp(1), c1)?;
     Some(Code {
         code,
-        system: deid.text(base.comp(3), v.comp(3)),
-        display: deid.text(base.comp(2), v.comp(2)),
+        system: deid.text(base.comp(3), c3),
+        display: deid.text(base.comp(2), c2),
     })
 }
 
@@ -307,7 +311,7 @@ pub fn adt(
             let s = seg?;
             validate::timestamp(
                 s.field(f).comp(1).raw(),
-                &format!("{name}-{f}"),
+                || format!("{name}-{f}"),
                 "TS_INVALID",
                 limits,
                 age,
@@ -327,7 +331,7 @@ pub fn adt(
     let reference = event_ts.unwrap_or_else(|| Ts::from_epoch_utc(limits.received));
     deid.reference = Some(reference);
     let mut body = AdtBody {
-        trigger: trigger.to_owned(),
+        trigger: Text::from(trigger),
         action: adt_action(trigger),
         patient_class: None,
         location: None,
@@ -364,7 +368,7 @@ pub fn adt(
             let mut tmp = Vec::new();
             let dob = validate::timestamp(
                 dob_raw.raw(),
-                "PID-7",
+                || "PID-7".to_owned(),
                 "TS_INVALID",
                 limits,
                 false,
@@ -381,7 +385,7 @@ pub fn adt(
                         "birth date is after the event time",
                     )),
                     Some(years) => {
-                        let out = (action != Action::Remove).then(|| age_text(years));
+                        let out = (action != Action::Remove).then(|| Text::from(age_text(years)));
                         deid.note(
                             loc,
                             action,
@@ -397,7 +401,7 @@ pub fn adt(
         body.state = deid.text(Loc::field("PID", 11).comp(4), addr.comp(4));
         body.country = deid.text(Loc::field("PID", 11).comp(6), addr.comp(6));
         if let Some(zip) = addr.comp(5).text() {
-            let country = addr.comp(6).raw().trim().to_ascii_uppercase();
+            let country = addr.comp(6).raw().trim_ascii().to_ascii_uppercase();
             if matches!(country.as_str(), "IND" | "IN" | "INDIA") && !detect::is_pin(&zip) {
                 issues.push(issue(
                     "PIN_INVALID",
@@ -409,14 +413,14 @@ pub fn adt(
             let (action, _) = deid.action(&loc);
             body.postal_prefix = match action {
                 Action::Generalize => {
-                    let out = postal_prefix(&zip);
+                    let out = postal_prefix(&zip).map(Text::from);
                     deid.note(loc, action, "PIN/ZIP → first 3 digits", out.as_deref());
                     out
                 }
                 _ => deid.text_str(loc, &zip),
             };
         }
-        body.deceased = match pid.field(30).raw().trim() {
+        body.deceased = match pid.field(30).raw().trim_ascii() {
             "Y" => Some(true),
             "N" => Some(false),
             _ => None,
@@ -468,47 +472,69 @@ pub fn adt(
                 "no visit number and no admit time",
             ));
         }
-        Some(enc) => {
-            if !ctx.encounter_known(enc) {
-                if trigger == "A02" {
-                    issues.push(issue(
-                        "ENCOUNTER_UNKNOWN",
-                        Some("PV1-19".into()),
-                        "transfer for an encounter never seen",
-                    ));
-                }
-                new_encounters.push(enc.clone());
+        Some(enc) if !ctx.encounter_known(enc) => {
+            if trigger == "A02" {
+                issues.push(issue(
+                    "ENCOUNTER_UNKNOWN",
+                    Some("PV1-19".into()),
+                    "transfer for an encounter never seen",
+                ));
             }
+            new_encounters.push(enc.clone());
         }
-        None => {}
+        _ => {}
     }
     Body::Adt(body)
 }
 
 /// Maps a unit (OBX-6) to UCUM.
 pub fn ucum(code: &str, text: &str, system: &str) -> Option<Cow<'static, str>> {
+    let by_num = |c: &str| -> Option<&'static str> {
+        let n: u32 = c.parse().ok()?;
+        Some(match n {
+            262656 => "1",
+            262688 => "%",
+            268384 => "%{vol}",
+            264864 | 264928 => "/min",
+            266016 => "mm[Hg]",
+            265987 => "kPa",
+            266048 => "cm[H2O]",
+            263744 => "L",
+            263762 => "mL",
+            265216 => "L/min",
+            265234 => "mL/min",
+            268032 => "L/cm[H2O]",
+            268050 => "mL/cm[H2O]",
+            268064 => "cm[H2O]/(L/s)",
+            268192 => "Cel",
+            264320 => "s",
+            264338 => "ms",
+            264352 => "min",
+            263875 => "kg",
+            _ => return None,
+        })
+    };
     let by_mdc = |c: &str| -> Option<&'static str> {
+        if c.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+            return by_num(c);
+        }
         Some(match c {
-            "262656" | "MDC_DIM_DIMLESS" => "1",
-            "262688" | "MDC_DIM_PERCENT" => "%",
-            "268384" | "MDC_DIM_VOL_PERCENT" => "%{vol}",
-            "264864" | "MDC_DIM_BEAT_PER_MIN" => "/min",
-            "264928" | "MDC_DIM_RESP_PER_MIN" => "/min",
-            "266016" | "MDC_DIM_MMHG" => "mm[Hg]",
-            "265987" | "MDC_DIM_KILO_PASCAL" => "kPa",
-            "266048" | "MDC_DIM_CM_H2O" => "cm[H2O]",
-            "263744" | "MDC_DIM_X_L" => "L",
-            "263762" | "MDC_DIM_MILLI_L" => "mL",
-            "265216" | "MDC_DIM_X_L_PER_MIN" => "L/min",
-            "265234" | "MDC_DIM_MILLI_L_PER_MIN" => "mL/min",
-            "268032" => "L/cm[H2O]",
-            "268050" => "mL/cm[H2O]",
-            "268064" => "cm[H2O]/(L/s)",
-            "268192" | "MDC_DIM_DEGC" => "Cel",
-            "264320" | "MDC_DIM_SEC" => "s",
-            "264338" | "MDC_DIM_MILLI_SEC" => "ms",
-            "264352" | "MDC_DIM_MIN" => "min",
-            "263875" | "MDC_DIM_KILO_G" => "kg",
+            "MDC_DIM_DIMLESS" => "1",
+            "MDC_DIM_PERCENT" => "%",
+            "MDC_DIM_VOL_PERCENT" => "%{vol}",
+            "MDC_DIM_BEAT_PER_MIN" | "MDC_DIM_RESP_PER_MIN" => "/min",
+            "MDC_DIM_MMHG" => "mm[Hg]",
+            "MDC_DIM_KILO_PASCAL" => "kPa",
+            "MDC_DIM_CM_H2O" => "cm[H2O]",
+            "MDC_DIM_X_L" => "L",
+            "MDC_DIM_MILLI_L" => "mL",
+            "MDC_DIM_X_L_PER_MIN" => "L/min",
+            "MDC_DIM_MILLI_L_PER_MIN" => "mL/min",
+            "MDC_DIM_DEGC" => "Cel",
+            "MDC_DIM_SEC" => "s",
+            "MDC_DIM_MILLI_SEC" => "ms",
+            "MDC_DIM_MIN" => "min",
+            "MDC_DIM_KILO_G" => "kg",
             _ => return None,
         })
     };
@@ -538,26 +564,34 @@ pub fn ucum(code: &str, text: &str, system: &str) -> Option<Cow<'static, str>> {
             _ => return None,
         })
     };
-    let sys = system.trim();
+    let sys = system.trim_ascii();
     if sys.eq_ignore_ascii_case("UCUM") && !code.is_empty() {
         return Some(by_text(code).map_or_else(|| Cow::Owned(code.to_owned()), Cow::Borrowed));
     }
-    by_mdc(code)
-        .or_else(|| by_mdc(text))
+    if let Some(u) = by_mdc(code) {
+        return Some(Cow::Borrowed(u));
+    }
+    by_mdc(text)
         .or_else(|| by_text(code))
         .or_else(|| by_text(text))
         .map(Cow::Borrowed)
 }
 
+/// Remembers short keys (OBX-4 paths, times) without copying them.
+fn key_hash(s: &str) -> u64 {
+    super::hl7::hash64(s)
+}
+
 #[derive(Default)]
 struct Tree {
-    /// (OBX-4 prefix, containment code, normalized device id)
-    nodes: Vec<(String, String, Option<String>)>,
+    /// (hash of the OBX-4 prefix, containment code, normalized device id)
+    nodes: Vec<(u64, Text, Option<String>)>,
 }
 
 impl Tree {
-    fn get(&self, prefix: &str) -> Option<&(String, String, Option<String>)> {
-        self.nodes.iter().rev().find(|(p, _, _)| p == prefix)
+    fn get(&self, prefix: &str) -> Option<&(u64, Text, Option<String>)> {
+        let h = key_hash(prefix);
+        self.nodes.iter().rev().find(|(p, _, _)| *p == h)
     }
 }
 
@@ -594,37 +628,39 @@ pub fn observations(
     limits: &TimeLimits,
     msh7: Option<&Ts>,
     msg_issues: &mut Vec<Issue>,
-) -> Vec<(Body, Vec<Issue>)> {
-    let mut out = Vec::new();
+    out: &mut Vec<Event>,
+    stamp: &dyn Fn(Body, Vec<Issue>) -> Event,
+) {
     deid.reference = Some(
         msh7.copied()
             .unwrap_or_else(|| Ts::from_epoch_utc(limits.received)),
     );
     let location = msg
         .first("PV1")
-        .and_then(|pv1| location(deid, Loc::field("PV1", 3), pv1.field(3).rep(0)));
+        .and_then(|pv1| location(deid, Loc::field("PV1", 3), pv1.field(3).rep(0)))
+        .map(Arc::new);
     let msh_device = device_id_of(msg.msh().field(3), true);
-    let mut devices: Vec<(String, Option<String>)> = Vec::new();
+    let mut devices: Vec<(String, Option<Text>)> = Vec::new();
     let mut tree = Tree::default();
-    let mut panel: Option<Code> = None;
+    let mut panel: Option<Arc<Code>> = None;
     let mut obr7: Option<Ts> = None;
     let mut obr_n = 0usize;
     let mut obx_n = 0usize;
-    let mut sub_ids: Vec<(usize, String)> = Vec::new();
+    let mut sub_ids: Vec<(usize, u64)> = Vec::new();
+    let mut last_time: Option<(u64, Option<Text>)> = None;
     for seg in msg.segments() {
         match seg.id() {
             "OBR" => {
                 obr_n += 1;
-                let f = format!("OBR[{obr_n}]-7");
                 obr7 = validate::timestamp(
                     seg.field(7).comp(1).raw(),
-                    &f,
+                    || format!("OBR[{obr_n}]-7"),
                     "TS_INVALID",
                     limits,
                     true,
                     msg_issues,
                 );
-                panel = code_of(deid, Loc::field("OBR", 4).at(obr_n), seg.field(4));
+                panel = code_of(deid, Loc::field("OBR", 4).at(obr_n), seg.field(4)).map(Arc::new);
                 tree = Tree::default();
             }
             "OBX" => {
@@ -642,20 +678,18 @@ pub fn observations(
                     &mut devices,
                     msh_device.as_deref(),
                     &mut sub_ids,
+                    &mut last_time,
                     msg_issues,
                 ) {
                     let (mut body, row_issues) = b;
-                    if let Body::Observation(o) = &mut body {
-                        o.location = location.clone();
-                        o.panel = panel.clone();
-                    }
-                    out.push((body, row_issues));
+                    body.location = location.clone();
+                    body.panel = panel.clone();
+                    out.push(stamp(Body::Observation(body), row_issues));
                 }
             }
             _ => {}
         }
     }
-    out
 }
 
 #[expect(
@@ -672,19 +706,20 @@ fn observation(
     msh7: Option<&Ts>,
     obr7: Option<&Ts>,
     tree: &mut Tree,
-    devices: &mut Vec<(String, Option<String>)>,
+    devices: &mut Vec<(String, Option<Text>)>,
     msh_device: Option<&str>,
-    sub_ids: &mut Vec<(usize, String)>,
+    sub_ids: &mut Vec<(usize, u64)>,
+    last_time: &mut Option<(u64, Option<Text>)>,
     msg_issues: &mut Vec<Issue>,
-) -> Option<(Body, Vec<Issue>)> {
+) -> Option<(ObservationBody, Vec<Issue>)> {
     let mut issues = Vec::new();
-    let vt_raw = seg.field(2).raw().trim();
+    let vt_raw = seg.field(2).raw().trim_ascii();
     let value = seg.field(5);
     let code_v = seg.field(3);
     let sub_id = seg.field(4).decoded();
-    let sub_id = sub_id.trim();
+    let sub_id = sub_id.trim_ascii();
     let label = |f: usize| format!("OBX[{n}]-{f}");
-    if code_v.comp(1).raw().trim().is_empty() {
+    if code_v.comp(1).raw().trim_ascii().is_empty() {
         if !value.is_empty() {
             msg_issues.push(issue(
                 "OBX_CODE_MISSING",
@@ -699,8 +734,8 @@ fn observation(
     if vt_raw.is_empty() && value.is_empty() {
         if let Some((_, prefix)) = header_prefix(sub_id) {
             tree.nodes.push((
-                prefix.to_owned(),
-                code_v.comp(1).raw().trim().to_owned(),
+                key_hash(prefix),
+                deid.intern(code_v.comp(1).raw().trim_ascii()),
                 own_device,
             ));
         }
@@ -717,14 +752,15 @@ fn observation(
         ));
     }
     if !sub_id.is_empty() {
-        if sub_ids.iter().any(|(o, s)| *o == obr_n && s == sub_id) {
+        let h = key_hash(sub_id);
+        if sub_ids.iter().any(|(o, s)| *o == obr_n && *s == h) {
             issues.push(issue(
                 "OBX_SUB_ID_DUPLICATE",
                 Some(label(4)),
                 "sub-id repeats within the order",
             ));
         } else {
-            sub_ids.push((obr_n, sub_id.to_owned()));
+            sub_ids.push((obr_n, h));
         }
     }
     // Unknown or missing value types are scrubbed like ST, never kept blindly.
@@ -736,23 +772,20 @@ fn observation(
     let base = Loc::field("OBX", 5).at(n).vt(vt);
     let code = code_of(deid, Loc::field("OBX", 3).at(n), code_v)?;
     let units = seg.field(6);
+    let [u1, u2, u3] = units.comps_n::<3>();
     let unit = ucum(
-        units.comp(1).raw().trim(),
-        units.comp(2).raw().trim(),
-        units.comp(3).raw().trim(),
+        u1.raw().trim_ascii(),
+        u2.raw().trim_ascii(),
+        u3.raw().trim_ascii(),
     );
-    let unit_sent_raw = if units.comp(1).is_empty() {
-        units.comp(2)
-    } else {
-        units.comp(1)
-    };
+    let unit_sent_raw = if u1.is_empty() { u2 } else { u1 };
     let mut body = ObservationBody {
         code,
         value_type: deid.text_str(Loc::field("OBX", 2).at(n), vt_raw),
         value_num: None,
         value_code: None,
         value_text: None,
-        unit: unit.map(Cow::into_owned),
+        unit: unit.map(|u| super::deidentify::shared_text(&u)),
         unit_sent: deid.text(Loc::field("OBX", 6).at(n), unit_sent_raw),
         reference_range: deid.text(Loc::field("OBX", 7).at(n), seg.field(7)),
         abnormal_flags: Vec::new(),
@@ -780,17 +813,11 @@ fn observation(
                             // A LOINC alternate code (OBX-3.4/.6) also counts.
                             let sys = code_v.comp(6).raw();
                             (sys == "LN" || sys == "MDC")
-                                .then(|| validate::vital(code_v.comp(4).raw().trim()))
+                                .then(|| validate::vital(code_v.comp(4).raw().trim_ascii()))
                                 .flatten()
                         });
                         if let Some(v) = known {
-                            validate::check_value(
-                                v,
-                                x,
-                                body.unit.as_deref(),
-                                &label(5),
-                                &mut issues,
-                            );
+                            validate::check_value(v, x, body.unit.as_deref(), label, &mut issues);
                         }
                     }
                     _ => issues.push(issue(
@@ -806,7 +833,7 @@ fn observation(
             let parts: Vec<Cow<'_, str>> = (1..=4).map(|c| v.comp(c).decoded()).collect();
             if parts[0].is_empty() || parts[0] == "=" {
                 body.value_num = parts[1]
-                    .trim()
+                    .trim_ascii()
                     .parse::<f64>()
                     .ok()
                     .filter(|x| x.is_finite());
@@ -823,10 +850,9 @@ fn observation(
         }
         "NA" | "MA" => {
             let raw = value.rep(0).raw();
-            let numeric = value
-                .rep(0)
-                .comps()
-                .all(|c| c.raw().trim().is_empty() || c.raw().trim().parse::<f64>().is_ok());
+            let numeric = value.rep(0).comps().all(|c| {
+                c.raw().trim_ascii().is_empty() || c.raw().trim_ascii().parse::<f64>().is_ok()
+            });
             if numeric {
                 body.value_text = deid.text_str(base, raw);
             }
@@ -839,8 +865,8 @@ fn observation(
                 }
                 joined.push_str(&r.decoded());
             }
-            if !joined.trim().is_empty() {
-                body.value_text = deid.text_str(base, joined.trim());
+            if !joined.trim_ascii().is_empty() {
+                body.value_text = deid.text_str(base, joined.trim_ascii());
             }
         }
         _ => {
@@ -871,23 +897,31 @@ fn observation(
         }
         body.result_status = deid.text_str(Loc::field("OBX", 11).at(n), &s);
     }
-    let obx14 = validate::timestamp(
-        seg.field(14).comp(1).raw(),
-        &label(14),
-        "TS_INVALID",
-        limits,
-        true,
-        &mut issues,
-    );
-    body.observed_at = match (obx14, obr7, msh7) {
-        (Some(t), _, _) => deid.date(Loc::field("OBX", 14).at(n), Some(&t)),
-        (None, Some(t), _) => deid.date(Loc::field("OBR", 7), Some(t)),
-        (None, None, Some(t)) => deid.date(Loc::field("MSH", 7), Some(t)),
-        _ => None,
-    };
+    // PCD rows of one message usually share OBX-14: a clean time seen on the
+    // previous row is not parsed, checked and rendered again.
+    let raw14 = seg.field(14).comp(1).raw();
+    let key14 = key_hash(raw14);
+    match last_time {
+        Some((k, t)) if *k == key14 && !raw14.is_empty() && deid.trace.is_none() => {
+            body.observed_at = t.clone()
+        }
+        _ => {
+            let before = issues.len();
+            let obx14 =
+                validate::timestamp(raw14, || label(14), "TS_INVALID", limits, true, &mut issues);
+            body.observed_at = match (obx14, obr7, msh7) {
+                (Some(t), _, _) => deid.date(Loc::field("OBX", 14).at(n), Some(&t)),
+                (None, Some(t), _) => deid.date(Loc::field("OBR", 7), Some(t)),
+                (None, None, Some(t)) => deid.date(Loc::field("MSH", 7), Some(t)),
+                _ => None,
+            };
+            *last_time = (issues.len() == before && obx14.is_some())
+                .then(|| (key14, body.observed_at.clone()));
+        }
+    }
     // Containment (PCD-01): nearest header row with a device wins.
     let pre = prefixes(sub_id);
-    let mut inherited: Option<String> = None;
+    let mut inherited: Option<&str> = None;
     for (i, p) in pre.iter().enumerate() {
         let Some(p) = p else { continue };
         if let Some((_, code, dev)) = tree.get(p) {
@@ -897,28 +931,28 @@ fn observation(
                 _ => &mut body.device_channel,
             };
             *slot = Some(code.clone());
-            if dev.is_some() {
-                inherited.clone_from(dev);
+            if let Some(d) = dev {
+                inherited = Some(d);
             }
         }
     }
-    let (dev, dev_loc) = match (own_device, inherited, msh_device) {
+    let (dev, dev_loc) = match (own_device.as_deref(), inherited, msh_device) {
         (Some(d), _, _) => (Some(d), Loc::field("OBX", 18).at(n)),
         (None, Some(d), _) => (Some(d), Loc::field("OBX", 18)),
-        (None, None, Some(d)) => (Some(d.to_owned()), Loc::field("MSH", 3).comp(2)),
+        (None, None, Some(d)) => (Some(d), Loc::field("MSH", 3).comp(2)),
         _ => (None, Loc::field("OBX", 18)),
     };
     if let Some(d) = dev {
-        body.device = match devices.iter().find(|(k, _)| *k == d) {
+        body.device = match devices.iter().find(|(k, _)| k == d) {
             Some((_, p)) => p.clone(),
             None => {
-                let p = deid.ident(dev_loc, IdKind::Device, &[&d], &d);
-                devices.push((d, p.clone()));
+                let p = deid.ident(dev_loc, IdKind::Device, &[d], d);
+                devices.push((d.to_owned(), p.clone()));
                 p
             }
         };
     }
-    Some((Body::Observation(body), issues))
+    Some((body, issues))
 }
 
 /// The `hl7_other` body.
@@ -935,12 +969,15 @@ pub fn other(
     let m9 = msg.msh().field(9);
     let code = m9.comp(1).decoded();
     let trigger = m9.comp(2).decoded();
-    let mut message_type = validate::short(code.trim()).to_owned();
-    if !trigger.trim().is_empty() {
+    let mut message_type = validate::short(code.trim_ascii()).to_owned();
+    if !trigger.trim_ascii().is_empty() {
         message_type.push('^');
-        message_type.push_str(validate::short(trigger.trim()));
+        message_type.push_str(validate::short(trigger.trim_ascii()));
     }
-    let message_type = deid.keep_code(&message_type).unwrap_or_default();
+    let message_type = deid
+        .keep_code(&message_type)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
     Body::Hl7Other(Hl7OtherBody {
         message_type,
         segments: deid.other_segments(),

@@ -84,9 +84,19 @@ const VALUE_TYPES: &[&str] = &[
 ];
 
 fn vt_index(vt: &str) -> u8 {
+    // Value types are 2-3 ASCII letters: compare them as integers (this is
+    // on the hot path for every OBX-5).
+    fn key(b: &[u8]) -> u32 {
+        b.iter().fold(0u32, |k, &c| k << 8 | u32::from(c))
+    }
+    let b = vt.as_bytes();
+    if !(2..=3).contains(&b.len()) {
+        return 0;
+    }
+    let k = key(b);
     VALUE_TYPES
         .iter()
-        .position(|v| *v == vt)
+        .position(|v| key(v.as_bytes()) == k)
         .map_or(0, |i| i as u8 + 1)
 }
 
@@ -256,7 +266,7 @@ pub const DEFAULT_RULES: &[DefaultRule] = &[
     ("PID-11.6", K, "B: country is allowed"),
     ("PID-13", R, "D/E/F: home phone, fax, email"),
     ("PID-14", R, "D/E/F: business phone"),
-    ("PID-18", P, "J: account number"),
+    ("PID-18", R, "J: account number (issue 3: removed)"),
     ("PID-19", R, "G: SSN / Aadhaar"),
     ("PID-20", R, "K: driver's licence"),
     ("PID-21", R, "R: mother's identifier"),
@@ -395,7 +405,7 @@ pub const DEFAULT_RULES: &[DefaultRule] = &[
     ("MRG", R, "H: prior identifiers"),
     ("MRG-1", P, "H: prior patient identifier list"),
     ("MRG-2", P, "H: prior alternate patient id"),
-    ("MRG-3", P, "J: prior account number"),
+    ("MRG-3", R, "J: prior account number"),
     ("MRG-4", P, "H: prior patient id"),
     ("MRG-5", P, "J: prior visit number"),
     ("MRG-6", P, "J: prior alternate visit id"),
@@ -440,6 +450,40 @@ pub struct Profile {
     /// (packed key, action, origin), sorted by key.
     table: Vec<(u64, Action, Origin)>,
     overrides: Vec<FieldOverride>,
+    /// Resolved actions for the hot segments' fields and components
+    /// (index: segment × field × component), so the normalizer's ~100
+    /// lookups per message are array reads.
+    dense: Vec<(Action, Origin)>,
+    /// Resolved OBX-5 actions per value type (index: `vt_index`).
+    obx5: Vec<(Action, Origin)>,
+}
+
+/// Segments whose lookups are precomputed.
+const HOT: [&str; 8] = ["MSH", "EVN", "PID", "PV1", "OBR", "OBX", "ORC", "NTE"];
+const HOT_FIELDS: usize = 53;
+const HOT_COMPS: usize = 10;
+
+fn hot_index(segment: &str) -> Option<usize> {
+    let b = segment.as_bytes();
+    if b.len() != 3 {
+        return None;
+    }
+    // Compare as one integer rather than three-byte string compares.
+    let k = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+    const fn id(s: &[u8; 3]) -> u32 {
+        (s[0] as u32) << 16 | (s[1] as u32) << 8 | s[2] as u32
+    }
+    Some(match k {
+        x if x == id(b"MSH") => 0,
+        x if x == id(b"EVN") => 1,
+        x if x == id(b"PID") => 2,
+        x if x == id(b"PV1") => 3,
+        x if x == id(b"OBR") => 4,
+        x if x == id(b"OBX") => 5,
+        x if x == id(b"ORC") => 6,
+        x if x == id(b"NTE") => 7,
+        _ => return None,
+    })
 }
 
 /// An override key that does not parse.
@@ -481,10 +525,27 @@ impl Profile {
             }
         }
         table.sort_by_key(|e| e.0);
-        Ok(Profile {
+        let mut p = Profile {
             table,
             overrides: overrides.to_vec(),
-        })
+            dense: Vec::new(),
+            obx5: Vec::new(),
+        };
+        let mut dense = Vec::with_capacity(HOT.len() * HOT_FIELDS * HOT_COMPS);
+        for seg in HOT {
+            for f in 0..HOT_FIELDS {
+                for c in 0..HOT_COMPS {
+                    dense.push(p.lookup_slow(seg, f, (c > 0).then_some(c), None));
+                }
+            }
+        }
+        let mut obx5 = vec![p.lookup_slow("OBX", 5, None, None)];
+        for vt in VALUE_TYPES {
+            obx5.push(p.lookup_slow("OBX", 5, None, Some(vt)));
+        }
+        p.dense = dense;
+        p.obx5 = obx5;
+        Ok(p)
     }
 
     fn get(&self, k: u64) -> Option<(Action, Origin)> {
@@ -502,25 +563,61 @@ impl Profile {
         component: Option<usize>,
         vt: Option<&str>,
     ) -> (Action, Origin) {
+        let c = component.unwrap_or(0);
+        let v = vt.map_or(0, vt_index);
+        if let Some(h) = hot_index(segment) {
+            if field < HOT_FIELDS && c < HOT_COMPS {
+                if v == 0 {
+                    if let Some(r) = self.dense.get((h * HOT_FIELDS + field) * HOT_COMPS + c) {
+                        return *r;
+                    }
+                } else if segment == "OBX" && field == 5 && c == 0 {
+                    if let Some(r) = self.obx5.get(usize::from(v)) {
+                        return *r;
+                    }
+                }
+            }
+        }
+        self.lookup_slow(segment, field, component, vt)
+    }
+
+    fn lookup_slow(
+        &self,
+        segment: &str,
+        field: usize,
+        component: Option<usize>,
+        vt: Option<&str>,
+    ) -> (Action, Origin) {
         let Some(seg) = seg_code(segment) else {
             return (UNLISTED_SEGMENT_ACTION, Origin::Unlisted);
         };
         let f = u16::try_from(field).unwrap_or(u16::MAX);
         let c = component.and_then(|c| u8::try_from(c).ok()).unwrap_or(0);
         let v = vt.map_or(0, vt_index);
-        let candidates = [
-            (c != 0 && v != 0).then(|| pack(seg, f, c, v)),
-            (c != 0).then(|| pack(seg, f, c, 0)),
-            (v != 0).then(|| pack(seg, f, 0, v)),
-            Some(pack(seg, f, 0, 0)),
-            Some(pack(seg, 0, 0, 0)),
-        ];
-        for k in candidates.into_iter().flatten() {
-            if let Some(hit) = self.get(k) {
-                return hit;
+        // All rules of this field sit together in the sorted table: find the
+        // most specific one in a single scan.
+        let lo = pack(seg, f, 0, 0);
+        let hi = pack(seg, f, 255, 255);
+        let mut best: Option<(u8, Action, Origin)> = None;
+        let start = self.table.partition_point(|e| e.0 < lo);
+        for &(k, a, o) in self.table[start..].iter().take_while(|e| e.0 <= hi) {
+            let (kc, kv) = (((k >> 8) & 0xFF) as u8, (k & 0xFF) as u8);
+            let rank = match (kc, kv) {
+                (0, 0) => 1,
+                (0, x) if x == v => 2,
+                (x, 0) if x == c => 3,
+                (x, y) if x == c && y == v => 4,
+                _ => continue,
+            };
+            if best.is_none_or(|(r, _, _)| rank > r) {
+                best = Some((rank, a, o));
             }
         }
-        (UNLISTED_SEGMENT_ACTION, Origin::Unlisted)
+        if let Some((_, a, o)) = best {
+            return (a, o);
+        }
+        self.get(pack(seg, 0, 0, 0))
+            .unwrap_or((UNLISTED_SEGMENT_ACTION, Origin::Unlisted))
     }
 
     /// True when some rule targets a component of this field (so the field
@@ -573,10 +670,9 @@ pub fn default_profile_text() -> String {
     }
     let _ = writeln!(
         s,
-        "{:<16} {:<13} {}",
+        "{:<16} {:<13} segments not listed: code-like values kept, free text dropped",
         "(other segments)",
         UNLISTED_SEGMENT_ACTION.as_str(),
-        "segments not listed: code-like values kept, free text dropped"
     );
     let _ = writeln!(
         s,
@@ -593,6 +689,31 @@ pub fn default_profile_text() -> String {
 #[expect(clippy::unwrap_used, reason = "tests fail loudly")]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dense_lookup_agrees_with_the_table() {
+        for (i, h) in HOT.iter().enumerate() {
+            assert_eq!(hot_index(h), Some(i));
+        }
+        let o = vec![
+            FieldOverride::parse("OBX-5:ST", "remove").unwrap(),
+            FieldOverride::parse("PV1-3.1", "pseudonymize").unwrap(),
+        ];
+        let p = Profile::new(&o).unwrap();
+        for seg in HOT.iter().chain(["NK1", "ZPI", "DG1"].iter()) {
+            for f in 0..60 {
+                for c in [None, Some(1), Some(2), Some(5), Some(12)] {
+                    for vt in [None, Some("ST"), Some("NM"), Some("TX")] {
+                        assert_eq!(
+                            p.lookup(seg, f, c, vt),
+                            p.lookup_slow(seg, f, c, vt),
+                            "{seg}-{f} {c:?} {vt:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn default_rules_all_parse_and_are_unique() {

@@ -130,6 +130,9 @@ pub enum KeyError {
 struct KeySet {
     pseudonym: HmacSha256,
     date: HmacSha256,
+    /// Tells key sets apart in the per-thread caches (not secret: 64 bits
+    /// of an HMAC under the key, nothing derivable from it).
+    fingerprint: u64,
 }
 
 fn mac_with_key(key: &[u8]) -> HmacSha256 {
@@ -147,9 +150,14 @@ impl KeySet {
             m.update(label);
             mac_with_key(&m.finalize().into_bytes())
         };
+        let mut f = root.clone();
+        f.update(b"wardlink/v1/fingerprint");
+        let mut fp = [0u8; 8];
+        fp.copy_from_slice(&f.finalize().into_bytes()[..8]);
         KeySet {
             pseudonym: sub(b"wardlink/v1/pseudonym"),
             date: sub(b"wardlink/v1/date-shift"),
+            fingerprint: u64::from_le_bytes(fp),
         }
     }
 }
@@ -171,7 +179,7 @@ impl fmt::Debug for SiteKeys {
 
 fn parse_hex_key(text: &str, path: &Path) -> Result<Vec<u8>, KeyError> {
     let t = text.trim();
-    if t.len() < 64 || t.len() % 2 != 0 {
+    if t.len() < 64 || t.len() & 1 != 0 {
         return Err(KeyError::BadFormat {
             path: path.to_owned(),
             why: "expected at least 64 hex digits (32 bytes)",
@@ -312,6 +320,63 @@ impl SiteKeys {
         finish(kind, tag(&self.site.pseudonym, kind, parts))
     }
 
+    /// Like [`SiteKeys::pseudonym`], as a shared string (one allocation).
+    ///
+    /// Rooms, beds and devices recur in every message of a monitor, so
+    /// their pseudonyms are remembered per thread (bounded; keyed by the key
+    /// set's fingerprint, kind and exact inputs). Patient, visit and other
+    /// person-related identifiers are never cached.
+    pub fn pseudonym_text(&self, kind: IdKind, parts: &[&str]) -> wardlink_sync::Text {
+        if matches!(kind, IdKind::Location | IdKind::Device) {
+            let fp = self.site.fingerprint;
+            let h = parts.iter().fold(fp ^ kind as u64, |h, p| {
+                (h ^ super::hl7::hash64(p)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            });
+            let hit = PSEUDO_CACHE.with(|c| {
+                let slots = c.try_borrow().ok()?;
+                let e = slots.get((h as usize) & (CACHE_SLOTS - 1))?.as_ref()?;
+                let same = e.hash == h
+                    && e.fingerprint == fp
+                    && e.kind == kind
+                    && e.parts.len() == parts.len()
+                    && e.parts.iter().zip(parts).all(|(a, b)| a == b);
+                same.then(|| e.value.clone())
+            });
+            if let Some(v) = hit {
+                return v;
+            }
+            let v = self.pseudonym_text_uncached(kind, parts);
+            PSEUDO_CACHE.with(|c| {
+                if let Ok(mut slots) = c.try_borrow_mut() {
+                    if let Some(slot) = slots.get_mut((h as usize) & (CACHE_SLOTS - 1)) {
+                        *slot = Some(CachedPseudonym {
+                            hash: h,
+                            fingerprint: fp,
+                            kind,
+                            parts: parts.iter().map(|p| (*p).to_owned()).collect(),
+                            value: v.clone(),
+                        });
+                    }
+                }
+            });
+            return v;
+        }
+        self.pseudonym_text_uncached(kind, parts)
+    }
+
+    fn pseudonym_text_uncached(&self, kind: IdKind, parts: &[&str]) -> wardlink_sync::Text {
+        let t = tag(&self.site.pseudonym, kind, parts);
+        let mut buf = [0u8; 35];
+        let prefix = kind.prefix().as_bytes();
+        buf[..3].copy_from_slice(prefix);
+        for (i, b) in t[..16].iter().enumerate() {
+            buf[3 + 2 * i] = HEX[usize::from(b >> 4)];
+            buf[4 + 2 * i] = HEX[usize::from(b & 15)];
+        }
+        // Prefix and hex digits are ASCII, so this never fails.
+        wardlink_sync::Text::from(std::str::from_utf8(&buf).unwrap_or(""))
+    }
+
     /// The network-scoped pseudonym (`None` without a network key).
     pub fn network_pseudonym(&self, kind: IdKind, parts: &[&str]) -> Option<String> {
         let ks = self.network.as_ref()?;
@@ -324,6 +389,32 @@ impl SiteKeys {
         if max_days == 0 {
             return 0;
         }
+        // The subject is a pseudonym (not an identifier); remember its offset
+        // per thread, since a monitor reports the same patient every minute.
+        let fp = self.site.fingerprint;
+        let h = (super::hl7::hash64(subject) ^ fp ^ u64::from(max_days))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let slot = (h as usize) & (CACHE_SLOTS - 1);
+        let hit = OFFSET_CACHE.with(|c| {
+            let slots = c.try_borrow().ok()?;
+            let (k, f, d, s, off) = slots.get(slot)?.as_ref()?;
+            (*k == h && *f == fp && *d == max_days && s == subject).then_some(*off)
+        });
+        if let Some(off) = hit {
+            return off;
+        }
+        let off = self.date_offset_uncached(subject, max_days);
+        OFFSET_CACHE.with(|c| {
+            if let Ok(mut slots) = c.try_borrow_mut() {
+                if let Some(e) = slots.get_mut(slot) {
+                    *e = Some((h, fp, max_days, subject.to_owned(), off));
+                }
+            }
+        });
+        off
+    }
+
+    fn date_offset_uncached(&self, subject: &str, max_days: u32) -> i32 {
         let mut m = self.site.date.clone();
         m.update(b"v1|DATE|");
         m.update(subject.as_bytes());
@@ -333,6 +424,29 @@ impl SiteKeys {
         let span = 2 * u64::from(max_days) + 1;
         (u64::from_be_bytes(first) % span) as i32 - max_days as i32
     }
+}
+
+const CACHE_SLOTS: usize = 1024;
+
+struct CachedPseudonym {
+    hash: u64,
+    fingerprint: u64,
+    kind: IdKind,
+    parts: Vec<String>,
+    value: wardlink_sync::Text,
+}
+
+/// (hash, key fingerprint, max days, subject pseudonym, offset).
+type OffsetEntry = (u64, u64, u32, String, i32);
+
+thread_local! {
+    /// Date offsets by subject pseudonym (bounded like `PSEUDO_CACHE`).
+    static OFFSET_CACHE: std::cell::RefCell<Vec<Option<OffsetEntry>>> =
+        std::cell::RefCell::new((0..CACHE_SLOTS).map(|_| None).collect());
+    /// Room, bed and device pseudonyms already computed on this thread; a
+    /// slot collision replaces the entry, so it stays bounded.
+    static PSEUDO_CACHE: std::cell::RefCell<Vec<Option<CachedPseudonym>>> =
+        std::cell::RefCell::new((0..CACHE_SLOTS).map(|_| None).collect());
 }
 
 fn tag(base: &HmacSha256, kind: IdKind, parts: &[&str]) -> [u8; 32] {
@@ -415,6 +529,10 @@ mod tests {
         let b = k.pseudonym(IdKind::Patient, &["hosp", "MR", "AB1234"]);
         assert_eq!(a, b);
         assert!(a.starts_with("P1-") && a.len() == 35, "{a}");
+        assert_eq!(
+            &*k.pseudonym_text(IdKind::Patient, &["HOSP", "MR", "AB1234"]),
+            a.as_str()
+        );
         let c = k.pseudonym(IdKind::Visit, &["HOSP", "MR", "AB1234"]);
         assert_ne!(a[3..], c[3..]);
         // Long identifiers go through the chunked path.
@@ -422,6 +540,32 @@ mod tests {
         assert_ne!(
             k.pseudonym(IdKind::Other, &[&long]),
             k.pseudonym(IdKind::Other, &[&long[..199]])
+        );
+    }
+
+    #[test]
+    fn cached_location_pseudonyms_equal_uncached_and_respect_keys() {
+        let a = SiteKeys::from_secrets(&[1u8; 32], None);
+        let b = SiteKeys::from_secrets(&[2u8; 32], None);
+        for _ in 0..3 {
+            for (k, parts) in [
+                (IdKind::Location, ["HOSP", "ICU", "R1", "B2"]),
+                (IdKind::Device, ["0012AB", "", "", ""]),
+            ] {
+                assert_eq!(
+                    a.pseudonym_text(k, &parts),
+                    a.pseudonym_text_uncached(k, &parts)
+                );
+                assert_eq!(
+                    b.pseudonym_text(k, &parts),
+                    b.pseudonym_text_uncached(k, &parts)
+                );
+                assert_ne!(a.pseudonym_text(k, &parts), b.pseudonym_text(k, &parts));
+            }
+        }
+        assert_ne!(
+            a.pseudonym_text(IdKind::Location, &["H", "W", "R1"]),
+            a.pseudonym_text(IdKind::Location, &["H", "W", "R1", ""])
         );
     }
 
@@ -435,6 +579,17 @@ mod tests {
             seen.insert(d);
         }
         assert!(seen.len() > 50, "{}", seen.len());
+        for i in 0..100 {
+            let s = format!("P1-{i}");
+            assert_eq!(k.date_offset_days(&s, 30), k.date_offset_uncached(&s, 30));
+            assert_eq!(k.date_offset_days(&s, 30), k.date_offset_uncached(&s, 30));
+        }
+        let other = SiteKeys::from_secrets(&[2u8; 32], None);
+        let differ = (0..50).filter(|i| {
+            let s = format!("P1-{i}");
+            k.date_offset_days(&s, 180) != other.date_offset_days(&s, 180)
+        });
+        assert!(differ.count() > 40);
         assert_eq!(k.date_offset_days("x", 0), 0);
     }
 

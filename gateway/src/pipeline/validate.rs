@@ -13,7 +13,7 @@
 
 use wardlink_sync::{Issue, Severity};
 
-use super::hl7::{Message, Ts};
+use super::hl7::{Message, Precision, Ts};
 
 /// One validation rule.
 #[derive(Debug, Clone, Copy)]
@@ -54,7 +54,7 @@ pub const RULES: &[Rule] = &[
     Rule { code: "UNIT_MISSING", severity: W, meaning: "a numeric value of a known code has no unit (OBX-6)" },
     Rule { code: "UNIT_UNEXPECTED", severity: W, meaning: "the unit is not one expected for the code (e.g. SpO2 not in %)" },
     Rule { code: "VALUE_IMPLAUSIBLE", severity: E, meaning: "a value is outside the physiological range for its code (e.g. SpO2 0–100 %, heart rate 0–350 /min)" },
-    Rule { code: "OBX_SUB_ID_DUPLICATE", severity: W, meaning: "OBX-4 repeats within the message for the same OBX-3 (IHE PCD requires unique sub-ids)" },
+    Rule { code: "OBX_SUB_ID_DUPLICATE", severity: W, meaning: "OBX-4 repeats within one order (OBR) group (IHE PCD requires unique sub-ids)" },
     Rule { code: "RESULT_STATUS_INVALID", severity: W, meaning: "OBX-11 is not in HL7 table 0085" },
     Rule { code: "ABNORMAL_FLAG_INVALID", severity: I, meaning: "OBX-8 has a flag not in HL7 table 0078" },
     Rule { code: "PATIENT_CLASS_INVALID", severity: W, meaning: "PV1-2 is not in HL7 table 0004" },
@@ -180,8 +180,8 @@ fn valid_segment_id(id: &str) -> bool {
 /// required segments). Pushes issues; the caller quarantines on a fatal one.
 pub fn structure(msg: &Message<'_>, issues: &mut Vec<Issue>) {
     let msh = msg.msh();
-    let code = msh.field(9).comp(1).raw().trim();
-    let trigger = msh.field(9).comp(2).raw().trim();
+    let code = msh.field(9).comp(1).raw().trim_ascii();
+    let trigger = msh.field(9).comp(2).raw().trim_ascii();
     if code.is_empty() {
         issues.push(issue(
             "MSH9_MISSING",
@@ -189,14 +189,14 @@ pub fn structure(msg: &Message<'_>, issues: &mut Vec<Issue>) {
             "message type is empty",
         ));
     }
-    if msh.field(10).raw().trim().is_empty() {
+    if msh.field(10).raw().trim_ascii().is_empty() {
         issues.push(issue(
             "MSH10_MISSING",
             Some("MSH-10".into()),
             "message control id is empty",
         ));
     }
-    let version = msh.field(12).comp(1).raw().trim();
+    let version = msh.field(12).comp(1).raw().trim_ascii();
     let version_ok = version
         .strip_prefix("2.")
         .is_some_and(|r| !r.is_empty() && r.bytes().all(|c| c.is_ascii_digit() || c == b'.'));
@@ -276,7 +276,7 @@ pub fn structure(msg: &Message<'_>, issues: &mut Vec<Issue>) {
         }
     }
     let missing: Option<&str> = match (code, trigger) {
-        ("ADT", t) if matches!(t, "A40" | "A34" | "A35" | "A36" | "A39" | "A41" | "A42") => {
+        ("ADT", "A40" | "A34" | "A35" | "A36" | "A39" | "A41" | "A42") => {
             if !seen_pid {
                 Some("PID")
             } else if !seen_mrg {
@@ -310,7 +310,7 @@ pub fn structure(msg: &Message<'_>, issues: &mut Vec<Issue>) {
         ));
     }
     // Escapes: only look when the message uses its escape character at all.
-    if let Some(esc) = msg.delimiters().escape {
+    if let Some(esc) = msg.delimiters().escape.filter(|e| msg.uses_byte(*e)) {
         'outer: for seg in msg.segments() {
             for n in 3..=seg.field_count() {
                 let raw = seg.field(n).raw();
@@ -352,36 +352,35 @@ const NO_ZONE_SLACK: i64 = 14 * 3600;
 /// value when valid.
 pub fn timestamp(
     raw: &str,
-    field: &str,
+    field: impl Fn() -> String,
     code_invalid: &'static str,
     limits: &TimeLimits,
     check_age: bool,
     issues: &mut Vec<Issue>,
 ) -> Option<Ts> {
-    let raw = raw.trim();
+    let raw = raw.trim_ascii();
     if raw.is_empty() || raw == "\"\"" {
         if code_invalid == "MSH7_INVALID" {
-            issues.push(issue(
-                code_invalid,
-                Some(field.to_owned()),
-                "message time is empty",
-            ));
+            issues.push(issue(code_invalid, Some(field()), "message time is empty"));
         }
         return None;
     }
     let Some(ts) = Ts::parse(raw) else {
         issues.push(issue(
             code_invalid,
-            Some(field.to_owned()),
+            Some(field()),
             "not a valid HL7 timestamp",
         ));
         return None;
     };
-    let slack = if ts.offset_min.is_none() {
+    let slack = if ts.precision < Precision::Hour {
+        // A date: its day may start or end up to a day and a zone away.
+        NO_ZONE_SLACK + 86_400
+    } else if ts.offset_min.is_none() {
         if !issues.iter().any(|i| i.code == "TS_NO_ZONE") {
             issues.push(issue(
                 "TS_NO_ZONE",
-                Some(field.to_owned()),
+                Some(field()),
                 "timestamp without zone offset",
             ));
         }
@@ -390,16 +389,25 @@ pub fn timestamp(
         0
     };
     let t = ts.epoch_seconds();
-    if t > limits.received + limits.future_skew + slack {
+    if t > limits
+        .received
+        .saturating_add(limits.future_skew)
+        .saturating_add(slack)
+    {
         issues.push(issue(
             "TS_FUTURE",
-            Some(field.to_owned()),
+            Some(field()),
             "timestamp is in the future beyond the allowed skew",
         ));
-    } else if check_age && t < limits.received - limits.max_age - slack {
+    } else if check_age
+        && t < limits
+            .received
+            .saturating_sub(limits.max_age)
+            .saturating_sub(slack)
+    {
         issues.push(issue(
             "TS_TOO_OLD",
-            Some(field.to_owned()),
+            Some(field()),
             "timestamp is older than the allowed age",
         ));
     }
@@ -529,11 +537,17 @@ const MV: &[(&str, f64, f64)] = &[("L/min", 0.0, 60.0), ("mL/min", 0.0, 60000.0)
 const CO2: &[(&str, f64, f64)] = &[("mm[Hg]", 0.0, 150.0), ("kPa", 0.0, 20.0), ("%", 0.0, 20.0)];
 const CVP: &[(&str, f64, f64)] = &[("mm[Hg]", -10.0, 50.0), ("cm[H2O]", -15.0, 70.0)];
 
-/// The vital-sign and ventilator codes with plausibility ranges (ihe-pcd01.md §3).
+/// The vital-sign and ventilator codes with plausibility ranges (ihe-pcd01.md §3),
+/// sorted by code (a test checks) for binary search.
 pub const VITALS: &[Vital] = &[
     Vital {
         code: "147842",
         name: "heart rate (ECG)",
+        units: BPM,
+    },
+    Vital {
+        code: "149522",
+        name: "pulse rate (invasive BP)",
         units: BPM,
     },
     Vital {
@@ -545,36 +559,6 @@ pub const VITALS: &[Vital] = &[
         code: "149546",
         name: "pulse rate (NIBP)",
         units: BPM,
-    },
-    Vital {
-        code: "149522",
-        name: "pulse rate (invasive BP)",
-        units: BPM,
-    },
-    Vital {
-        code: "8867-4",
-        name: "heart rate",
-        units: BPM,
-    },
-    Vital {
-        code: "150456",
-        name: "SpO2",
-        units: PCT,
-    },
-    Vital {
-        code: "59408-5",
-        name: "SpO2",
-        units: PCT,
-    },
-    Vital {
-        code: "2708-6",
-        name: "SaO2",
-        units: PCT,
-    },
-    Vital {
-        code: "150488",
-        name: "perfusion index",
-        units: PCT,
     },
     Vital {
         code: "150021",
@@ -589,21 +573,6 @@ pub const VITALS: &[Vital] = &[
     Vital {
         code: "150023",
         name: "NIBP mean",
-        units: MMHG,
-    },
-    Vital {
-        code: "150301",
-        name: "cuff systolic",
-        units: MMHG,
-    },
-    Vital {
-        code: "150302",
-        name: "cuff diastolic",
-        units: MMHG,
-    },
-    Vital {
-        code: "150303",
-        name: "cuff mean",
         units: MMHG,
     },
     Vital {
@@ -637,54 +606,24 @@ pub const VITALS: &[Vital] = &[
         units: MMHG,
     },
     Vital {
-        code: "8480-6",
-        name: "systolic BP",
-        units: MMHG,
-    },
-    Vital {
-        code: "8462-4",
-        name: "diastolic BP",
-        units: MMHG,
-    },
-    Vital {
         code: "150087",
         name: "CVP mean",
         units: CVP,
     },
     Vital {
-        code: "151562",
-        name: "respiration rate",
-        units: RESP,
+        code: "150301",
+        name: "cuff systolic",
+        units: MMHG,
     },
     Vital {
-        code: "9279-1",
-        name: "respiration rate",
-        units: RESP,
+        code: "150302",
+        name: "cuff diastolic",
+        units: MMHG,
     },
     Vital {
-        code: "151586",
-        name: "ventilation rate",
-        units: RESP,
-    },
-    Vital {
-        code: "152490",
-        name: "total breath rate",
-        units: RESP,
-    },
-    Vital {
-        code: "152498",
-        name: "spontaneous breath rate",
-        units: RESP,
-    },
-    Vital {
-        code: "151728",
-        name: "etCO2",
-        units: CO2,
-    },
-    Vital {
-        code: "151708",
-        name: "etCO2 concentration",
-        units: CO2,
+        code: "150303",
+        name: "cuff mean",
+        units: MMHG,
     },
     Vital {
         code: "150344",
@@ -697,28 +636,38 @@ pub const VITALS: &[Vital] = &[
         units: TEMP,
     },
     Vital {
-        code: "188496",
-        name: "axillary temperature",
-        units: TEMP,
+        code: "150456",
+        name: "SpO2",
+        units: PCT,
     },
     Vital {
-        code: "8310-5",
-        name: "body temperature",
-        units: TEMP,
+        code: "150488",
+        name: "perfusion index",
+        units: PCT,
     },
     Vital {
-        code: "151980",
-        name: "tidal volume (delivered)",
-        units: TV,
+        code: "151562",
+        name: "respiration rate",
+        units: RESP,
     },
     Vital {
-        code: "151868",
-        name: "tidal volume (expired)",
-        units: TV,
+        code: "151586",
+        name: "ventilation rate",
+        units: RESP,
     },
     Vital {
-        code: "151976",
-        name: "PEEP (applied)",
+        code: "151708",
+        name: "etCO2 concentration",
+        units: CO2,
+    },
+    Vital {
+        code: "151728",
+        name: "etCO2",
+        units: CO2,
+    },
+    Vital {
+        code: "151784",
+        name: "plateau pressure",
         units: CMH2O,
     },
     Vital {
@@ -732,28 +681,8 @@ pub const VITALS: &[Vital] = &[
         units: CMH2O,
     },
     Vital {
-        code: "152788",
-        name: "total PEEP",
-        units: CMH2O,
-    },
-    Vital {
         code: "151817",
         name: "peak inspiratory pressure",
-        units: CMH2O,
-    },
-    Vital {
-        code: "151973",
-        name: "peak airway pressure",
-        units: CMH2O,
-    },
-    Vital {
-        code: "151784",
-        name: "plateau pressure",
-        units: CMH2O,
-    },
-    Vital {
-        code: "152424",
-        name: "plateau pressure (vent)",
         units: CMH2O,
     },
     Vital {
@@ -762,19 +691,9 @@ pub const VITALS: &[Vital] = &[
         units: CMH2O,
     },
     Vital {
-        code: "151975",
-        name: "mean airway pressure (vent)",
-        units: CMH2O,
-    },
-    Vital {
-        code: "152196",
-        name: "FiO2",
-        units: PCT,
-    },
-    Vital {
-        code: "151908",
-        name: "airway O2",
-        units: PCT,
+        code: "151868",
+        name: "tidal volume (expired)",
+        units: TV,
     },
     Vital {
         code: "151880",
@@ -787,29 +706,123 @@ pub const VITALS: &[Vital] = &[
         units: MV,
     },
     Vital {
+        code: "151908",
+        name: "airway O2",
+        units: PCT,
+    },
+    Vital {
+        code: "151973",
+        name: "peak airway pressure",
+        units: CMH2O,
+    },
+    Vital {
+        code: "151975",
+        name: "mean airway pressure (vent)",
+        units: CMH2O,
+    },
+    Vital {
+        code: "151976",
+        name: "PEEP (applied)",
+        units: CMH2O,
+    },
+    Vital {
+        code: "151980",
+        name: "tidal volume (delivered)",
+        units: TV,
+    },
+    Vital {
         code: "152008",
         name: "ventilator minute volume",
         units: MV,
+    },
+    Vital {
+        code: "152196",
+        name: "FiO2",
+        units: PCT,
+    },
+    Vital {
+        code: "152424",
+        name: "plateau pressure (vent)",
+        units: CMH2O,
+    },
+    Vital {
+        code: "152490",
+        name: "total breath rate",
+        units: RESP,
+    },
+    Vital {
+        code: "152498",
+        name: "spontaneous breath rate",
+        units: RESP,
+    },
+    Vital {
+        code: "152788",
+        name: "total PEEP",
+        units: CMH2O,
+    },
+    Vital {
+        code: "188496",
+        name: "axillary temperature",
+        units: TEMP,
+    },
+    Vital {
+        code: "2708-6",
+        name: "SaO2",
+        units: PCT,
+    },
+    Vital {
+        code: "59408-5",
+        name: "SpO2",
+        units: PCT,
+    },
+    Vital {
+        code: "8310-5",
+        name: "body temperature",
+        units: TEMP,
+    },
+    Vital {
+        code: "8462-4",
+        name: "diastolic BP",
+        units: MMHG,
+    },
+    Vital {
+        code: "8480-6",
+        name: "systolic BP",
+        units: MMHG,
+    },
+    Vital {
+        code: "8867-4",
+        name: "heart rate",
+        units: BPM,
+    },
+    Vital {
+        code: "9279-1",
+        name: "respiration rate",
+        units: RESP,
     },
 ];
 
 /// The vital entry for a code, if it is one of [`VITALS`].
 pub fn vital(code: &str) -> Option<&'static Vital> {
-    VITALS.iter().find(|v| v.code == code)
+    VITALS
+        .binary_search_by(|v| v.code.cmp(code))
+        .ok()
+        .and_then(|i| VITALS.get(i))
 }
 
-/// Checks a numeric value of a known code against its units and range.
+/// Checks a numeric value of a known code against its units and range;
+/// `field(n)` names OBX-n of the row (built only when an issue is raised).
 pub fn check_value(
     v: &Vital,
     value: f64,
     unit: Option<&str>,
-    field: &str,
+    field: impl Fn(usize) -> String,
     issues: &mut Vec<Issue>,
 ) {
     let Some(unit) = unit else {
         issues.push(issue(
             "UNIT_MISSING",
-            Some(field.replace("-5", "-6")),
+            Some(field(6)),
             format!("no unit for {}", v.name),
         ));
         return;
@@ -817,14 +830,14 @@ pub fn check_value(
     match v.units.iter().find(|(u, _, _)| *u == unit) {
         None => issues.push(issue(
             "UNIT_UNEXPECTED",
-            Some(field.replace("-5", "-6")),
+            Some(field(6)),
             format!("unit {} is not expected for {}", short(unit), v.name),
         )),
         Some((_, lo, hi)) => {
             if value < *lo || value > *hi {
                 issues.push(issue(
                     "VALUE_IMPLAUSIBLE",
-                    Some(field.to_owned()),
+                    Some(field(5)),
                     format!("{} {value} {unit} is outside {lo}–{hi}", v.name),
                 ));
             }
@@ -843,6 +856,13 @@ mod tests {
         codes.sort_unstable();
         codes.dedup();
         assert_eq!(codes.len(), RULES.len());
+    }
+
+    #[test]
+    fn vitals_sorted_for_binary_search() {
+        assert!(VITALS.windows(2).all(|w| w[0].code < w[1].code));
+        assert_eq!(vital("150456").map(|v| v.name), Some("SpO2"));
+        assert!(vital("999999").is_none());
     }
 
     #[test]

@@ -224,6 +224,10 @@ struct Writer {
 }
 
 /// What woke the writer.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value on the writer's stack per turn; boxing would allocate per request"
+)]
 enum Next {
     Request(Option<ToStore>),
     Job(Job),
