@@ -12,7 +12,9 @@
 //!   stored messages concurrently, as in the daemon.
 //!
 //! Run: `cargo bench -p wardlink --bench mllp_ingest`
-//! (`WARDLINK_BENCH_SECS=5` to measure longer; default 3 s per cell).
+//! (`WARDLINK_BENCH_SECS=6` to measure longer; default 3 s per cell). The
+//! variants of one connection count run interleaved in short slices, so
+//! they share whatever else the machine is doing; compare the ratios.
 //! Client and server share the machine, as in the reference figures.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark harness")]
 
@@ -57,6 +59,43 @@ struct Cell {
     p50_ms: f64,
     p99_ms: f64,
     avg_group: f64,
+}
+
+/// What one slice of one variant measured; slices of a cell are summed.
+#[derive(Default)]
+struct Slice {
+    latencies_us: Vec<u32>,
+    elapsed_s: f64,
+    group_sum: f64,
+    slices: u32,
+}
+
+impl Slice {
+    fn add(&mut self, other: Slice) {
+        self.latencies_us.extend(other.latencies_us);
+        self.elapsed_s += other.elapsed_s;
+        self.group_sum += other.group_sum;
+        self.slices += other.slices;
+    }
+
+    fn cell(mut self, variant: Variant, connections: usize) -> Cell {
+        let lat = &mut self.latencies_us;
+        lat.sort_unstable();
+        let pct = |p: f64| {
+            lat.get(((lat.len() as f64 - 1.0) * p) as usize)
+                .copied()
+                .unwrap_or(0) as f64
+                / 1000.0
+        };
+        Cell {
+            variant,
+            connections,
+            msgs_per_sec: lat.len() as f64 / self.elapsed_s.max(1e-9),
+            p50_ms: pct(0.50),
+            p99_ms: pct(0.99),
+            avg_group: self.group_sum / f64::from(self.slices.max(1)),
+        }
+    }
 }
 
 /// A ~1 KB IHE PCD-01 ORU^R01 (vitals) from the shared simulator, MLLP-framed.
@@ -210,7 +249,7 @@ async fn client(
     lat
 }
 
-fn run_cell(variant: Variant, connections: usize, secs: f64) -> Cell {
+fn run_slice(variant: Variant, connections: usize, secs: f64) -> Slice {
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -258,20 +297,11 @@ fn run_cell(variant: Variant, connections: usize, secs: f64) -> Cell {
     shutdown.cancel();
     server_rt.block_on(serving).ok();
     let avg_group = join_store();
-    lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 - 1.0) * p) as usize)
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
-    Cell {
-        variant,
-        connections,
-        msgs_per_sec: lat.len() as f64 / elapsed,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
-        avg_group,
+    Slice {
+        latencies_us: lat,
+        elapsed_s: elapsed,
+        group_sum: avg_group,
+        slices: 1,
     }
 }
 
@@ -295,23 +325,38 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
     println!(
-        "MLLP ingest, window 1, {} B IHE PCD-01 ORU^R01, {secs} s per cell, client and server on this machine",
+        "MLLP ingest, window 1, {} B IHE PCD-01 ORU^R01, {secs} s per cell in 3 interleaved slices, client and server on this machine",
         framed(&mut Hl7Generator::new(0)).len() - 3
     );
     println!(
         "{:<26} {:>5} {:>10} {:>8} {:>8} {:>9}",
         "variant", "conns", "msg/s", "p50 ms", "p99 ms", "avg group"
     );
-    let mut cells = Vec::new();
-    let mut wardlink_rss = 0.0_f64;
-    for variant in [
+    // The variants of one connection count run interleaved, in short
+    // slices (W, W+P, ack-only, fsync, W, W+P, ...), so that all of them see
+    // the same disk and CPU contention: on a shared machine the fsync cost
+    // swings by 10x within minutes, and the ratios are what is compared.
+    let variants = [
         Variant::Wardlink,
         Variant::WardlinkWithPipeline,
         Variant::AckOnly,
         Variant::FsyncPerMessage,
-    ] {
-        for &c in &CONNECTIONS {
-            let cell = run_cell(variant, c, secs);
+    ];
+    let rounds = 3;
+    let mut cells = Vec::new();
+    let mut wardlink_rss = 0.0_f64;
+    for &c in &CONNECTIONS {
+        let mut sums: Vec<Slice> = variants.iter().map(|_| Slice::default()).collect();
+        for _ in 0..rounds {
+            for (i, &variant) in variants.iter().enumerate() {
+                sums[i].add(run_slice(variant, c, secs / f64::from(rounds)));
+                if matches!(variant, Variant::Wardlink | Variant::WardlinkWithPipeline) {
+                    wardlink_rss = peak_rss_mb();
+                }
+            }
+        }
+        for (variant, sum) in variants.iter().zip(sums) {
+            let cell = sum.cell(*variant, c);
             println!(
                 "{:<26} {:>5} {:>10.0} {:>8.3} {:>8.3} {:>9.1}",
                 variant.name(),
@@ -322,9 +367,6 @@ fn main() {
                 cell.avg_group
             );
             cells.push(cell);
-        }
-        if variant == Variant::WardlinkWithPipeline {
-            wardlink_rss = peak_rss_mb();
         }
     }
     let get = |v: Variant, c: usize| {
@@ -352,7 +394,7 @@ fn main() {
         get(Variant::Wardlink, 8).p99_ms
     );
     println!(
-        "peak resident memory (VmHWM, client included) after the wardlink runs (with and without pipeline): {wardlink_rss:.1} MB (target < 48 MB); after all runs: {:.1} MB",
+        "peak resident memory (VmHWM, client included) after the last wardlink slice: {wardlink_rss:.1} MB (target < 48 MB); after all runs: {:.1} MB",
         peak_rss_mb()
     );
 }
