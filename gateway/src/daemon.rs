@@ -70,6 +70,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         WriterOptions {
             group_commit_max: config.store.group_commit_max,
             raw_retention: config.store.raw_retention,
+            outbox_max_bytes: config.sync.outbox_max_bytes,
         },
         tokio::runtime::Handle::current(),
     )
