@@ -6,6 +6,9 @@
 //! - [`pipeline`]: parse → validate → normalize → de-identify, a pure function
 //!   from a stored raw message to events or a quarantine entry;
 //!   [`processor`] runs it on stored messages, off the ACK path.
+//! - [`sync`]: the gateway side of sync: the signing key (`wardlink
+//!   keygen`), the sealer (outbox → signed batches) and the uploader
+//!   (batches → collector, deleted after a verified receipt).
 //! - [`status`]: the accounting report of `wardlink status` (text and JSON)
 //!   and the runtime file the daemon publishes its bound addresses in.
 //! - [`daemon`]: the lifecycle: open the store, bind, serve, stop cleanly.
@@ -27,3 +30,4 @@ pub mod review;
 pub mod settings;
 pub mod status;
 pub mod store;
+pub mod sync;
