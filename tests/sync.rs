@@ -1,11 +1,12 @@
 //! End to end with both real binaries on 127.0.0.1: HL7 into `wardlink`,
 //! de-identified events out of `wardlink-collector`'s feed, exactly once and
 //! in order, across a collector outage and a gateway `kill -9`; keygen and
-//! enrolment; the outbox quota. Issue 4.
+//! enrolment; the outbox quota; `wardlink demo`. Issue 4.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 mod common;
 
+use std::io::BufRead as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -353,5 +354,97 @@ fn a_full_outbox_answers_ar_store_full_and_raises_an_alarm() -> Result {
         .output()?;
     assert_eq!(text.status.code(), Some(1), "status exits 1 on an alarm");
     assert!(String::from_utf8(text.stdout)?.contains("ALARM: outbox quota reached"));
+    Ok(())
+}
+
+#[test]
+fn the_demo_shows_events_at_the_collector_and_stops_on_sigint() -> Result {
+    collector_bin(); // the demo needs it next to wardlink
+    let mut demo = Command::new(wardlink_bin())
+        .args(["demo", "--rate", "10"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stdout = demo.stdout.take().ok_or("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(|l| l.ok())
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let field = |lines: &[String], name: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_string()))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while field(&lines, "reader token:").is_none() {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(l) => lines.push(l),
+            Err(_) => {
+                let _ = demo.kill();
+                return Err(format!("the demo printed no token: {lines:#?}").into());
+            }
+        }
+    }
+    let feed_url = field(&lines, "feed URL:").ok_or("no feed URL")?;
+    let token = field(&lines, "reader token:").ok_or("no token")?;
+    let files = field(&lines, "files").ok_or("no files line")?;
+    let files = files.split(' ').next().unwrap_or_default().to_string();
+    let base = feed_url.trim_end_matches("/v1/feeds/events").to_string();
+    let mut feed = Vec::new();
+    let arrived = wait_until(Duration::from_secs(30), || {
+        feed = read_feed(&base, &token).unwrap_or_default();
+        feed.len() >= 10
+    });
+    if !arrived {
+        let _ = demo.kill();
+    }
+    assert!(
+        arrived,
+        "no events at the collector within 30 s: {lines:#?}"
+    );
+    assert!(feed.iter().any(|l| l["event"]["type"] == "observation"));
+
+    Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status()?;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(s) = demo.try_wait()? {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = demo.kill();
+            return Err("the demo did not stop on SIGINT".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    while let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
+        lines.push(l);
+    }
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut demo.stderr.take().ok_or("stderr")?, &mut err)?;
+    assert!(status.success(), "{status}: {err}\n{lines:#?}");
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("stopped"),
+        "{lines:#?}"
+    );
+    // The collector is gone and the temporary files with it.
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse()?;
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+        "the collector still listens"
+    );
+    assert!(
+        !std::path::Path::new(&files).exists(),
+        "{files} was not removed"
+    );
     Ok(())
 }

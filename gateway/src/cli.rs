@@ -25,6 +25,19 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Try the whole flow on this machine, loopback only: start a collector
+    /// (`wardlink-collector`, next to this executable), a gateway enrolled at
+    /// it and simulated HL7 senders (ADT and ORU vitals); print where to look;
+    /// stop everything on Ctrl-C.
+    Demo {
+        /// Keep the demo's files (configs, stores, keys) in this directory
+        /// (created if missing) instead of a temporary one removed at exit.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Messages per second the simulated senders send, in total.
+        #[arg(long, value_name = "N", default_value_t = 4.0)]
+        rate: f64,
+    },
     /// Create the gateway's signing key (<state_dir>/gateway.key, mode 0600)
     /// unless it exists, and print its public key, its gateway id and the
     /// `wardlink-collector enroll ...` command that enrols it at the collector.

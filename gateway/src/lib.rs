@@ -9,6 +9,8 @@
 //! - [`sync`]: the gateway side of sync: the signing key (`wardlink
 //!   keygen`), the sealer (outbox → signed batches) and the uploader
 //!   (batches → collector, deleted after a verified receipt).
+//! - [`demo`]: `wardlink demo`: a collector, this gateway and simulated
+//!   senders on loopback, in one command.
 //! - [`status`]: the accounting report of `wardlink status` (text and JSON)
 //!   and the runtime file the daemon publishes its bound addresses in.
 //! - [`daemon`]: the lifecycle: open the store, bind, serve, stop cleanly.
@@ -22,6 +24,7 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod demo;
 pub mod logging;
 pub mod pipeline;
 pub mod processor;

@@ -35,6 +35,7 @@ fn main() -> ExitCode {
         } => deid(print_profile, config.as_deref(), &files),
         Command::Quarantine { action, config } => quarantine(action, config.as_deref()),
         Command::Keygen { config } => keygen(config.as_deref()),
+        Command::Demo { dir, rate } => demo(dir, rate),
     }
 }
 
@@ -65,6 +66,33 @@ fn keygen(config: Option<&Path>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("wardlink: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn demo(dir: Option<std::path::PathBuf>, rate: f64) -> ExitCode {
+    logging::init("warn");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wardlink: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        let options = wardlink::demo::DemoOptions { dir, rate };
+        wardlink::demo::run(options, &mut std::io::stdout(), shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wardlink demo: {e:#}");
             ExitCode::from(EXIT_RUNTIME)
         }
     }
