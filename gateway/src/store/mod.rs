@@ -40,10 +40,11 @@
 //! - `outbox` (v2): the de-identified events, by event id (never reused).
 //! - `quarantine` (v2): messages held back, with the reason and every issue.
 //! - `encounters` (v2): encounter pseudonyms seen, for the pipeline's rules.
-//! - v3: `outbox.created_at` and `outbox.batch_seq` (NULL = not sealed),
-//!   `batches` (sealed batches by sequence number: header hash, event id
-//!   range, wire bytes until uploaded) and `sync_state` (one row: the hash
-//!   chain, the outbox's size, the last upload and the last upload error).
+//! - v3: `outbox.created_at`, `batches` (sealed batches by sequence number:
+//!   header hash, event id range, wire bytes until uploaded) and `sync_state`
+//!   (one row: the hash chain, whose `last_event_id` is also the line
+//!   between sealed and unsealed outbox events, the outbox's size, the last
+//!   upload and the last upload error).
 //!
 //! # States a stored message passes through
 //! `awaiting` (0, stored, not yet through the pipeline) → `quarantined` (1) or

@@ -69,13 +69,12 @@ const MIGRATIONS: &[&str] = &[
         pseudonym   TEXT PRIMARY KEY
      ) WITHOUT ROWID;
      ALTER TABLE counters ADD COLUMN dropped INTEGER NOT NULL DEFAULT 0;",
-    // 3: sync: when each outbox event was stored and which sealed batch holds
-    // it, the sealed batches (immutable once written), and one row of sync
-    // state: the hash chain, the outbox's size for its quota, and the
-    // uploader's last success and error for `wardlink status`.
+    // 3: sync: when each outbox event was stored, the sealed batches
+    // (immutable once written), and one row of sync state: the hash chain
+    // (whose last_event_id also says which outbox events are sealed: those
+    // up to it), the outbox's size for its quota, and the uploader's last
+    // success and error for `wardlink status`.
     "ALTER TABLE outbox ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;  -- ms; 0 before v3
-     ALTER TABLE outbox ADD COLUMN batch_seq INTEGER;   -- NULL = not sealed yet
-     CREATE INDEX outbox_unsealed ON outbox (id) WHERE batch_seq IS NULL;
      CREATE TABLE batches (
         seq           INTEGER PRIMARY KEY,   -- position in the gateway's chain, from 1
         header_sha256 BLOB    NOT NULL,      -- 32 bytes: names the batch
@@ -95,7 +94,7 @@ const MIGRATIONS: &[&str] = &[
         gateway_id         TEXT,             -- whose chain; NULL before the first batch
         next_seq           INTEGER NOT NULL DEFAULT 1,
         prev_header_sha256 BLOB    NOT NULL DEFAULT (zeroblob(32)),
-        last_event_id      INTEGER,          -- NULL before the first batch
+        last_event_id      INTEGER,          -- the last sealed outbox id; NULL before the first batch
         outbox_bytes       INTEGER NOT NULL DEFAULT 0, -- outbox JSON + batches not uploaded
         uploaded_batches   INTEGER NOT NULL DEFAULT 0,
         uploaded_events    INTEGER NOT NULL DEFAULT 0,

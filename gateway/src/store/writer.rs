@@ -404,6 +404,17 @@ impl Writer {
                 }
             }
             self.commit_group(&mut group);
+            // The select above prefers the sources; under a steady stream
+            // of requests it would never pick a job. So after each group, one
+            // waiting job of each kind goes next: the pipeline, the sealer
+            // and the uploader keep moving at any ingest rate, and a source
+            // waits for at most one extra transaction.
+            if let Ok(job) = jobs.try_recv() {
+                self.apply_job(job);
+            }
+            if let Ok(job) = sync_jobs.try_recv() {
+                self.apply_sync(job);
+            }
             if self.last_prune.elapsed() >= PRUNE_EVERY {
                 self.housekeeping();
             }

@@ -194,8 +194,10 @@ fn step(
     if !full && age < options.max_age {
         return Ok(Step::Wait(options.max_age - age));
     }
+    let started = std::time::Instant::now();
     let state = outbox::read_sync_state(conn)?;
-    let rows = outbox::unsealed(conn, options.max_events)?;
+    let rows = outbox::unsealed(conn, &state.chain, options.max_events)?;
+    let read_ms = started.elapsed().as_millis() as u64;
     let (Some(&(first_event, _)), Some(&(last_event, _))) = (rows.first(), rows.last()) else {
         return Ok(Step::Wait(IDLE_WAIT));
     };
@@ -205,6 +207,7 @@ fn step(
         events_bytes += i64::try_from(json.len()).unwrap_or(i64::MAX);
         lines.push(event_line(*id, json).map_err(|reason| StepError::Event { id: *id, reason })?);
     }
+    let lines_ms = started.elapsed().as_millis() as u64 - read_ms;
     let event_count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
     let backlog = u64::try_from(count.saturating_sub(event_count)).unwrap_or(0);
     let sealed = batch::seal(
@@ -218,7 +221,11 @@ fn step(
         },
     )?;
     let encoded = sealed.encode();
+    let seal_ms = started.elapsed().as_millis() as u64 - read_ms - lines_ms;
     tracing::debug!(
+        read_ms,
+        lines_ms,
+        seal_ms,
         seq = sealed.header().seq,
         events = event_count,
         first_event,

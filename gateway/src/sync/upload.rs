@@ -215,8 +215,51 @@ fn random_u64() -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// A receipt handed to the store writer whose commit is not confirmed yet.
+struct Pending {
+    seq: u64,
+    duplicate: bool,
+    post_ms: u64,
+    committed: oneshot::Receiver<Result<Option<outbox::Uploaded>, String>>,
+}
+
+/// Wait for the commit of `pending`. `false` if it failed (or the writer is
+/// gone): the batch is then still not uploaded in the store and must be
+/// looked up again (and sent again: the collector answers `duplicate`).
+async fn settle(pending: Pending) -> bool {
+    let started = std::time::Instant::now();
+    match pending.committed.await {
+        Ok(Ok(marked)) => {
+            tracing::debug!(
+                seq = pending.seq,
+                duplicate = pending.duplicate,
+                post_ms = pending.post_ms,
+                commit_wait_ms = started.elapsed().as_millis() as u64,
+                events = marked.map(|m| m.events),
+                messages_uploaded = marked.map(|m| m.messages),
+                "Batch uploaded"
+            );
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::error!(seq = pending.seq, error = %e, "Recording the upload failed; the batch is sent again");
+            false
+        }
+        Err(_) => false,
+    }
+}
+
 /// Run the uploader until `shutdown` is cancelled. `conn` is a read-only
 /// connection to the store; `bell` is the writer's sealed bell.
+///
+/// Design: batch n+1 is posted only after batch n's receipt verified, but
+/// while the store writer is still committing n's receipt: the local commit
+/// (deleting n's events, moving its messages to `uploaded`) overlaps the next
+/// upload instead of adding to it. At most one such commit is outstanding:
+/// it is awaited before the next receipt is handed over, before idling and
+/// before stopping. If it fails, the uploader forgets where it was and asks
+/// the store again, so batch n goes up a second time (`duplicate`, same
+/// receipt) and nothing is lost.
 pub async fn run(
     conn: Connection,
     client: reqwest::Client,
@@ -229,6 +272,9 @@ pub async fn run(
     let mut backoff = Backoff::new(options.backoff_min, options.backoff_max);
     // Failures of the batch in hand (for "retry a damaged body once").
     let mut attempt: (u64, u32) = (0, 0);
+    // The last batch whose receipt verified (its commit may be pending).
+    let mut receipted: Option<u64> = None;
+    let mut pending: Option<Pending> = None;
     tracing::info!(url = %options.batches_url, "Uploader started");
     while !shutdown.is_cancelled() {
         let next = {
@@ -237,7 +283,7 @@ pub async fn run(
                 let c = conn
                     .lock()
                     .map_err(|_| "connection lock poisoned".to_string())?;
-                outbox::next_to_upload(&c).map_err(|e| e.to_string())
+                outbox::next_to_upload(&c, receipted).map_err(|e| e.to_string())
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()))
@@ -245,6 +291,12 @@ pub async fn run(
         let (seq, wire) = match next {
             Ok(Some(next)) => next,
             Ok(None) => {
+                if let Some(p) = pending.take() {
+                    if !settle(p).await {
+                        receipted = None;
+                    }
+                    continue;
+                }
                 tokio::select! {
                     () = bell.notified() => {}
                     () = tokio::time::sleep(IDLE_WAIT) => {}
@@ -272,15 +324,23 @@ pub async fn run(
                 continue;
             }
         };
+        let posted = std::time::Instant::now();
         let outcome = tokio::select! {
             o = post(&client, &options, wire, &batch, attempt.1) => o,
             () = shutdown.cancelled() => break,
         };
+        let post_ms = u64::try_from(posted.elapsed().as_millis()).unwrap_or(u64::MAX);
         match outcome {
             Outcome::Stored {
                 stored_ms,
                 duplicate,
             } => {
+                if let Some(p) = pending.take() {
+                    if !settle(p).await {
+                        receipted = None;
+                        continue;
+                    }
+                }
                 let (done, committed) = oneshot::channel();
                 if jobs
                     .send(SyncJob::Uploaded {
@@ -293,30 +353,17 @@ pub async fn run(
                 {
                     break; // the writer has stopped
                 }
-                match committed.await {
-                    Ok(Ok(marked)) => {
-                        if backoff.failures() > 0 {
-                            tracing::info!(
-                                seq,
-                                failures = backoff.failures(),
-                                "Upload works again"
-                            );
-                        }
-                        backoff.reset();
-                        tracing::debug!(
-                            seq,
-                            duplicate,
-                            events = marked.map(|m| m.events),
-                            messages_uploaded = marked.map(|m| m.messages),
-                            "Batch uploaded"
-                        );
-                    }
-                    Ok(Err(e)) => {
-                        tracing::error!(seq, error = %e, "Recording the upload failed; sending the batch again");
-                        wait(&shutdown, backoff.next(random_u64())).await;
-                    }
-                    Err(_) => break,
+                if backoff.failures() > 0 {
+                    tracing::info!(seq, failures = backoff.failures(), "Upload works again");
                 }
+                backoff.reset();
+                receipted = Some(seq);
+                pending = Some(Pending {
+                    seq,
+                    duplicate,
+                    post_ms,
+                    committed,
+                });
             }
             Outcome::Retry(error) => {
                 attempt.1 = attempt.1.saturating_add(1);
@@ -336,6 +383,11 @@ pub async fn run(
                 wait(&shutdown, delay).await;
             }
         }
+    }
+    // The writer is still running (the daemon joins it after this task):
+    // let the last receipt be recorded rather than re-sent after the restart.
+    if let Some(p) = pending.take() {
+        settle(p).await;
     }
     tracing::debug!("Uploader stopped");
 }
