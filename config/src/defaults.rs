@@ -33,6 +33,18 @@ pub const DEID_NETWORK_KEY_FILE: Option<&str> = None;
 pub const VALIDATE_MAX_FUTURE_SKEW: Duration = Duration::from_secs(5 * 60);
 /// `validate.max_age`: 30 days.
 pub const VALIDATE_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+/// `sync.collector_url`: `None` (written `""` in the file) = sync off.
+pub const SYNC_COLLECTOR_URL: Option<&str> = None;
+/// `sync.batch_max_events`.
+pub const SYNC_BATCH_MAX_EVENTS: usize = 5000;
+/// `sync.batch_max_age`: 5 seconds.
+pub const SYNC_BATCH_MAX_AGE: Duration = Duration::from_secs(5);
+/// `sync.outbox_max_bytes`: 1 GiB.
+pub const SYNC_OUTBOX_MAX_BYTES: Option<u64> = Some(1 << 30);
+/// `sync.retry_backoff_min`: 1 second.
+pub const SYNC_RETRY_BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// `sync.retry_backoff_max`: 5 minutes.
+pub const SYNC_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
 /// `source.mllp[].name`.
 pub const MLLP_NAME: &str = "mllp";
 /// `source.mllp[].listen`: loopback only, the HL7 v2 port.

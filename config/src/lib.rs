@@ -50,8 +50,9 @@ use std::path::Path;
 
 pub use error::{ConfigError, Problem};
 pub use model::{
-    Config, DatePolicyConfig, DeidConfig, FieldOverrideConfig, GatewayConfig, LogConfig, LogLevel,
-    MllpSource, OverrideAction, PseudonymScope, Sources, StoreConfig, ValidateConfig,
+    ClientCert, CollectorTarget, Config, DatePolicyConfig, DeidConfig, FieldOverrideConfig,
+    GatewayConfig, LogConfig, LogLevel, MllpSource, OverrideAction, PseudonymScope, Sources,
+    StoreConfig, SyncConfig, ValidateConfig,
 };
 
 /// The embedded default configuration, with a comment for every key. It is

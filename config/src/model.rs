@@ -25,6 +25,8 @@ pub struct Config {
     pub deid: DeidConfig,
     /// `[validate]`: the limits of message validation.
     pub validate: ValidateConfig,
+    /// `[sync]`: sealing the outbox into batches and uploading them.
+    pub sync: SyncConfig,
     /// `[source.*]`: the listeners that receive data.
     pub sources: Sources,
 }
@@ -305,6 +307,75 @@ impl Default for ValidateConfig {
             max_age: defaults::VALIDATE_MAX_AGE,
         }
     }
+}
+
+/// `[sync]`: the outbox's quota, sealing it into signed batches and
+/// uploading them to the collector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncConfig {
+    /// Where batches go; `None` (an empty `collector_url`) = sync off: the
+    /// outbox keeps its events and nothing is sealed or uploaded.
+    pub collector: Option<CollectorTarget>,
+    /// A batch is sealed once it has this many events. 1..=100000.
+    pub batch_max_events: usize,
+    /// ... or once its oldest event has waited this long. At least 100 ms.
+    pub batch_max_age: Duration,
+    /// Disk quota of the outbox (its events plus the sealed batches not yet
+    /// uploaded), in bytes (at least 1 MiB); `None` = no quota. When reached,
+    /// sources refuse new data; nothing already acknowledged is deleted.
+    pub outbox_max_bytes: Option<u64>,
+    /// The first wait after a failed upload; it doubles per failure. At least 100 ms.
+    pub retry_backoff_min: Duration,
+    /// The longest wait between upload attempts; at least `retry_backoff_min`.
+    pub retry_backoff_max: Duration,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            collector: None,
+            batch_max_events: defaults::SYNC_BATCH_MAX_EVENTS,
+            batch_max_age: defaults::SYNC_BATCH_MAX_AGE,
+            outbox_max_bytes: defaults::SYNC_OUTBOX_MAX_BYTES,
+            retry_backoff_min: defaults::SYNC_RETRY_BACKOFF_MIN,
+            retry_backoff_max: defaults::SYNC_RETRY_BACKOFF_MAX,
+        }
+    }
+}
+
+/// The collector of `[sync]`, present when sync is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectorTarget {
+    /// The collector's base URL without a trailing `/`, e.g.
+    /// `https://collector.example.org:8443`; batches go to `URL/v1/batches`.
+    /// `https://`, or `http://` to a loopback address only.
+    pub url: String,
+    /// The collector's receipt-signing public key: 64 lowercase hex digits,
+    /// as `wardlink-collector public-key` prints it (whether the digits are
+    /// a valid Ed25519 point is checked by the daemon).
+    pub public_key: String,
+    /// PEM file of the CA certificates that may sign the collector's
+    /// certificate; `None` = the system's trust store. Only with `https://`.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) presented to the collector, if any.
+    /// Only with `https://`.
+    pub client_cert: Option<ClientCert>,
+}
+
+impl CollectorTarget {
+    /// True for a plain-HTTP (loopback) collector.
+    pub fn is_plain_http(&self) -> bool {
+        self.url.starts_with("http://")
+    }
+}
+
+/// `sync.client_cert_file` and `sync.client_key_file`, set together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// The certificate chain, PEM.
+    pub cert_file: PathBuf,
+    /// Its private key, PEM.
+    pub key_file: PathBuf,
 }
 
 /// `[source]`: every configured source, by kind. May be empty (the daemon

@@ -5,7 +5,8 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use crate::raw::{
-    keys_of, RawConfig, RawDeid, RawGateway, RawLog, RawMllp, RawSources, RawStore, RawValidate,
+    keys_of, RawConfig, RawDeid, RawGateway, RawLog, RawMllp, RawSources, RawStore, RawSync,
+    RawValidate,
 };
 use crate::report::Report;
 
@@ -58,6 +59,7 @@ fn remove_unknown_keys(root: &mut DeTable<'_>, report: &mut Report<'_>) {
         // `deid.overrides` is not checked: its keys are field names.
         ("deid", keys_of::<RawDeid>()),
         ("validate", keys_of::<RawValidate>()),
+        ("sync", keys_of::<RawSync>()),
     ] {
         if let Some(table) = table_mut(root, name) {
             check_keys(table, name, keys, report);

@@ -221,6 +221,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) validate: Field<RawValidate>,
     #[serde(default)]
+    pub(crate) sync: Field<RawSync>,
+    #[serde(default)]
     pub(crate) source: Field<RawSources>,
 }
 
@@ -472,6 +474,84 @@ fn default_validate_max_future_skew() -> Field<Duration> {
 
 fn default_validate_max_age() -> Field<Duration> {
     Field::absent(Duration(defaults::VALIDATE_MAX_AGE))
+}
+
+/// `[sync]`
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "snake_case",
+    expecting = "a [sync] table"
+)]
+pub(crate) struct RawSync {
+    #[serde(default = "default_sync_collector_url")]
+    pub(crate) collector_url: Field<String>,
+    #[serde(default = "empty_string")]
+    pub(crate) collector_public_key: Field<String>,
+    #[serde(default = "empty_string")]
+    pub(crate) ca_file: Field<String>,
+    #[serde(default = "empty_string")]
+    pub(crate) client_cert_file: Field<String>,
+    #[serde(default = "empty_string")]
+    pub(crate) client_key_file: Field<String>,
+    #[serde(default = "default_sync_batch_max_events")]
+    pub(crate) batch_max_events: Field<Integer>,
+    #[serde(default = "default_sync_batch_max_age")]
+    pub(crate) batch_max_age: Field<Duration>,
+    #[serde(default = "default_sync_outbox_max_bytes")]
+    pub(crate) outbox_max_bytes: Field<Integer>,
+    #[serde(default = "default_sync_retry_backoff_min")]
+    pub(crate) retry_backoff_min: Field<Duration>,
+    #[serde(default = "default_sync_retry_backoff_max")]
+    pub(crate) retry_backoff_max: Field<Duration>,
+}
+
+impl Default for RawSync {
+    fn default() -> Self {
+        Self {
+            collector_url: default_sync_collector_url(),
+            collector_public_key: empty_string(),
+            ca_file: empty_string(),
+            client_cert_file: empty_string(),
+            client_key_file: empty_string(),
+            batch_max_events: default_sync_batch_max_events(),
+            batch_max_age: default_sync_batch_max_age(),
+            outbox_max_bytes: default_sync_outbox_max_bytes(),
+            retry_backoff_min: default_sync_retry_backoff_min(),
+            retry_backoff_max: default_sync_retry_backoff_max(),
+        }
+    }
+}
+
+fn default_sync_collector_url() -> Field<String> {
+    // The file says "sync off" with "".
+    Field::absent(defaults::SYNC_COLLECTOR_URL.unwrap_or("").to_owned())
+}
+
+/// The default of the optional text keys of `[sync]`: "" = not set.
+fn empty_string() -> Field<String> {
+    Field::absent(String::new())
+}
+
+fn default_sync_batch_max_events() -> Field<Integer> {
+    integer(defaults::SYNC_BATCH_MAX_EVENTS)
+}
+
+fn default_sync_batch_max_age() -> Field<Duration> {
+    Field::absent(Duration(defaults::SYNC_BATCH_MAX_AGE))
+}
+
+fn default_sync_outbox_max_bytes() -> Field<Integer> {
+    // The file says "no quota" with 0.
+    integer(defaults::SYNC_OUTBOX_MAX_BYTES.unwrap_or(0))
+}
+
+fn default_sync_retry_backoff_min() -> Field<Duration> {
+    Field::absent(Duration(defaults::SYNC_RETRY_BACKOFF_MIN))
+}
+
+fn default_sync_retry_backoff_max() -> Field<Duration> {
+    Field::absent(Duration(defaults::SYNC_RETRY_BACKOFF_MAX))
 }
 
 /// `[source]`: one key per source kind, each an array of tables.

@@ -1,7 +1,8 @@
 //! Tests that need the crate's internals: the embedded default against the schema.
 
 use crate::raw::{
-    keys_of, RawConfig, RawDeid, RawGateway, RawLog, RawMllp, RawSources, RawStore, RawValidate,
+    keys_of, RawConfig, RawDeid, RawGateway, RawLog, RawMllp, RawSources, RawStore, RawSync,
+    RawValidate,
 };
 use crate::{
     embedded_default, from_toml_str, Config, DeidConfig, FieldOverrideConfig, MllpSource,
@@ -17,6 +18,7 @@ fn schema() -> Vec<(&'static str, &'static str)> {
         ("[store]", keys_of::<RawStore>()),
         ("[deid]", keys_of::<RawDeid>()),
         ("[validate]", keys_of::<RawValidate>()),
+        ("[sync]", keys_of::<RawSync>()),
         ("[[source.mllp]]", keys_of::<RawMllp>()),
     ] {
         keys.extend(fields.iter().map(|k| (table, *k)));
@@ -28,7 +30,7 @@ fn schema() -> Vec<(&'static str, &'static str)> {
 fn the_key_lists_come_from_the_structs() {
     assert_eq!(
         keys_of::<RawConfig>(),
-        ["gateway", "log", "store", "deid", "validate", "source"]
+        ["gateway", "log", "store", "deid", "validate", "sync", "source"]
     );
     assert_eq!(keys_of::<RawSources>(), ["mllp"]);
     assert_eq!(
@@ -46,7 +48,22 @@ fn the_key_lists_come_from_the_structs() {
         ]
     );
     assert_eq!(keys_of::<RawValidate>(), ["max_future_skew", "max_age"]);
-    assert_eq!(schema().len(), 20);
+    assert_eq!(
+        keys_of::<RawSync>(),
+        [
+            "collector_url",
+            "collector_public_key",
+            "ca_file",
+            "client_cert_file",
+            "client_key_file",
+            "batch_max_events",
+            "batch_max_age",
+            "outbox_max_bytes",
+            "retry_backoff_min",
+            "retry_backoff_max"
+        ]
+    );
+    assert_eq!(schema().len(), 30);
 }
 
 #[test]
@@ -142,6 +159,8 @@ fn embedded_default_has_every_section_at_its_default() -> Result<(), String> {
     assert!(parsed.deid.overrides.is_empty());
     assert!(parsed.deid.network_key_file.is_none());
     assert_eq!(parsed.validate, crate::ValidateConfig::default());
+    assert_eq!(parsed.sync, crate::SyncConfig::default());
+    assert!(parsed.sync.collector.is_none(), "sync is off by default");
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 //! line. A value that is wrong is replaced by its default to keep checking the
 //! rest; the result is only used when nothing at all was wrong.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,8 +12,9 @@ use std::time::Duration;
 use crate::raw::{self, Field, Integer, OverrideValue, RawConfig, RawMllp};
 use crate::report::Report;
 use crate::{
-    defaults, Config, DatePolicyConfig, DeidConfig, FieldOverrideConfig, GatewayConfig, LogConfig,
-    LogLevel, MllpSource, OverrideAction, PseudonymScope, Sources, StoreConfig, ValidateConfig,
+    defaults, ClientCert, CollectorTarget, Config, DatePolicyConfig, DeidConfig,
+    FieldOverrideConfig, GatewayConfig, LogConfig, LogLevel, MllpSource, OverrideAction,
+    PseudonymScope, Sources, StoreConfig, SyncConfig, ValidateConfig,
 };
 
 const STORE_MIN_MAX_BYTES: i64 = 1024 * 1024;
@@ -59,6 +60,21 @@ const FIX_OVERRIDE_ACTION: &str = "write one of \"remove\", \"pseudonymize\", \"
      \"shift_date\", \"keep\" in quotes";
 const FIX_MAX_FUTURE_SKEW: &str = "write a duration of at least 1s in quotes, e.g. \"5m\"";
 const FIX_MAX_AGE: &str = "write a duration of at least 1h in quotes, e.g. \"30d\"";
+const FIX_COLLECTOR_URL: &str = "write the collector's base URL in quotes, e.g. \
+     \"https://collector.example.org:8443\" (http:// only to a loopback address such as \
+     \"http://127.0.0.1:8443\"), or \"\" to turn sync off";
+const FIX_COLLECTOR_PUBLIC_KEY: &str = "write the 64 lowercase hex digits that \
+     `wardlink-collector public-key` prints on the collector, in quotes";
+const FIX_SYNC_FILE: &str =
+    "write the path of a PEM file in quotes, e.g. \"/etc/wardlink/collector-ca.pem\", or \"\" for none";
+const FIX_BATCH_MAX_EVENTS: &str = "write a whole number from 1 to 100000, e.g. 5000";
+const FIX_BATCH_MAX_AGE: &str = "write a duration of at least 100ms in quotes, e.g. \"5s\"";
+const FIX_OUTBOX_MAX_BYTES: &str =
+    "write 0 for no quota, or a size in bytes of at least 1048576 (1 MiB), \
+     e.g. 1073741824 for 1 GiB";
+const FIX_RETRY_BACKOFF_MIN: &str = "write a duration of at least 100ms in quotes, e.g. \"1s\"";
+const FIX_RETRY_BACKOFF_MAX: &str =
+    "write a duration in quotes that is at least retry_backoff_min, e.g. \"5m\"";
 
 /// Validates everything; the result is meaningful only if `report` stayed empty.
 pub(crate) fn validate(raw: &RawConfig, report: &mut Report<'_>) -> Config {
@@ -70,6 +86,7 @@ pub(crate) fn validate(raw: &RawConfig, report: &mut Report<'_>) -> Config {
         store: section(report, &root, "store", &raw.store, store).unwrap_or_default(),
         deid: section(report, &root, "deid", &raw.deid, deid).unwrap_or_default(),
         validate: section(report, &root, "validate", &raw.validate, limits).unwrap_or_default(),
+        sync: section(report, &root, "sync", &raw.sync, sync).unwrap_or_default(),
         sources: section(report, &root, "source", &raw.source, |r, s, raw| Sources {
             mllp: mllp_list(r, s, &raw.mllp, &mut claims),
         })
@@ -549,6 +566,281 @@ fn limits(report: &mut Report<'_>, scope: &Scope, raw: &raw::RawValidate) -> Val
     }
 }
 
+/// `[sync]`.
+fn sync(report: &mut Report<'_>, scope: &Scope, raw: &raw::RawSync) -> SyncConfig {
+    let defaults = SyncConfig::default();
+    let batch_max_events = scope.usize(
+        report,
+        "batch_max_events",
+        &raw.batch_max_events,
+        1..=100_000,
+        FIX_BATCH_MAX_EVENTS,
+    );
+    let batch_max_age = scope.duration(
+        report,
+        "batch_max_age",
+        &raw.batch_max_age,
+        Duration::from_millis(100),
+        FIX_BATCH_MAX_AGE,
+    );
+    let mut outbox_max_bytes = defaults.outbox_max_bytes;
+    if let Some(bytes) = scope.int(
+        report,
+        "outbox_max_bytes",
+        &raw.outbox_max_bytes,
+        0..=i64::MAX,
+        FIX_OUTBOX_MAX_BYTES,
+    ) {
+        if bytes == 0 {
+            outbox_max_bytes = None;
+        } else if bytes < STORE_MIN_MAX_BYTES {
+            report.push(
+                scope.span_of(&raw.outbox_max_bytes),
+                scope.key("outbox_max_bytes"),
+                format!("{bytes} is less than the minimum of {STORE_MIN_MAX_BYTES} (1 MiB)"),
+                FIX_OUTBOX_MAX_BYTES,
+            );
+        } else {
+            outbox_max_bytes = u64::try_from(bytes).ok();
+        }
+    }
+    let backoff_min = scope.duration(
+        report,
+        "retry_backoff_min",
+        &raw.retry_backoff_min,
+        Duration::from_millis(100),
+        FIX_RETRY_BACKOFF_MIN,
+    );
+    let backoff_max = scope.duration(
+        report,
+        "retry_backoff_max",
+        &raw.retry_backoff_max,
+        Duration::from_millis(100),
+        FIX_RETRY_BACKOFF_MAX,
+    );
+    if let (Some(min), Some(max)) = (backoff_min, backoff_max) {
+        if max < min {
+            report.push(
+                scope.span_of(&raw.retry_backoff_max),
+                scope.key("retry_backoff_max"),
+                format!(
+                    "\"{}\" is shorter than {} \"{}\"",
+                    humantime::format_duration(max),
+                    scope.key("retry_backoff_min"),
+                    humantime::format_duration(min)
+                ),
+                FIX_RETRY_BACKOFF_MAX,
+            );
+        }
+    }
+    SyncConfig {
+        collector: collector_target(report, scope, raw),
+        batch_max_events: batch_max_events.unwrap_or(defaults.batch_max_events),
+        batch_max_age: batch_max_age.unwrap_or(defaults.batch_max_age),
+        outbox_max_bytes,
+        retry_backoff_min: backoff_min.unwrap_or(defaults.retry_backoff_min),
+        retry_backoff_max: backoff_max.unwrap_or(defaults.retry_backoff_max),
+    }
+}
+
+/// The collector keys of `[sync]`: `None` when `collector_url` is empty
+/// (sync off; the other keys are then only type-checked).
+fn collector_target(
+    report: &mut Report<'_>,
+    scope: &Scope,
+    raw: &raw::RawSync,
+) -> Option<CollectorTarget> {
+    let url = scope.get(
+        report,
+        "collector_url",
+        &raw.collector_url,
+        FIX_COLLECTOR_URL,
+    );
+    let public_key = scope.get(
+        report,
+        "collector_public_key",
+        &raw.collector_public_key,
+        FIX_COLLECTOR_PUBLIC_KEY,
+    );
+    let ca_file = scope.get(report, "ca_file", &raw.ca_file, FIX_SYNC_FILE);
+    let cert_file = scope.get(
+        report,
+        "client_cert_file",
+        &raw.client_cert_file,
+        FIX_SYNC_FILE,
+    );
+    let key_file = scope.get(
+        report,
+        "client_key_file",
+        &raw.client_key_file,
+        FIX_SYNC_FILE,
+    );
+    let url = url?.trim();
+    if url.is_empty() {
+        return None;
+    }
+    let url = match collector_url(url) {
+        Ok(url) => Some(url),
+        Err(message) => {
+            report.push(
+                scope.span_of(&raw.collector_url),
+                scope.key("collector_url"),
+                message,
+                FIX_COLLECTOR_URL,
+            );
+            None
+        }
+    };
+    let public_key = public_key.and_then(|key| {
+        let problem = if key.is_empty() {
+            Some(format!(
+                "sync is on ({} is set) but the collector's public key is not set",
+                scope.key("collector_url")
+            ))
+        } else if key.len() != 64 || !key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Some(format!("{key:?} is not 64 lowercase hex digits"))
+        } else {
+            None
+        };
+        match problem {
+            None => Some(key.clone()),
+            Some(message) => {
+                report.push(
+                    scope.span_of(&raw.collector_public_key),
+                    scope.key("collector_public_key"),
+                    message,
+                    FIX_COLLECTOR_PUBLIC_KEY,
+                );
+                None
+            }
+        }
+    });
+    let path = |p: Option<&String>| {
+        p.map(|p| p.trim())
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+    };
+    let (ca_file, cert_file, key_file) = (path(ca_file), path(cert_file), path(key_file));
+    let client_cert = match (cert_file, key_file) {
+        (Some(cert_file), Some(key_file)) => Some(ClientCert {
+            cert_file,
+            key_file,
+        }),
+        (None, None) => None,
+        (Some(_), None) | (None, Some(_)) => {
+            let (set, unset, field) = if raw
+                .client_key_file
+                .value
+                .as_ref()
+                .is_ok_and(|k| k.trim().is_empty())
+            {
+                ("client_cert_file", "client_key_file", &raw.client_cert_file)
+            } else {
+                ("client_key_file", "client_cert_file", &raw.client_key_file)
+            };
+            report.push(
+                scope.span_of(field),
+                scope.key(set),
+                format!("{} is set but {} is not", scope.key(set), scope.key(unset)),
+                "set both client_cert_file and client_key_file (a client certificate and its \
+                 key), or neither",
+            );
+            None
+        }
+    };
+    let url = url?;
+    if url.starts_with("http://") {
+        for (key, set, field) in [
+            ("ca_file", ca_file.is_some(), &raw.ca_file),
+            (
+                "client_cert_file",
+                client_cert.is_some(),
+                &raw.client_cert_file,
+            ),
+        ] {
+            if set {
+                report.push(
+                    scope.span_of(field),
+                    scope.key(key),
+                    format!(
+                        "{} is plain http://, which uses no certificates",
+                        scope.key("collector_url")
+                    ),
+                    "use an https:// collector_url, or write \"\" here",
+                );
+            }
+        }
+    }
+    Some(CollectorTarget {
+        url,
+        public_key: public_key?,
+        ca_file,
+        client_cert,
+    })
+}
+
+/// Check a collector URL and return it without a trailing `/`:
+/// `https://HOST[:PORT][/PATH]`, or `http://` with a loopback HOST.
+fn collector_url(url: &str) -> Result<String, String> {
+    let (plain, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        (false, rest)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        (true, rest)
+    } else {
+        return Err(format!("{url:?} does not start with https://"));
+    };
+    if rest.contains(['?', '#', '@', ' ', '\\']) {
+        return Err(format!(
+            "{url:?} has a query, fragment, user name or space; only scheme, host, port and path are allowed"
+        ));
+    }
+    let (authority, _path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let Some((ip, after)) = v6.split_once(']') else {
+            return Err(format!("{url:?}: the IPv6 address has no closing ]"));
+        };
+        if ip.parse::<Ipv6Addr>().is_err() {
+            return Err(format!("{url:?}: {ip:?} is not an IPv6 address"));
+        }
+        let port = match after {
+            "" => None,
+            p => match p.strip_prefix(':') {
+                Some(p) => Some(p),
+                None => return Err(format!("{url:?}: unexpected {after:?} after the address")),
+            },
+        };
+        (ip, port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':');
+    if !host_ok {
+        return Err(format!("{url:?} has no valid host name or address"));
+    }
+    if let Some(port) = port {
+        if !port.bytes().all(|b| b.is_ascii_digit()) || !port.parse::<u16>().is_ok_and(|p| p > 0) {
+            return Err(format!("{url:?}: {port:?} is not a port from 1 to 65535"));
+        }
+    }
+    if plain {
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return Err(format!(
+                "{url:?} is plain http:// to a host that is not loopback; batches cross the \
+                 network only over https://"
+            ));
+        }
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
 fn mllp_list(
     report: &mut Report<'_>,
     scope: &Scope,
@@ -867,6 +1159,47 @@ mod tests {
                 override_field_problem(bad).is_some(),
                 "{bad:?} was accepted"
             );
+        }
+    }
+
+    #[test]
+    fn collector_urls() {
+        for (good, normalized) in [
+            (
+                "https://collector.example.org",
+                "https://collector.example.org",
+            ),
+            (
+                "https://collector.example.org:8443/",
+                "https://collector.example.org:8443",
+            ),
+            (
+                "https://10.0.0.5:8443/wardlink/",
+                "https://10.0.0.5:8443/wardlink",
+            ),
+            ("https://[2001:db8::1]:8443", "https://[2001:db8::1]:8443"),
+            ("http://127.0.0.1:8443", "http://127.0.0.1:8443"),
+            ("http://127.0.0.2:1", "http://127.0.0.2:1"),
+            ("http://[::1]:8443", "http://[::1]:8443"),
+            ("http://localhost:8443", "http://localhost:8443"),
+        ] {
+            assert_eq!(collector_url(good).as_deref(), Ok(normalized), "{good}");
+        }
+        for bad in [
+            "collector.example.org",
+            "ftp://collector",
+            "http://10.0.0.5:8443",
+            "http://collector.example.org",
+            "https://",
+            "https://host:0",
+            "https://host:99999",
+            "https://host:port",
+            "https://user@host",
+            "https://host/?q=1",
+            "https://[::1",
+            "https://[zz]:1",
+        ] {
+            assert!(collector_url(bad).is_err(), "{bad:?} was accepted");
         }
     }
 

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use wardlink_config::{
-    from_toml_str, load_file, ConfigError, DatePolicyConfig, DeidConfig, FieldOverrideConfig,
-    LogLevel, MllpSource, OverrideAction, Problem, PseudonymScope, ValidateConfig, DEFAULT_TOML,
+    from_toml_str, load_file, ClientCert, CollectorTarget, ConfigError, DatePolicyConfig,
+    DeidConfig, FieldOverrideConfig, LogLevel, MllpSource, OverrideAction, Problem, PseudonymScope,
+    SyncConfig, ValidateConfig, DEFAULT_TOML,
 };
 
 const ORIGIN: &str = "test.toml";
@@ -182,7 +183,7 @@ fn unknown_keys_are_reported_with_the_allowed_keys() {
         1,
         "gatway",
         "unknown key; did you mean `gateway`? The keys allowed at the top level are: \
-         gateway, log, store, deid, validate, source",
+         gateway, log, store, deid, validate, sync, source",
     );
     assert_one(
         "[[source.serial]]\nport = \"/dev/ttyS0\"\n",
@@ -952,6 +953,156 @@ fn max_age_is_at_least_an_hour() {
     assert_eq!(
         ok("[validate]\nmax_age = \"365d\"\n").validate.max_age,
         Duration::from_secs(365 * 86_400)
+    );
+}
+
+// --- [sync] ---------------------------------------------------------------
+
+const KEY: &str = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+
+#[test]
+fn sync_is_off_by_default_and_on_with_a_url_and_key() {
+    let off = ok("");
+    assert_eq!(off.sync, SyncConfig::default());
+    assert!(off.sync.collector.is_none());
+    assert_eq!(off.sync.batch_max_events, 5000);
+    assert_eq!(off.sync.batch_max_age, Duration::from_secs(5));
+    assert_eq!(off.sync.outbox_max_bytes, Some(1 << 30));
+    let on = ok(&format!(
+        "[sync]\ncollector_url = \"https://collector.example.org:8443/\"\ncollector_public_key = \"{KEY}\"\nca_file = \"/etc/wardlink/ca.pem\"\nclient_cert_file = \"/etc/wardlink/c.pem\"\nclient_key_file = \"/etc/wardlink/k.pem\"\nbatch_max_events = 100\nbatch_max_age = \"250ms\"\noutbox_max_bytes = 0\nretry_backoff_min = \"200ms\"\nretry_backoff_max = \"2s\"\n"
+    ));
+    assert_eq!(
+        on.sync,
+        SyncConfig {
+            collector: Some(CollectorTarget {
+                url: "https://collector.example.org:8443".into(),
+                public_key: KEY.into(),
+                ca_file: Some(PathBuf::from("/etc/wardlink/ca.pem")),
+                client_cert: Some(ClientCert {
+                    cert_file: PathBuf::from("/etc/wardlink/c.pem"),
+                    key_file: PathBuf::from("/etc/wardlink/k.pem"),
+                }),
+            }),
+            batch_max_events: 100,
+            batch_max_age: Duration::from_millis(250),
+            outbox_max_bytes: None,
+            retry_backoff_min: Duration::from_millis(200),
+            retry_backoff_max: Duration::from_secs(2),
+        }
+    );
+    let local = ok(&format!(
+        "[sync]\ncollector_url = \"http://127.0.0.1:8443\"\ncollector_public_key = \"{KEY}\"\n"
+    ));
+    assert!(local.sync.collector.is_some_and(|c| c.is_plain_http()));
+}
+
+#[test]
+fn collector_url_is_https_or_loopback_http() {
+    let key = "sync.collector_url";
+    let with = |url: &str| {
+        format!("[sync]\ncollector_url = \"{url}\"\ncollector_public_key = \"{KEY}\"\n")
+    };
+    assert_one(
+        &with("http://10.0.0.5:8443"),
+        2,
+        key,
+        "not loopback; batches cross the network only over https://",
+    );
+    assert_one(
+        &with("collector:8443"),
+        2,
+        key,
+        "does not start with https://",
+    );
+    assert_one(&with("https://host:0"), 2, key, "is not a port");
+    assert_one("[sync]\ncollector_url = 8443\n", 2, key, "invalid type");
+}
+
+#[test]
+fn a_collector_url_needs_the_collector_public_key() {
+    assert_one(
+        "[sync]\ncollector_url = \"https://c.example.org\"\n",
+        1,
+        "sync.collector_public_key",
+        "the collector's public key is not set",
+    );
+    assert_one(
+        "[sync]\ncollector_url = \"https://c.example.org\"\ncollector_public_key = \"ABCD\"\n",
+        3,
+        "sync.collector_public_key",
+        "is not 64 lowercase hex digits",
+    );
+    // Sync off: the key is not needed.
+    assert!(ok("[sync]\ncollector_public_key = \"\"\n")
+        .sync
+        .collector
+        .is_none());
+}
+
+#[test]
+fn client_certificate_needs_both_files_and_https() {
+    let base = format!(
+        "[sync]\ncollector_url = \"https://c.example.org\"\ncollector_public_key = \"{KEY}\"\n"
+    );
+    assert_one(
+        &format!("{base}client_cert_file = \"/c.pem\"\n"),
+        4,
+        "sync.client_cert_file",
+        "sync.client_cert_file is set but sync.client_key_file is not",
+    );
+    assert_one(
+        &format!("{base}client_key_file = \"/k.pem\"\n"),
+        4,
+        "sync.client_key_file",
+        "is set but sync.client_cert_file is not",
+    );
+    assert_one(
+        &format!(
+            "[sync]\ncollector_url = \"http://127.0.0.1:1\"\ncollector_public_key = \"{KEY}\"\nca_file = \"/ca.pem\"\n"
+        ),
+        4,
+        "sync.ca_file",
+        "plain http://",
+    );
+}
+
+#[test]
+fn sync_limits_name_line_and_key() {
+    assert_one(
+        "[sync]\nbatch_max_events = 0\n",
+        2,
+        "sync.batch_max_events",
+        "0 is less than the minimum of 1",
+    );
+    assert_one(
+        "[sync]\nbatch_max_events = 100001\n",
+        2,
+        "sync.batch_max_events",
+        "more than the maximum of 100000",
+    );
+    assert_one(
+        "[sync]\nbatch_max_age = \"50ms\"\n",
+        2,
+        "sync.batch_max_age",
+        "shorter than the minimum of 100ms",
+    );
+    assert_one(
+        "[sync]\noutbox_max_bytes = 1000\n",
+        2,
+        "sync.outbox_max_bytes",
+        "less than the minimum of 1048576",
+    );
+    assert_one(
+        "[sync]\nretry_backoff_min = \"10s\"\nretry_backoff_max = \"1s\"\n",
+        3,
+        "sync.retry_backoff_max",
+        "is shorter than sync.retry_backoff_min",
+    );
+    assert_one(
+        "[sync]\nretry_backof_max = \"1s\"\n",
+        2,
+        "sync.retry_backof_max",
+        "did you mean `retry_backoff_max`?",
     );
 }
 

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 /// wardlink: a hospital edge gateway. It takes HL7 v2 over MLLP, stores every
-/// message durably in SQLite before acknowledging it, and reports what it holds.
+/// message durably in SQLite before acknowledging it, de-identifies it into
+/// events and uploads them in signed batches to a collector.
 #[derive(Debug, Parser)]
 #[command(name = "wardlink", version, about, long_about = None)]
 pub struct Cli {
@@ -24,6 +25,28 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Try the whole flow on this machine, loopback only: start a collector
+    /// (`wardlink-collector`, next to this executable), a gateway enrolled at
+    /// it and simulated HL7 senders (ADT and ORU vitals); print where to look;
+    /// stop everything on Ctrl-C.
+    Demo {
+        /// Keep the demo's files (configs, stores, keys) in this directory
+        /// (created if missing) instead of a temporary one removed at exit.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Messages per second the simulated senders send, in total.
+        #[arg(long, value_name = "N", default_value_t = 4.0)]
+        rate: f64,
+    },
+    /// Create the gateway's signing key (<state_dir>/gateway.key, mode 0600)
+    /// unless it exists, and print its public key, its gateway id and the
+    /// `wardlink-collector enroll ...` command that enrols it at the collector.
+    Keygen {
+        /// The configuration whose state directory to use (default: the
+        /// embedded default, ./wardlink-data).
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Check a configuration file and list every problem with its line and key.
     /// Exits 0 when it is valid, 1 when it is not.
     CheckConfig {
@@ -36,8 +59,10 @@ pub enum Command {
     PrintDefaultConfig,
     /// Show what the store holds, in total and per source: received,
     /// acknowledged, rejected, duplicates, quarantined, pending upload,
-    /// uploaded, the oldest pending message's age and the store's size.
-    /// Works while the daemon runs.
+    /// uploaded, the oldest pending message's age and the store's size; and
+    /// the upload backlog, the last upload and the last error. Works while
+    /// the daemon runs. Exits 1 when an alarm is raised (outbox quota
+    /// reached, batches refused by the collector).
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]

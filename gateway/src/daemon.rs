@@ -2,16 +2,21 @@
 //! stop cleanly.
 //!
 //! Start: the config is already validated (the caller exits 78 otherwise);
+//! check the `[sync]` settings and load the gateway key (a [`SetupError`]
+//! otherwise, which the caller also reports as a configuration error);
 //! open and migrate the store, start the writer thread, load (or create on
-//! first start) the site secret and start the pipeline thread, bind every listener
+//! first start) the site secret and start the pipeline thread, start the
+//! sealer and the uploader when sync is on, bind every listener
 //! (port 0 works: the bound address goes to the log and to the runtime file
 //! that `wardlink status` reads), then tell systemd `READY=1` (a no-op
 //! without `NOTIFY_SOCKET`).
 //!
 //! Stop (`shutdown` cancelled, e.g. by SIGTERM): listeners stop accepting;
 //! every connection finishes the frame whose commit is pending and sends its
-//! answer; then the submit channel closes, the writer drains and commits what
-//! is queued, and `run` returns. Graceful shutdown is a courtesy: because
+//! answer; the pipeline, the uploader (an upload in flight is abandoned and
+//! sent again after the next start) and the sealer stop; then the submit
+//! channel closes, the writer drains and commits what is queued, and `run`
+//! returns. Graceful shutdown is a courtesy: because
 //! every positive answer follows its commit, `kill -9` at any moment loses
 //! nothing that was acknowledged.
 
@@ -27,6 +32,9 @@ use crate::processor::Processor;
 use crate::status::{ListenerInfo, Runtime};
 use crate::store::checkpoint::Checkpointer;
 use crate::store::{self, unix_ms, StoreWriter, WriterOptions};
+use crate::sync::SyncWorkers;
+
+pub use crate::sync::SetupError;
 
 /// How long a stop may take before the daemon exits anyway. Nothing
 /// acknowledged is at risk when it does.
@@ -49,10 +57,12 @@ pub fn mllp_options(s: &MllpSource) -> MllpOptions {
 /// Run the daemon until `shutdown` is cancelled.
 ///
 /// # Errors
-/// The store cannot be opened, a listener cannot bind, or the runtime file
-/// cannot be written. Each error says which and why.
+/// The sync settings cannot be used (a [`SetupError`] in the chain: a
+/// configuration problem), the store cannot be opened, a listener cannot
+/// bind, or the runtime file cannot be written. Each error says which and why.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let state_dir = config.gateway.state_dir.clone();
+    let sync_setup = crate::sync::prepare(&config)?;
     let conn = store::open_for_writing(&state_dir, config.store.max_bytes)
         .context("cannot open the store")?;
     tracing::info!(path = %store::db_path(&state_dir).display(), "store open");
@@ -70,6 +80,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         WriterOptions {
             group_commit_max: config.store.group_commit_max,
             raw_retention: config.store.raw_retention,
+            outbox_max_bytes: config.sync.outbox_max_bytes,
         },
         tokio::runtime::Handle::current(),
     )
@@ -78,6 +89,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let pipeline = crate::settings::gateway_pipeline(&config)?;
     let processor = Processor::spawn(&state_dir, pipeline, writer.jobs(), writer.doorbell())
         .context("cannot start the pipeline")?;
+    let sync = match sync_setup {
+        None => {
+            tracing::info!("sync is off (sync.collector_url is empty): events stay in the outbox");
+            None
+        }
+        Some(setup) => match SyncWorkers::start(setup, &state_dir, &writer) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                drop(submitter);
+                let _ = tokio::task::spawn_blocking(move || processor.stop()).await;
+                join_writer(writer).await;
+                return Err(e.context("cannot start sync"));
+            }
+        },
+    };
 
     let mut listeners = Vec::new();
     let mut infos = Vec::new();
@@ -97,6 +123,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 drop(listeners);
                 drop(submitter);
                 drop(processor);
+                if let Some(s) = sync {
+                    s.stop().await;
+                }
                 join_writer(writer).await;
                 return Err(anyhow::Error::new(e)
                     .context(format!("source.mllp `{}`: cannot listen", source.name)));
@@ -139,6 +168,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         while tasks.join_next().await.is_some() {}
     }
     let _ = tokio::task::spawn_blocking(move || processor.stop()).await;
+    if let Some(s) = sync {
+        s.stop().await;
+    }
     join_writer(writer).await;
     checkpointer.stop();
     Runtime::remove(&state_dir);

@@ -6,6 +6,11 @@
 //! - [`pipeline`]: parse → validate → normalize → de-identify, a pure function
 //!   from a stored raw message to events or a quarantine entry;
 //!   [`processor`] runs it on stored messages, off the ACK path.
+//! - [`sync`]: the gateway side of sync: the signing key (`wardlink
+//!   keygen`), the sealer (outbox → signed batches) and the uploader
+//!   (batches → collector, deleted after a verified receipt).
+//! - [`demo`]: `wardlink demo`: a collector, this gateway and simulated
+//!   senders on loopback, in one command.
 //! - [`status`]: the accounting report of `wardlink status` (text and JSON)
 //!   and the runtime file the daemon publishes its bound addresses in.
 //! - [`daemon`]: the lifecycle: open the store, bind, serve, stop cleanly.
@@ -19,6 +24,7 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod demo;
 pub mod logging;
 pub mod pipeline;
 pub mod processor;
@@ -27,3 +33,4 @@ pub mod review;
 pub mod settings;
 pub mod status;
 pub mod store;
+pub mod sync;

@@ -1,7 +1,9 @@
 //! The `wardlink` binary: glue between the command line and the library.
 //!
-//! Exit codes: 0 ok, 1 a check failed (`check-config`), 2 runtime error,
-//! 78 configuration error (the systemd unit sets `RestartPreventExitStatus=78`).
+//! Exit codes: 0 ok, 1 a check failed (`check-config`, `status` with an
+//! alarm), 2 runtime error, 78 configuration error (the systemd unit sets
+//! `RestartPreventExitStatus=78`; a missing or unusable gateway key with sync
+//! on is one).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -32,6 +34,67 @@ fn main() -> ExitCode {
             files,
         } => deid(print_profile, config.as_deref(), &files),
         Command::Quarantine { action, config } => quarantine(action, config.as_deref()),
+        Command::Keygen { config } => keygen(config.as_deref()),
+        Command::Demo { dir, rate } => demo(dir, rate),
+    }
+}
+
+fn keygen(config: Option<&Path>) -> ExitCode {
+    let config = match load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wardlink: configuration error:\n{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match wardlink::sync::keygen(&config.gateway.state_dir) {
+        Ok(k) => {
+            println!(
+                "{} {}",
+                if k.created {
+                    "created the gateway key"
+                } else {
+                    "the gateway key exists:"
+                },
+                k.path.display()
+            );
+            println!("gateway id: {}", k.gateway_id);
+            println!("public key: {}", k.public_key);
+            println!("enrol it at the collector (on the collector's host):");
+            println!("{}", k.enroll_command);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wardlink: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn demo(dir: Option<std::path::PathBuf>, rate: f64) -> ExitCode {
+    logging::init("warn");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wardlink: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        let options = wardlink::demo::DemoOptions { dir, rate };
+        wardlink::demo::run(options, &mut std::io::stdout(), shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wardlink demo: {e:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
     }
 }
 
@@ -173,6 +236,11 @@ fn run(path: Option<&Path>) -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<daemon::SetupError>().is_some() => {
+            tracing::error!("{e:#}");
+            eprintln!("wardlink: configuration error, not starting:\n{e:#}");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("wardlink: {e:#}");
@@ -230,7 +298,7 @@ fn show_status(json: bool, path: Option<&Path>) -> ExitCode {
         }
     };
     let names: Vec<String> = config.sources.mllp.iter().map(|s| s.name.clone()).collect();
-    match status::report(&config.gateway.state_dir, &names) {
+    match status::report(&config.gateway.state_dir, &names, &config.sync) {
         Ok(report) => {
             if json {
                 match serde_json::to_string_pretty(&report) {
@@ -243,7 +311,11 @@ fn show_status(json: bool, path: Option<&Path>) -> ExitCode {
             } else {
                 print!("{}", report.to_text());
             }
-            ExitCode::SUCCESS
+            if report.alarms.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_CHECK_FAILED)
+            }
         }
         Err(e) => {
             eprintln!("wardlink: {e}");

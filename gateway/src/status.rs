@@ -5,6 +5,9 @@
 //! `rejected`, `duplicates`, `quarantined`, `pending_upload`, `uploaded` are a
 //! stable interface (scripts and monitoring read them); further keys may be
 //! added, never renamed. See [`crate::store::Counters`] for what each counts.
+//! `sync` (the upload backlog, the last upload and the last error, the
+//! outbox's size against its quota) and `alarms` (what needs a person; then
+//! `wardlink status` exits 1) were added with sync (issue 4).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,7 +16,9 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{self, unix_ms, Counters, StoreError};
+use wardlink_config::SyncConfig;
+
+use crate::store::{self, outbox, schema, unix_ms, Counters, StoreError};
 
 /// The daemon's runtime file in the state directory: who runs and where it
 /// listens. Written at start after every listener is bound, removed on a
@@ -96,14 +101,132 @@ pub struct Report {
     pub store_path: PathBuf,
     /// The running daemon, if any.
     pub daemon: Option<Runtime>,
+    /// Sealing and uploading.
+    pub sync: SyncReport,
+    /// What needs a person, one sentence each (empty when all is well).
+    pub alarms: Vec<String>,
+}
+
+/// The sync part of the report.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Whether `sync.collector_url` is set.
+    pub enabled: bool,
+    /// The configured collector.
+    pub collector_url: Option<String>,
+    /// The gateway whose key signed the sealed batches (none before the first).
+    pub gateway_id: Option<String>,
+    /// Events in the outbox not sealed yet.
+    pub unsealed_events: i64,
+    /// Sealed batches waiting for upload.
+    pub sealed_batches: i64,
+    /// Events in them.
+    pub sealed_events: i64,
+    /// Age of the oldest of them, in seconds.
+    pub oldest_sealed_age_secs: Option<u64>,
+    /// The sequence number the next batch gets.
+    pub next_seq: u64,
+    /// Batches uploaded (receipt verified) since the store was created.
+    pub uploaded_batches: i64,
+    /// Events in them.
+    pub uploaded_events: i64,
+    /// When the last batch was uploaded (ms since the epoch).
+    pub last_upload_at_ms: Option<i64>,
+    /// How long ago, in seconds.
+    pub last_upload_age_secs: Option<u64>,
+    /// The last upload failure.
+    pub last_error: Option<String>,
+    /// When (ms since the epoch).
+    pub last_error_at_ms: Option<i64>,
+    /// The last attempt failed (the error is newer than the last upload).
+    pub failing: bool,
+    /// The collector refused a batch: a person must act.
+    pub refused: bool,
+    /// Bytes of the outbox (events plus sealed batches not uploaded).
+    pub outbox_bytes: i64,
+    /// Its quota (`sync.outbox_max_bytes`).
+    pub outbox_max_bytes: Option<u64>,
+    /// At the quota: sources refuse new data.
+    pub outbox_full: bool,
+}
+
+/// Read the sync part of the report (all zero for a store from before sync).
+fn sync_report(
+    conn: &rusqlite::Connection,
+    config: &SyncConfig,
+    now: i64,
+) -> rusqlite::Result<SyncReport> {
+    let age = |at: i64| u64::try_from((now - at).max(0) / 1000).unwrap_or(0);
+    let mut r = SyncReport {
+        enabled: config.collector.is_some(),
+        collector_url: config.collector.as_ref().map(|c| c.url.clone()),
+        outbox_max_bytes: config.outbox_max_bytes,
+        next_seq: 1,
+        ..SyncReport::default()
+    };
+    if schema::version(conn)? < 3 {
+        return Ok(r);
+    }
+    let st = outbox::read_sync_state(conn)?;
+    let backlog = outbox::backlog(conn)?;
+    r.gateway_id = st.gateway_id;
+    r.unsealed_events = backlog.unsealed_events;
+    r.sealed_batches = backlog.sealed_batches;
+    r.sealed_events = backlog.sealed_events;
+    r.oldest_sealed_age_secs = backlog.oldest_sealed_at_ms.map(age);
+    r.next_seq = st.chain.next_seq;
+    r.uploaded_batches = st.uploaded_batches;
+    r.uploaded_events = st.uploaded_events;
+    r.last_upload_at_ms = st.last_upload_at;
+    r.last_upload_age_secs = st.last_upload_at.map(age);
+    r.failing = match (st.last_error_at, st.last_upload_at) {
+        (Some(e), Some(u)) => e > u,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    r.refused = r.failing && st.last_error_alarm;
+    r.last_error = st.last_error;
+    r.last_error_at_ms = st.last_error_at;
+    r.outbox_bytes = st.outbox_bytes;
+    r.outbox_full = config
+        .outbox_max_bytes
+        .is_some_and(|max| u64::try_from(st.outbox_bytes).unwrap_or(0) >= max);
+    Ok(r)
+}
+
+impl SyncReport {
+    /// The alarms of this part, one sentence each.
+    fn alarms(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.outbox_full {
+            out.push(format!(
+                "outbox quota reached: {} of {} (sync.outbox_max_bytes); sources refuse new data \
+                 (store full) until batches are uploaded",
+                human_bytes(u64::try_from(self.outbox_bytes).unwrap_or(0)),
+                human_bytes(self.outbox_max_bytes.unwrap_or(0))
+            ));
+        }
+        if self.refused {
+            out.push(format!(
+                "the collector refused a batch: {}",
+                self.last_error.as_deref().unwrap_or("(no detail)")
+            ));
+        }
+        out
+    }
 }
 
 /// Build the report for the store in `state_dir`. `configured` names the
-/// sources of the config, which are listed even before they saw traffic.
+/// sources of the config, which are listed even before they saw traffic;
+/// `sync` is the config's `[sync]`.
 ///
 /// # Errors
 /// There is no store, or it cannot be read.
-pub fn report(state_dir: &Path, configured: &[String]) -> Result<Report, StoreError> {
+pub fn report(
+    state_dir: &Path,
+    configured: &[String],
+    sync: &SyncConfig,
+) -> Result<Report, StoreError> {
     let conn = store::open_for_reading(state_dir)?;
     let path = store::db_path(state_dir);
     let sql = |source| StoreError::Sqlite {
@@ -131,12 +254,15 @@ pub fn report(state_dir: &Path, configured: &[String]) -> Result<Report, StoreEr
                 (a, b) => a.or(b),
             };
     }
+    let sync = sync_report(&conn, sync, now).map_err(sql)?;
     Ok(Report {
         total,
         store_bytes: store::size_on_disk(state_dir),
         sources,
         store_path: path,
         daemon: Runtime::read(state_dir),
+        alarms: sync.alarms(),
+        sync,
     })
 }
 
@@ -230,7 +356,75 @@ impl Report {
             let cells: Vec<&str> = r.iter().map(String::as_str).collect();
             let _ = writeln!(out, "{}", line(&cells));
         }
+        let _ = writeln!(out);
+        self.sync_text(&mut out);
+        for a in &self.alarms {
+            let _ = writeln!(out, "ALARM: {a}");
+        }
         out
+    }
+
+    fn sync_text(&self, out: &mut String) {
+        let s = &self.sync;
+        match &s.collector_url {
+            Some(url) => {
+                let _ = writeln!(
+                    out,
+                    "sync: on, to {url}{}",
+                    s.gateway_id
+                        .as_deref()
+                        .map(|g| format!(" as {g}"))
+                        .unwrap_or_default()
+                );
+            }
+            None => {
+                let _ = writeln!(out, "sync: off (sync.collector_url is empty)");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "  backlog: {} events not sealed, {} batches ({} events) sealed and waiting{}",
+            s.unsealed_events,
+            s.sealed_batches,
+            s.sealed_events,
+            s.oldest_sealed_age_secs
+                .map(|a| format!(", the oldest for {}", human_age(a)))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            out,
+            "  uploaded: {} batches ({} events); last upload {}",
+            s.uploaded_batches,
+            s.uploaded_events,
+            s.last_upload_age_secs
+                .map(|a| format!("{} ago", human_age(a)))
+                .unwrap_or_else(|| "never".into())
+        );
+        if let Some(e) = &s.last_error {
+            let age = s
+                .last_error_at_ms
+                .map(|at| {
+                    let secs = (unix_ms(SystemTime::now()) - at).max(0) / 1000;
+                    human_age(u64::try_from(secs).unwrap_or(0))
+                })
+                .unwrap_or_default();
+            let state = if s.refused {
+                "refused, needs a person"
+            } else if s.failing {
+                "retrying"
+            } else {
+                "recovered since"
+            };
+            let _ = writeln!(out, "  last error ({age} ago, {state}): {e}");
+        }
+        let _ = writeln!(
+            out,
+            "  outbox: {}{}",
+            human_bytes(u64::try_from(s.outbox_bytes).unwrap_or(0)),
+            s.outbox_max_bytes
+                .map(|m| format!(" of {} (sync.outbox_max_bytes)", human_bytes(m)))
+                .unwrap_or_else(|| ", no quota".into())
+        );
     }
 }
 

@@ -56,17 +56,35 @@ impl Gateway {
     /// Write a config with `sources` and start the daemon; returns once every
     /// listener is bound (the runtime file names them).
     pub fn start(sources: &str) -> Result<Gateway> {
+        let mut g = Gateway::prepare(sources)?;
+        g.spawn()?;
+        Ok(g)
+    }
+
+    /// Write a config with `sources` (and any other tables) without starting
+    /// the daemon, e.g. to run `wardlink keygen` first.
+    pub fn prepare(sources: &str) -> Result<Gateway> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("wardlink.toml");
         std::fs::write(&config, config_text(&dir.path().join("state"), sources))?;
-        let mut g = Gateway {
+        Ok(Gateway {
             child: None,
             stderr_path: dir.path().join("stderr.log"),
             dir,
             config,
-        };
-        g.spawn()?;
-        Ok(g)
+        })
+    }
+
+    /// `wardlink keygen` for this gateway's config: its stdout.
+    pub fn keygen(&self) -> Result<String> {
+        let out = Command::new(wardlink_bin())
+            .args(["keygen", "--config"])
+            .arg(&self.config)
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("keygen failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        Ok(String::from_utf8(out.stdout)?)
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -172,16 +190,24 @@ impl Gateway {
         }
     }
 
-    /// `wardlink status --json` for this gateway's config.
+    /// `wardlink status --json` for this gateway's config (exit 0, or 1 when
+    /// it reports an alarm).
     pub fn status_json(&self) -> Result<serde_json::Value> {
         let out = Command::new(wardlink_bin())
             .args(["status", "--json", "--config"])
             .arg(&self.config)
             .output()?;
-        if !out.status.success() {
+        if !matches!(out.status.code(), Some(0 | 1)) {
             return Err(format!("status failed: {}", String::from_utf8_lossy(&out.stderr)).into());
         }
-        Ok(serde_json::from_slice(&out.stdout)?)
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let alarms = v["alarms"].as_array().map_or(0, Vec::len);
+        assert_eq!(
+            out.status.code() == Some(1),
+            alarms > 0,
+            "status exits 1 exactly when it reports an alarm: {v}"
+        );
+        Ok(v)
     }
 
     /// Open the store read-only (for assertions on what is stored).
@@ -411,4 +437,265 @@ pub fn assert_accounting(status: &serde_json::Value) {
     for (_, s) in status["sources"].as_object().expect("sources") {
         check(s);
     }
+}
+
+// --- the collector ---------------------------------------------------------
+
+/// `wardlink-collector`, built next to `wardlink` (`cargo build --workspace
+/// --bins`, which scripts/test.sh runs first).
+pub fn collector_bin() -> PathBuf {
+    let bin = wardlink_bin()
+        .parent()
+        .expect("target directory")
+        .join("wardlink-collector");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `wardlink-collector serve` on a private directory and SQLite.
+pub struct Collector {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Collector {
+    /// Start a collector on a free port.
+    pub fn start() -> Result<Collector> {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("collector.toml");
+        let mut c = Collector {
+            child: None,
+            dir,
+            config,
+            url: String::new(),
+        };
+        c.write_config("127.0.0.1:0")?;
+        c.spawn()?;
+        Ok(c)
+    }
+
+    fn write_config(&self, listen: &str) -> Result {
+        std::fs::write(
+            &self.config,
+            format!(
+                "listen = \"{listen}\"\ndatabase = \"sqlite://{0}/data/collector.db\"\nkey_file = \"{0}/data/collector.key\"\n",
+                self.dir.path().display()
+            ),
+        )?;
+        Ok(())
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("collector address")
+    }
+
+    /// (Re)start on the same config; waits for the address line.
+    pub fn spawn(&mut self) -> Result {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("stderr.log"))?;
+        let mut child = Command::new(collector_bin())
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        self.child = Some(child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(|l| l.ok())
+            {
+                if let Some(url) = line.strip_prefix("wardlink-collector listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| format!("the collector did not start:\n{}", self.stderr()))?;
+        // Restarts come back on the same port.
+        if self.url.is_empty() {
+            self.write_config(url.trim_start_matches("http://"))?;
+        }
+        self.url = url;
+        Ok(())
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait (the collector finishes requests in flight).
+    pub fn stop(&mut self) -> Result {
+        if let Some(mut c) = self.child.take() {
+            Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status()?;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while c.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    return Err("the collector did not stop on SIGTERM".into());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        Ok(())
+    }
+
+    /// Run an admin command on this collector's database; its stdout.
+    pub fn admin(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(collector_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()?;
+        if !out.status.success() {
+            return Err(format!(
+                "{args:?} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        Ok(String::from_utf8(out.stdout)?.trim().to_string())
+    }
+
+    pub fn public_key(&self) -> Result<String> {
+        self.admin(&["public-key"])
+    }
+
+    /// Enrol the key that `wardlink keygen` printed (its `enroll` line).
+    pub fn enroll_from_keygen(&self, keygen_output: &str) -> Result<String> {
+        let line = keygen_output
+            .lines()
+            .find(|l| l.starts_with("wardlink-collector enroll "))
+            .ok_or("keygen printed no enroll command")?;
+        let args: Vec<&str> = line.split_whitespace().skip(1).collect();
+        self.admin(&args)
+    }
+
+    pub fn token(&self) -> Result<String> {
+        let mut r = [0u8; 4];
+        getrandom::fill(&mut r)?;
+        self.admin(&[
+            "token",
+            "create",
+            &format!("reader-{}", u32::from_le_bytes(r)),
+        ])
+    }
+
+    /// Every event of the feed from the start, in feed order: the lines'
+    /// `event` objects with the line's `gateway_id` and `seq` beside them.
+    pub fn feed(&self, token: &str) -> Result<Vec<serde_json::Value>> {
+        read_feed(&self.url, token)
+    }
+
+    /// The `[sync]` table and an MLLP source for a gateway uploading here.
+    pub fn gateway_config(&self, sync_extra: &str, sources: &str) -> Result<String> {
+        Ok(format!(
+            "[sync]\ncollector_url = \"{}\"\ncollector_public_key = \"{}\"\n{sync_extra}\n\n{sources}",
+            self.url,
+            self.public_key()?
+        ))
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Read the whole event feed of the collector at `url` (pages of 500).
+pub fn read_feed(url: &str, token: &str) -> Result<Vec<serde_json::Value>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = wardlink::sync::client::http_client(&wardlink_config::CollectorTarget {
+            url: url.to_string(),
+            public_key: String::new(),
+            ca_file: None,
+            client_cert: None,
+        })?;
+        let mut all = Vec::new();
+        let mut after = 0u64;
+        loop {
+            let r = tokio::time::timeout(
+                IO_TIMEOUT,
+                client
+                    .get(format!("{url}/v1/feeds/events?after={after}&limit=500"))
+                    .bearer_auth(token)
+                    .send(),
+            )
+            .await??;
+            if !r.status().is_success() {
+                return Err(format!("feed answered {}", r.status()).into());
+            }
+            let next: u64 = r
+                .headers()
+                .get("wardlink-next-cursor")
+                .ok_or("no cursor header")?
+                .to_str()?
+                .parse()?;
+            let text = r.text().await?;
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .map(serde_json::from_str)
+                .collect::<std::result::Result<_, _>>()?;
+            if lines.is_empty() {
+                return Ok(all);
+            }
+            after = next;
+            all.extend(lines);
+        }
+    })
+}
+
+/// `wardlink status --json` until `f` holds (or the timeout); the last status.
+pub fn wait_status(
+    g: &Gateway,
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let ok = wait_until(timeout, || {
+        last = g.status_json().unwrap_or_default();
+        f(&last)
+    });
+    assert!(ok, "timed out waiting until {what}: {last}\n{}", g.stderr());
+    last
+}
+
+/// Wait until every stored message is through the pipeline and uploaded.
+pub fn wait_drained(g: &Gateway, timeout: Duration) -> serde_json::Value {
+    wait_status(g, timeout, "everything is uploaded", |s| {
+        s["acked"].as_i64().unwrap_or(0) > 0
+            && s["awaiting"] == 0
+            && s["pending_upload"] == 0
+            && s["sync"]["unsealed_events"] == 0
+            && s["sync"]["sealed_batches"] == 0
+    })
 }

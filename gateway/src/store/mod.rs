@@ -21,6 +21,15 @@
 //!   make room. A full disk behaves the same way.
 //! - **Every message is accounted for.** The `counters` table changes in the
 //!   same transaction as the rows it counts (see [`Counters`] for the identity).
+//! - **The outbox has a quota.** `sync.outbox_max_bytes` (default 1 GiB)
+//!   bounds the outbox's events plus the sealed batches not yet uploaded
+//!   (`sync_state.outbox_bytes`, changed in the same transactions as those
+//!   rows). At the quota, new messages are refused with `StoreFull` (AR/CR)
+//!   and an alarm is logged; nothing acknowledged is deleted to make room.
+//! - **Sealed batches are immutable and deleted only after a receipt.** A
+//!   batch's wire bytes are stored, with the chain, before its first upload;
+//!   its events leave the outbox only in the transaction that records the
+//!   collector's verified receipt ([`outbox`]).
 //!
 //! # Tables (see [`schema`] for the migrations)
 //! - `messages`: one row per stored unit: raw bytes exactly as received, the
@@ -33,10 +42,17 @@
 //! - `encounters` (v2): encounter pseudonyms seen, for the pipeline's rules.
 //! - `meta` (v2): small named values, e.g. the pipeline's cursor.
 //! - `released` (v2): quarantined messages an operator released.
+//! - v3: `outbox.created_at`, `batches` (sealed batches by sequence number:
+//!   header hash, event id range, wire bytes until uploaded) and `sync_state`
+//!   (one row: the hash chain, whose `last_event_id` is also the line
+//!   between sealed and unsealed outbox events, the outbox's size, the last
+//!   upload and the last upload error).
 //!
 //! # States a stored message passes through
 //! `awaiting` (0, stored, not yet through the pipeline) → `quarantined` (1) or
-//! `pending_upload` (2) → `uploaded` (3). Raw rows in `uploaded` are deleted
+//! `pending_upload` (2: its events in the outbox, unsealed or in sealed
+//! batches) → `uploaded` (3: the collector's receipt for the batch holding
+//! its last event was verified and committed). Raw rows in `uploaded` are deleted
 //! `store.raw_retention` after they got there; their counters stay. An
 //! operator may release a quarantined message (back to `awaiting`, the
 //! pipeline runs again) or drop it (`dropped`, 4, its raw bytes deleted).
@@ -60,7 +76,11 @@
 //! else needs repairing because no state lives outside a transaction: a group
 //! that did not commit was never answered positively, and its senders resend.
 //! Migrations run on open (`PRAGMA user_version`), so a newer binary upgrades
-//! an older store in place.
+//! an older store in place. The sealer and the uploader keep no state outside
+//! the store either: after a crash the sealer continues the chain stored in
+//! `sync_state`, and the uploader sends the first sealed batch without an
+//! `uploaded_at` again (if the collector had stored it, it answers with the
+//! same receipt, marked `duplicate`).
 //!
 //! # Checkpoints
 //! The writer's connection never checkpoints the WAL itself (an automatic
@@ -69,6 +89,7 @@
 //! checkpoints on its own connection, which do not block the writer.
 
 pub mod checkpoint;
+pub mod outbox;
 pub mod schema;
 pub mod writer;
 

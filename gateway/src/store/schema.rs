@@ -82,6 +82,42 @@ const MIGRATIONS: &[&str] = &[
         message_id  INTEGER PRIMARY KEY
      );
      ALTER TABLE counters ADD COLUMN dropped INTEGER NOT NULL DEFAULT 0;",
+    // 3: sync: when each outbox event was stored, the sealed batches
+    // (immutable once written), and one row of sync state: the hash chain
+    // (whose last_event_id also says which outbox events are sealed: those
+    // up to it), the outbox's size for its quota, and the uploader's last
+    // success and error for `wardlink status`.
+    "ALTER TABLE outbox ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;  -- ms; 0 before v3
+     CREATE TABLE batches (
+        seq           INTEGER PRIMARY KEY,   -- position in the gateway's chain, from 1
+        header_sha256 BLOB    NOT NULL,      -- 32 bytes: names the batch
+        first_event   INTEGER NOT NULL,      -- outbox ids (= event_id), both included
+        last_event    INTEGER NOT NULL,
+        event_count   INTEGER NOT NULL,
+        events_bytes  INTEGER NOT NULL,      -- bytes of its events' JSON in the outbox
+        encoded       BLOB,                  -- the wire form; NULL once uploaded
+        encoded_bytes INTEGER NOT NULL,      -- its length
+        created_at    INTEGER NOT NULL,      -- sealed (ms)
+        uploaded_at   INTEGER,               -- receipt verified and committed (ms)
+        stored_ms     INTEGER                -- the collector's time from the receipt
+     );
+     CREATE INDEX batches_pending ON batches (seq) WHERE uploaded_at IS NULL;
+     CREATE TABLE sync_state (
+        id                 INTEGER PRIMARY KEY CHECK (id = 1),
+        gateway_id         TEXT,             -- whose chain; NULL before the first batch
+        next_seq           INTEGER NOT NULL DEFAULT 1,
+        prev_header_sha256 BLOB    NOT NULL DEFAULT (zeroblob(32)),
+        last_event_id      INTEGER,          -- the last sealed outbox id; NULL before the first batch
+        outbox_bytes       INTEGER NOT NULL DEFAULT 0, -- outbox JSON + batches not uploaded
+        uploaded_batches   INTEGER NOT NULL DEFAULT 0,
+        uploaded_events    INTEGER NOT NULL DEFAULT 0,
+        last_upload_at     INTEGER,          -- ms
+        last_error         TEXT,
+        last_error_at      INTEGER,          -- ms
+        last_error_alarm   INTEGER NOT NULL DEFAULT 0  -- 1: the collector refused; needs a person
+     );
+     INSERT INTO sync_state (id, outbox_bytes)
+        SELECT 1, COALESCE(SUM(length(CAST(event AS BLOB))), 0) FROM outbox;",
 ];
 
 /// The newest schema version this binary knows.

@@ -15,6 +15,14 @@
 //! If the commit fails, every request of the group is answered
 //! `Refused` (`StoreFull` for `SQLITE_FULL`, else `StoreFailed`), and the
 //! refusals are counted in the next transaction that does commit.
+//!
+//! Besides the sources' requests the writer applies, each in one
+//! transaction: the pipeline's results ([`Job`]), and the sealer's and
+//! uploader's changes ([`SyncJob`]: store a sealed batch, mark one uploaded,
+//! record an upload failure). It keeps the outbox's size in memory (and in
+//! `sync_state`, changed in the same transactions): while it is at
+//! `sync.outbox_max_bytes`, new messages are refused with `StoreFull`
+//! (duplicates still get their original answer) and an alarm is logged.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -26,6 +34,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 use wardlink_devices::{Received, RefuseReason, Reply, ToStore};
 
+use super::outbox::{self, SealedBatch, Uploaded};
 use super::{unix_ms, State};
 
 /// How often the writer wakes up when idle, for housekeeping (pruning)
@@ -41,6 +50,8 @@ pub struct WriterOptions {
     pub group_commit_max: usize,
     /// Uploaded raw messages are deleted this long after their upload.
     pub raw_retention: Duration,
+    /// The outbox's quota (`sync.outbox_max_bytes`); `None` = none.
+    pub outbox_max_bytes: Option<u64>,
 }
 
 /// Live figures of the writer, shared with the daemon (status, watchdog)
@@ -100,6 +111,34 @@ pub struct Job {
     pub done: oneshot::Sender<Result<(), String>>,
 }
 
+/// A change of the sealer or the uploader, applied in one transaction.
+#[derive(Debug)]
+pub enum SyncJob {
+    /// Store a sealed batch and advance the chain.
+    Seal {
+        /// The batch.
+        batch: Box<SealedBatch>,
+        /// Answered after the commit.
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// The collector's receipt for batch `seq` verified: mark it uploaded.
+    Uploaded {
+        /// The batch.
+        seq: u64,
+        /// The collector's `stored_ms`.
+        stored_ms: u64,
+        /// Answered after the commit (`None`: it was already uploaded).
+        done: oneshot::Sender<Result<Option<Uploaded>, String>>,
+    },
+    /// An upload failed; recorded for `wardlink status`.
+    Failed {
+        /// One line, no PHI (batches hold none).
+        error: String,
+        /// The collector refused the batch: a person must act.
+        alarm: bool,
+    },
+}
+
 /// Rung by the writer after it stored new messages; the pipeline runner
 /// waits on it when it has caught up.
 #[derive(Debug, Default)]
@@ -132,7 +171,10 @@ pub struct StoreWriter {
     thread: JoinHandle<()>,
     stats: Arc<WriterStats>,
     jobs: mpsc::Sender<Job>,
+    sync_jobs: mpsc::Sender<SyncJob>,
     doorbell: Arc<Doorbell>,
+    outbox_bell: Arc<Doorbell>,
+    sealed_bell: Arc<tokio::sync::Notify>,
 }
 
 impl StoreWriter {
@@ -151,28 +193,46 @@ impl StoreWriter {
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
         let doorbell = Arc::new(Doorbell::default());
-        let bell = doorbell.clone();
+        let outbox_bell = Arc::new(Doorbell::default());
+        let sealed_bell = Arc::new(tokio::sync::Notify::new());
+        let bells = Bells {
+            stored: doorbell.clone(),
+            outbox: outbox_bell.clone(),
+            sealed: sealed_bell.clone(),
+        };
         let (jobs, job_rx) = mpsc::channel(4);
+        let (sync_jobs, sync_rx) = mpsc::channel(16);
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
-                let mut w = Writer {
-                    conn,
-                    options,
-                    stats: thread_stats,
-                    carry: HashMap::new(),
-                    last_prune: Instant::now(),
-                    doorbell: bell,
-                    not_durable: None,
-                };
-                w.run(requests, job_rx, &runtime);
+                let mut w = Writer::new(conn, options, thread_stats, bells);
+                w.run(requests, job_rx, sync_rx, &runtime);
             })?;
         Ok(StoreWriter {
             thread,
             stats,
             jobs,
+            sync_jobs,
             doorbell,
+            outbox_bell,
+            sealed_bell,
         })
+    }
+
+    /// Where the sealer and the uploader send their changes.
+    pub fn sync_jobs(&self) -> mpsc::Sender<SyncJob> {
+        self.sync_jobs.clone()
+    }
+
+    /// Rung whenever the pipeline added events to the outbox (the sealer
+    /// waits on it).
+    pub fn outbox_bell(&self) -> Arc<Doorbell> {
+        self.outbox_bell.clone()
+    }
+
+    /// Notified whenever a sealed batch was stored (the uploader waits on it).
+    pub fn sealed_bell(&self) -> Arc<tokio::sync::Notify> {
+        self.sealed_bell.clone()
     }
 
     /// Where the pipeline runner sends its results.
@@ -194,6 +254,7 @@ impl StoreWriter {
     /// and the queue is drained and committed.
     pub fn join(self) {
         drop(self.jobs);
+        drop(self.sync_jobs);
         if self.thread.join().is_err() {
             tracing::error!("store writer thread panicked");
         }
@@ -209,6 +270,17 @@ struct Delta {
     duplicates: i64,
 }
 
+/// Who the writer wakes after a commit.
+#[derive(Debug, Default)]
+struct Bells {
+    /// New messages stored: the pipeline.
+    stored: Arc<Doorbell>,
+    /// New events in the outbox: the sealer.
+    outbox: Arc<Doorbell>,
+    /// A new sealed batch: the uploader.
+    sealed: Arc<tokio::sync::Notify>,
+}
+
 struct Writer {
     conn: Connection,
     options: WriterOptions,
@@ -217,7 +289,11 @@ struct Writer {
     /// commit that succeeds (counters only change inside a transaction).
     carry: HashMap<Arc<str>, Delta>,
     last_prune: Instant,
-    doorbell: Arc<Doorbell>,
+    bells: Bells,
+    /// `sync_state.outbox_bytes` as last committed.
+    outbox_bytes: i64,
+    /// Whether the outbox is at its quota (new messages are refused).
+    outbox_full: bool,
     /// Set if the connection could not be put back to `synchronous=FULL`:
     /// every commit is then refused rather than acknowledged without fsync.
     not_durable: Option<String>,
@@ -226,18 +302,71 @@ struct Writer {
 /// What woke the writer.
 #[expect(
     clippy::large_enum_variant,
-    reason = "one value on the writer's stack per turn; boxing would allocate per request"
+    reason = "one value per turn of the loop, on the stack; boxing the request would allocate per message"
 )]
 enum Next {
     Request(Option<ToStore>),
     Job(Job),
+    Sync(SyncJob),
 }
 
 impl Writer {
+    fn new(
+        conn: Connection,
+        options: WriterOptions,
+        stats: Arc<WriterStats>,
+        bells: Bells,
+    ) -> Writer {
+        let outbox_bytes = match outbox::read_sync_state(&conn) {
+            Ok(s) => s.outbox_bytes,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the outbox's size; counting from 0");
+                0
+            }
+        };
+        let mut w = Writer {
+            conn,
+            options,
+            stats,
+            carry: HashMap::new(),
+            last_prune: Instant::now(),
+            bells,
+            outbox_bytes,
+            outbox_full: false,
+            not_durable: None,
+        };
+        w.check_quota();
+        w
+    }
+
+    /// Compare the outbox with its quota; log the alarm when it is reached
+    /// and the all-clear when it is left.
+    fn check_quota(&mut self) {
+        let full = self
+            .options
+            .outbox_max_bytes
+            .is_some_and(|max| u64::try_from(self.outbox_bytes).unwrap_or(0) >= max);
+        if full && !self.outbox_full {
+            tracing::error!(
+                outbox_bytes = self.outbox_bytes,
+                outbox_max_bytes = self.options.outbox_max_bytes,
+                "ALARM: the outbox reached its quota (sync.outbox_max_bytes); sources refuse new \
+                 data (store full) until batches are uploaded; nothing stored is deleted"
+            );
+        } else if !full && self.outbox_full {
+            tracing::info!(
+                outbox_bytes = self.outbox_bytes,
+                "The outbox is below its quota again; accepting new data"
+            );
+        }
+        self.outbox_full = full;
+    }
+
     fn run(
         &mut self,
         mut requests: mpsc::Receiver<ToStore>,
         mut jobs: mpsc::Receiver<Job>,
+        mut sync_jobs: mpsc::Receiver<SyncJob>,
         runtime: &tokio::runtime::Handle,
     ) {
         let max = self.options.group_commit_max.max(1);
@@ -254,6 +383,7 @@ impl Writer {
                         biased;
                         r = requests.recv() => Next::Request(r),
                         Some(j) = jobs.recv() => Next::Job(j),
+                        Some(j) = sync_jobs.recv() => Next::Sync(j),
                     }
                 })
                 .await
@@ -263,6 +393,10 @@ impl Writer {
                 Ok(Next::Request(None)) => break,
                 Ok(Next::Job(job)) => {
                     self.apply_job(job);
+                    continue;
+                }
+                Ok(Next::Sync(job)) => {
+                    self.apply_sync(job);
                     continue;
                 }
                 Err(_idle) => {
@@ -277,6 +411,17 @@ impl Writer {
                 }
             }
             self.commit_group(&mut group, &mut requests);
+            // The select above prefers the sources; under a steady stream
+            // of requests it would never pick a job. So after each group, one
+            // waiting job of each kind goes next: the pipeline, the sealer
+            // and the uploader keep moving at any ingest rate, and a source
+            // waits for at most one extra transaction.
+            if let Ok(job) = jobs.try_recv() {
+                self.apply_job(job);
+            }
+            if let Ok(job) = sync_jobs.try_recv() {
+                self.apply_sync(job);
+            }
             if self.last_prune.elapsed() >= PRUNE_EVERY {
                 self.housekeeping();
             }
@@ -296,7 +441,14 @@ impl Writer {
             Some(why) => Err(rusqlite::Error::InvalidParameterName(format!(
                 "the store cannot guarantee durability ({why})"
             ))),
-            None => write_group(&mut self.conn, group, &self.carry, &mut late, max),
+            None => write_group(
+                &mut self.conn,
+                group,
+                &self.carry,
+                &mut late,
+                max,
+                self.outbox_full,
+            ),
         };
         let count = group.len() as u64;
         match written {
@@ -307,7 +459,7 @@ impl Writer {
                     .iter()
                     .any(|r| matches!(r, Some(Reply::Stored { .. })))
                 {
-                    self.doorbell.ring();
+                    self.bells.stored.ring();
                 }
                 for (req, reply) in group.drain(..).zip(replies) {
                     if let (ToStore::Commit { reply: tx, .. }, Some(r)) = (req, reply) {
@@ -353,18 +505,92 @@ impl Writer {
     fn apply_job(&mut self, job: Job) {
         let n = job.processed.len();
         let _ = self.conn.pragma_update(None, "synchronous", "NORMAL");
-        let result = apply_processed(&mut self.conn, &job.processed, job.cursor);
+        let applied = apply_processed(&mut self.conn, &job.processed, job.cursor);
         if let Err(e) = self.conn.pragma_update(None, "synchronous", "FULL") {
             // Never commit a message that will be ACKed without FULL: from
             // now on every commit is refused (senders retry later).
             tracing::error!(error = %e, "cannot restore synchronous=FULL; refusing every new message");
             self.not_durable = Some(e.to_string());
         }
-        let result = result.map_err(|e| {
-            tracing::error!(error = %e, results = n, "storing pipeline results failed; the messages stay awaiting and are processed again");
-            e.to_string()
-        });
+        let result = match applied {
+            Ok(added) => {
+                self.outbox_bytes = self.outbox_bytes.saturating_add(added);
+                self.check_quota();
+                if added > 0 {
+                    self.bells.outbox.ring();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, results = n, "storing pipeline results failed; the messages stay awaiting and are processed again");
+                Err(e.to_string())
+            }
+        };
         let _ = job.done.send(result);
+    }
+
+    /// Apply a change of the sealer or the uploader in one transaction.
+    fn apply_sync(&mut self, job: SyncJob) {
+        let now = unix_ms(SystemTime::now());
+        match job {
+            SyncJob::Seal { batch, done } => {
+                let result = self
+                    .conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(outbox::SealRejected::from)
+                    .and_then(|tx| {
+                        let added = outbox::store_sealed(&tx, &batch)?;
+                        tx.commit()?;
+                        Ok(added)
+                    });
+                let result = match result {
+                    Ok(added) => {
+                        self.outbox_bytes = self.outbox_bytes.saturating_add(added);
+                        self.check_quota();
+                        self.bells.sealed.notify_one();
+                        Ok(())
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, seq = batch.seq, "Storing a sealed batch failed; its events stay unsealed");
+                        Err(e.to_string())
+                    }
+                };
+                let _ = done.send(result);
+            }
+            SyncJob::Uploaded {
+                seq,
+                stored_ms,
+                done,
+            } => {
+                let result = self
+                    .conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .and_then(|tx| {
+                        let u = outbox::mark_uploaded(&tx, seq, stored_ms, now)?;
+                        tx.commit()?;
+                        Ok(u)
+                    });
+                let result = match result {
+                    Ok(u) => {
+                        if let Some(u) = u {
+                            self.outbox_bytes = self.outbox_bytes.saturating_sub(u.freed_bytes);
+                            self.check_quota();
+                        }
+                        Ok(u)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, seq, "Marking a batch uploaded failed; it is sent again (the collector answers duplicate)");
+                        Err(e.to_string())
+                    }
+                };
+                let _ = done.send(result);
+            }
+            SyncJob::Failed { error, alarm } => {
+                if let Err(e) = outbox::record_failure(&self.conn, &error, alarm, now) {
+                    tracing::warn!(error = %e, "Recording the upload failure for status failed");
+                }
+            }
+        }
     }
 
     fn housekeeping(&mut self) {
@@ -383,6 +609,14 @@ impl Writer {
             ),
             Err(e) => tracing::warn!(error = %e, "pruning uploaded raw messages failed"),
         }
+        match outbox::prune_uploaded_batches(&self.conn, cutoff) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(
+                pruned = n,
+                "pruned uploaded batches' rows past raw_retention"
+            ),
+            Err(e) => tracing::warn!(error = %e, "pruning uploaded batches failed"),
+        }
     }
 }
 
@@ -396,17 +630,21 @@ fn refuse_reason(e: &rusqlite::Error) -> RefuseReason {
 
 /// Write a group in one transaction. Returns, per request, the reply to send
 /// once the transaction is durable (`None` for count-only requests).
-/// Write a group in one transaction. Requests that arrive while the group
-/// is being written (`late`) join it, up to `max`, before the commit: they
-/// cost no extra fsync and no waiting (with eight senders each waiting for
-/// its ACK, those freed by the previous commit arrive during this one's
-/// inserts).
+///
+/// Requests that arrive while the group is being written (`late`) join it,
+/// up to `max`, before the commit: they cost no extra fsync and no waiting
+/// (with eight senders each waiting for its ACK, those freed by the
+/// previous commit arrive during this one's inserts).
+///
+/// With `outbox_full` every new message (not a duplicate) is refused with
+/// `StoreFull` and counted as rejected, in the same transaction.
 fn write_group(
     conn: &mut Connection,
     group: &mut Vec<ToStore>,
     carry: &HashMap<Arc<str>, Delta>,
     late: &mut dyn FnMut() -> Option<ToStore>,
     max: usize,
+    outbox_full: bool,
 ) -> rusqlite::Result<Vec<Option<Reply>>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut deltas: HashMap<Arc<str>, Delta> = HashMap::new();
@@ -446,6 +684,13 @@ fn write_group(
                     if let Some(dup) = find_duplicate(&mut find_dup, received, at)? {
                         d.duplicates += 1;
                         replies.push(Some(dup));
+                        continue;
+                    }
+                    if outbox_full {
+                        d.rejected += 1;
+                        replies.push(Some(Reply::Refused {
+                            reason: RefuseReason::StoreFull,
+                        }));
                         continue;
                     }
                     let h = &received.header;
@@ -498,21 +743,26 @@ fn write_group(
 
 /// Write pipeline results: each message leaves `awaiting` for
 /// `pending_upload` (its events in the outbox) or `quarantined`, with the
-/// counters, in one transaction. A message no longer awaiting (dropped or
-/// processed meanwhile) is skipped, so applying a result twice is harmless.
+/// counters and the outbox's size, in one transaction. A message no longer
+/// awaiting (dropped or processed meanwhile) is skipped, so applying a result
+/// twice is harmless. A message without events (the pipeline gives at least
+/// one; this is defensive) has nothing to upload and goes to `uploaded`.
+/// Returns the bytes of event JSON added to the outbox.
 fn apply_processed(
     conn: &mut Connection,
     processed: &[Processed],
     cursor: Option<i64>,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<i64> {
     let now = unix_ms(SystemTime::now());
+    let mut added: i64 = 0;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut mark = tx.prepare_cached(
             "UPDATE messages SET state = ?1, state_at = ?2 WHERE id = ?3 AND state = ?4",
         )?;
         let mut event = tx.prepare_cached(
-            "INSERT INTO outbox (message_id, source, type, event) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO outbox (message_id, source, type, event, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         let mut encounter =
             tx.prepare_cached("INSERT OR IGNORE INTO encounters (pseudonym) VALUES (?1)")?;
@@ -523,13 +773,17 @@ fn apply_processed(
         let mut unrelease = tx.prepare_cached("DELETE FROM released WHERE message_id = ?1")?;
         let mut count = tx.prepare_cached(
             "UPDATE counters SET awaiting = awaiting - 1,
-                pending_upload = pending_upload + ?2, quarantined = quarantined + ?3
+                pending_upload = pending_upload + ?2, quarantined = quarantined + ?3,
+                uploaded = uploaded + ?4
              WHERE source = ?1",
         )?;
         for p in processed {
-            let (state, to_outbox, to_quarantine) = match p.result {
-                ProcessedResult::Events { .. } => (State::PendingUpload, 1, 0),
-                ProcessedResult::Quarantine { .. } => (State::Quarantined, 0, 1),
+            let (state, to_outbox, to_quarantine, to_uploaded) = match &p.result {
+                ProcessedResult::Events { events, .. } if events.is_empty() => {
+                    (State::Uploaded, 0, 0, 1)
+                }
+                ProcessedResult::Events { .. } => (State::PendingUpload, 1, 0, 0),
+                ProcessedResult::Quarantine { .. } => (State::Quarantined, 0, 1, 0),
             };
             let changed =
                 mark.execute((state as i64, now, p.message_id, State::Awaiting as i64))?;
@@ -543,7 +797,8 @@ fn apply_processed(
                     new_encounters,
                 } => {
                     for (kind, json) in events {
-                        event.execute((p.message_id, &*p.source, kind, json))?;
+                        event.execute((p.message_id, &*p.source, kind, json, now))?;
+                        added += i64::try_from(json.len()).unwrap_or(i64::MAX);
                     }
                     for e in new_encounters {
                         encounter.execute([e])?;
@@ -556,7 +811,7 @@ fn apply_processed(
                     quarantine.execute((p.message_id, &*p.source, reason, issues_json, now))?;
                 }
             }
-            count.execute((&*p.source, to_outbox, to_quarantine))?;
+            count.execute((&*p.source, to_outbox, to_quarantine, to_uploaded))?;
         }
         if let Some(c) = cursor {
             tx.prepare_cached(
@@ -565,8 +820,13 @@ fn apply_processed(
             )?
             .execute((super::PIPELINE_CURSOR, c))?;
         }
+        tx.execute(
+            "UPDATE sync_state SET outbox_bytes = outbox_bytes + ?1 WHERE id = 1",
+            [added],
+        )?;
     }
-    tx.commit()
+    tx.commit()?;
+    Ok(added)
 }
 
 /// Look for a stored message with the same duplicate key inside the window.
@@ -633,6 +893,7 @@ mod tests {
             WriterOptions {
                 group_commit_max: 512,
                 raw_retention: Duration::from_secs(3600),
+                outbox_max_bytes: None,
             },
             tokio::runtime::Handle::current(),
         )
@@ -726,18 +987,16 @@ mod tests {
             )
             .unwrap();
         }
-        let mut w = Writer {
+        let mut w = Writer::new(
             conn,
-            options: WriterOptions {
+            WriterOptions {
                 group_commit_max: 8,
                 raw_retention: Duration::from_secs(7 * 86_400),
+                outbox_max_bytes: None,
             },
-            stats: Arc::default(),
-            carry: HashMap::new(),
-            last_prune: Instant::now(),
-            doorbell: Arc::default(),
-            not_durable: None,
-        };
+            Arc::default(),
+            Bells::default(),
+        );
         w.housekeeping();
         let left: Vec<(i64, i64)> = w
             .conn
@@ -754,6 +1013,222 @@ mod tests {
                 (State::Awaiting as i64, now - 30 * day)
             ]
         );
+    }
+
+    /// Store `n` messages and turn each into `events_per` events of `bytes`
+    /// bytes of JSON through a pipeline job.
+    async fn stored_with_events(
+        submitter: &wardlink_devices::Submitter,
+        writer: &StoreWriter,
+        prefix: &str,
+        n: usize,
+        events_per: usize,
+        bytes: usize,
+    ) {
+        let mut processed = Vec::new();
+        for i in 0..n {
+            let Reply::Stored { id } = submitter.submit(msg(&format!("{prefix}{i}"))).await else {
+                panic!("not stored");
+            };
+            let pad = "x".repeat(bytes.saturating_sub(10)); // `{"pad":""}` is 10 bytes
+            processed.push(Processed {
+                message_id: id,
+                source: Arc::from("mllp"),
+                result: ProcessedResult::Events {
+                    events: (0..events_per)
+                        .map(|_| ("observation", format!(r#"{{"pad":"{pad}"}}"#)))
+                        .collect(),
+                    new_encounters: Vec::new(),
+                },
+            });
+        }
+        let (done, rx) = oneshot::channel();
+        writer
+            .jobs()
+            .send(Job {
+                processed,
+                cursor: None,
+                done,
+            })
+            .await
+            .unwrap();
+        rx.await.unwrap().unwrap();
+    }
+
+    fn counters(dir: &std::path::Path) -> crate::store::Counters {
+        let conn = open_for_reading(dir).unwrap();
+        read_counters(&conn).unwrap()[0].1
+    }
+
+    fn assert_identity(c: &crate::store::Counters) {
+        assert_eq!(c.received, c.acked + c.duplicates + c.rejected, "{c:?}");
+        assert_eq!(
+            c.acked,
+            c.awaiting + c.quarantined + c.pending_upload + c.uploaded + c.dropped,
+            "{c:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sealing_then_a_receipt_moves_messages_to_uploaded_once() {
+        use wardlink_sync::batch::Chain;
+        let dir = tempfile::tempdir().unwrap();
+        let (submitter, writer) = start(dir.path(), None);
+        // Three messages of two events each: ids 1..=6.
+        stored_with_events(&submitter, &writer, "S", 3, 2, 100).await;
+        let seal = |seq: u64, first: i64, last: i64, prev: [u8; 32]| SealedBatch {
+            gateway_id: "gw-000000000000000000000000".into(),
+            seq,
+            header_sha256: [seq as u8; 32],
+            first_event: first,
+            last_event: last,
+            event_count: last - first + 1,
+            events_bytes: (last - first + 1) * 100,
+            encoded: vec![7; 50],
+            created_at: 1,
+            chain_after: Chain {
+                next_seq: seq + 1,
+                prev_header_sha256: prev,
+                last_event_id: Some(last as u64),
+            },
+        };
+        let send_seal = |b: SealedBatch| {
+            let jobs = writer.sync_jobs();
+            async move {
+                let (done, rx) = oneshot::channel();
+                jobs.send(SyncJob::Seal {
+                    batch: Box::new(b),
+                    done,
+                })
+                .await
+                .unwrap();
+                rx.await.unwrap()
+            }
+        };
+        let upload = |seq: u64| {
+            let jobs = writer.sync_jobs();
+            async move {
+                let (done, rx) = oneshot::channel();
+                jobs.send(SyncJob::Uploaded {
+                    seq,
+                    stored_ms: 5,
+                    done,
+                })
+                .await
+                .unwrap();
+                rx.await.unwrap().unwrap()
+            }
+        };
+        // Batch 1 splits message 2's events (ids 3 and 4) across batches.
+        send_seal(seal(1, 1, 3, [1; 32])).await.unwrap();
+        // Out of chain order: refused, nothing changes.
+        assert!(send_seal(seal(3, 4, 6, [3; 32])).await.is_err());
+        send_seal(seal(2, 4, 6, [2; 32])).await.unwrap();
+        let conn = open_for_reading(dir.path()).unwrap();
+        let st = outbox::read_sync_state(&conn).unwrap();
+        assert_eq!(st.chain.next_seq, 3);
+        assert_eq!(st.outbox_bytes, 600 + 100);
+        assert_eq!(
+            outbox::backlog(&conn).unwrap(),
+            outbox::Backlog {
+                unsealed_events: 0,
+                sealed_batches: 2,
+                sealed_events: 6,
+                oldest_sealed_at_ms: Some(1)
+            }
+        );
+
+        let u = upload(1).await.unwrap();
+        assert_eq!((u.events, u.messages, u.freed_bytes), (3, 1, 350));
+        let c = counters(dir.path());
+        assert_eq!((c.pending_upload, c.uploaded), (2, 1), "{c:?}");
+        assert_identity(&c);
+        assert_eq!(upload(1).await, None, "a second receipt changes nothing");
+        let u = upload(2).await.unwrap();
+        assert_eq!((u.events, u.messages), (3, 2));
+        let c = counters(dir.path());
+        assert_eq!((c.pending_upload, c.uploaded), (0, 3), "{c:?}");
+        assert_identity(&c);
+        let st = outbox::read_sync_state(&conn).unwrap();
+        assert_eq!(
+            (st.outbox_bytes, st.uploaded_batches, st.uploaded_events),
+            (0, 2, 6)
+        );
+        let states: Vec<i64> = conn
+            .prepare("SELECT state FROM messages ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(states, vec![State::Uploaded as i64; 3]);
+        let left: i64 = conn
+            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0);
+        drop(submitter);
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_outbox_refuses_new_messages_but_answers_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_for_writing(dir.path(), None).unwrap();
+        let (submitter, rx) = channel(1024);
+        let writer = StoreWriter::spawn(
+            conn,
+            rx,
+            WriterOptions {
+                group_commit_max: 512,
+                raw_retention: Duration::from_secs(3600),
+                outbox_max_bytes: Some(1 << 20),
+            },
+            tokio::runtime::Handle::current(),
+        )
+        .unwrap();
+        // 11 messages × 10 events × 10 KiB = 1.1 MiB of events: over the quota.
+        stored_with_events(&submitter, &writer, "Q", 11, 10, 10 * 1024).await;
+        let r = submitter.submit(msg("new")).await;
+        assert_eq!(
+            r,
+            Reply::Refused {
+                reason: RefuseReason::StoreFull
+            }
+        );
+        let again = submitter.submit(msg("Q0")).await;
+        assert!(matches!(again, Reply::Duplicate { .. }), "{again:?}");
+        drop(submitter);
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .unwrap();
+        let c = counters(dir.path());
+        assert_eq!((c.acked, c.rejected, c.duplicates), (11, 1, 1), "{c:?}");
+        assert_identity(&c);
+
+        // Reopened with the same outbox: still full (the size is stored).
+        let conn = open_for_writing(dir.path(), None).unwrap();
+        let (submitter, rx) = channel(16);
+        let writer = StoreWriter::spawn(
+            conn,
+            rx,
+            WriterOptions {
+                group_commit_max: 8,
+                raw_retention: Duration::from_secs(3600),
+                outbox_max_bytes: Some(1 << 20),
+            },
+            tokio::runtime::Handle::current(),
+        )
+        .unwrap();
+        assert!(matches!(
+            submitter.submit(msg("later")).await,
+            Reply::Refused { .. }
+        ));
+        drop(submitter);
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
