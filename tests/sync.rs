@@ -260,10 +260,9 @@ fn keygen_prints_what_wardlink_collector_enroll_accepts() -> Result {
     Ok(())
 }
 
-#[test]
-fn run_refuses_to_start_with_sync_on_and_no_key() -> Result {
-    let c = Collector::start()?;
-    let g = Gateway::prepare(&c.gateway_config("", &mllp_source("ward", ""))?)?;
+/// `wardlink run` on `g`'s config, expected to refuse to start: its exit
+/// status and stderr (an error if it is still running after `IO_TIMEOUT`).
+fn run_expecting_exit(g: &Gateway) -> Result<(std::process::ExitStatus, String)> {
     let mut child = Command::new(wardlink_bin())
         .args(["run", "--config"])
         .arg(&g.config)
@@ -277,15 +276,47 @@ fn run_refuses_to_start_with_sync_on_and_no_key() -> Result {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             return Err("wardlink run did not refuse to start".into());
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().ok_or("stderr")?, &mut err)?;
+    Ok((status, err))
+}
+
+#[test]
+fn run_refuses_to_start_with_sync_on_and_no_key() -> Result {
+    let c = Collector::start()?;
+    let g = Gateway::prepare(&c.gateway_config("", &mllp_source("ward", ""))?)?;
+    let (status, err) = run_expecting_exit(&g)?;
     assert_eq!(status.code(), Some(78), "{err}");
     assert!(err.contains("wardlink keygen"), "{err}");
     assert!(err.contains("gateway.key"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn a_store_chained_under_one_key_refuses_another_key() -> Result {
+    let mut c = Collector::start()?;
+    let mut g = enrolled_gateway(&c, FAST)?;
+    let first = gateway_id(&g.keygen()?);
+    c.stop()?; // batches are sealed but stay here
+    g.spawn()?;
+    send_orus(&g, "G", 5)?;
+    wait_status(&g, DRAIN, "a batch is sealed", |s| {
+        s["sync"]["sealed_batches"].as_i64().unwrap_or(0) >= 1
+    });
+    g.signal_and_wait("-TERM", Duration::from_secs(15))?;
+    // The key is lost and a new one made: the chain's batches must not be
+    // uploaded under it (they are signed by the first key).
+    std::fs::remove_file(g.state_dir().join("gateway.key"))?;
+    let second = gateway_id(&g.keygen()?);
+    assert_ne!(first, second);
+    let (status, err) = run_expecting_exit(&g)?;
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("signed by gateway {first}")), "{err}");
     Ok(())
 }
 
