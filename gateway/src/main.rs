@@ -39,13 +39,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// Load the config (see [`load`]); on failure print every problem and give
+/// the configuration-error exit code. `context` is added to the first line.
+fn load_or_report(path: Option<&Path>, context: &str) -> Result<Config, ExitCode> {
+    load(path).map_err(|e| {
+        eprintln!("wardlink: configuration error{context}:\n{e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
 fn keygen(config: Option<&Path>) -> ExitCode {
-    let config = match load(config) {
+    let config = match load_or_report(config, "") {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("wardlink: configuration error:\n{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     match wardlink::sync::keygen(&config.gateway.state_dir) {
         Ok(k) => {
@@ -103,12 +109,9 @@ fn deid(print_profile: bool, config: Option<&Path>, files: &[std::path::PathBuf]
         print!("{}", wardlink::pipeline::default_profile_text());
         return ExitCode::SUCCESS;
     }
-    let config = match load(config) {
+    let config = match load_or_report(config, "") {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("wardlink: configuration error:\n{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     match wardlink::review::run(&config, files, &mut std::io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -121,12 +124,9 @@ fn deid(print_profile: bool, config: Option<&Path>, files: &[std::path::PathBuf]
 
 fn quarantine(action: QuarantineAction, config: Option<&Path>) -> ExitCode {
     use wardlink::quarantine as q;
-    let config = match load(config) {
+    let config = match load_or_report(config, "") {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("wardlink: configuration error:\n{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let dir = &config.gateway.state_dir;
     let result: Result<String, q::QuarantineError> = match action {
@@ -211,12 +211,9 @@ fn load(path: Option<&Path>) -> Result<Config, String> {
 
 fn run(path: Option<&Path>) -> ExitCode {
     logging::init("info");
-    let config = match load(path) {
+    let config = match load_or_report(path, ", not starting") {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("wardlink: configuration error, not starting:\n{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     logging::init(config.log.level.as_str());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -290,12 +287,9 @@ fn check_config(file: &Path) -> ExitCode {
 }
 
 fn show_status(json: bool, path: Option<&Path>) -> ExitCode {
-    let config = match load(path) {
+    let config = match load_or_report(path, "") {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("wardlink: configuration error:\n{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let names: Vec<String> = config.sources.mllp.iter().map(|s| s.name.clone()).collect();
     match status::report(&config.gateway.state_dir, &names, &config.sync) {
