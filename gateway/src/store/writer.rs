@@ -404,12 +404,8 @@ impl Writer {
                     continue;
                 }
             }
-            while group.len() < max {
-                match requests.try_recv() {
-                    Ok(req) => group.push(req),
-                    Err(_) => break,
-                }
-            }
+            // commit_group takes whatever else is queued (and whatever
+            // arrives while it writes) into the same transaction.
             self.commit_group(&mut group, &mut requests);
             // The select above prefers the sources; under a steady stream
             // of requests it would never pick a job. So after each group, one
