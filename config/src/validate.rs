@@ -139,6 +139,32 @@ impl Scope {
     }
 
     /// A whole number in `range`.
+    /// A size limit in bytes where 0 means "no limit" and anything else
+    /// must be at least [`STORE_MIN_MAX_BYTES`]. `None` when the key is
+    /// absent or wrong (the caller keeps the default); `Some(None)` for 0.
+    fn size_limit(
+        &self,
+        report: &mut Report<'_>,
+        key: &str,
+        field: &Field<Integer>,
+        fix: &str,
+    ) -> Option<Option<u64>> {
+        let bytes = self.int(report, key, field, 0..=i64::MAX, fix)?;
+        if bytes == 0 {
+            return Some(None);
+        }
+        if bytes < STORE_MIN_MAX_BYTES {
+            report.push(
+                self.span_of(field),
+                self.key(key),
+                format!("{bytes} is less than the minimum of {STORE_MIN_MAX_BYTES} (1 MiB)"),
+                fix,
+            );
+            return None;
+        }
+        Some(u64::try_from(bytes).ok())
+    }
+
     fn int(
         &self,
         report: &mut Report<'_>,
@@ -277,27 +303,9 @@ fn store(report: &mut Report<'_>, scope: &Scope, raw: &raw::RawStore) -> StoreCo
         1..=65_536,
         FIX_GROUP_COMMIT_MAX,
     );
-    let mut max_bytes = defaults.max_bytes;
-    if let Some(bytes) = scope.int(
-        report,
-        "max_bytes",
-        &raw.max_bytes,
-        0..=i64::MAX,
-        FIX_MAX_BYTES,
-    ) {
-        if bytes == 0 {
-            max_bytes = None;
-        } else if bytes < STORE_MIN_MAX_BYTES {
-            report.push(
-                scope.span_of(&raw.max_bytes),
-                scope.key("max_bytes"),
-                format!("{bytes} is less than the minimum of {STORE_MIN_MAX_BYTES} (1 MiB)"),
-                FIX_MAX_BYTES,
-            );
-        } else {
-            max_bytes = u64::try_from(bytes).ok();
-        }
-    }
+    let max_bytes = scope
+        .size_limit(report, "max_bytes", &raw.max_bytes, FIX_MAX_BYTES)
+        .unwrap_or(defaults.max_bytes);
     StoreConfig {
         raw_retention: raw_retention.unwrap_or(defaults.raw_retention),
         group_commit_max: group_commit_max.unwrap_or(defaults.group_commit_max),
@@ -583,27 +591,14 @@ fn sync(report: &mut Report<'_>, scope: &Scope, raw: &raw::RawSync) -> SyncConfi
         Duration::from_millis(100),
         FIX_BATCH_MAX_AGE,
     );
-    let mut outbox_max_bytes = defaults.outbox_max_bytes;
-    if let Some(bytes) = scope.int(
-        report,
-        "outbox_max_bytes",
-        &raw.outbox_max_bytes,
-        0..=i64::MAX,
-        FIX_OUTBOX_MAX_BYTES,
-    ) {
-        if bytes == 0 {
-            outbox_max_bytes = None;
-        } else if bytes < STORE_MIN_MAX_BYTES {
-            report.push(
-                scope.span_of(&raw.outbox_max_bytes),
-                scope.key("outbox_max_bytes"),
-                format!("{bytes} is less than the minimum of {STORE_MIN_MAX_BYTES} (1 MiB)"),
-                FIX_OUTBOX_MAX_BYTES,
-            );
-        } else {
-            outbox_max_bytes = u64::try_from(bytes).ok();
-        }
-    }
+    let outbox_max_bytes = scope
+        .size_limit(
+            report,
+            "outbox_max_bytes",
+            &raw.outbox_max_bytes,
+            FIX_OUTBOX_MAX_BYTES,
+        )
+        .unwrap_or(defaults.outbox_max_bytes);
     let backoff_min = scope.duration(
         report,
         "retry_backoff_min",
