@@ -79,22 +79,13 @@ fn keygen(config: Option<&Path>) -> ExitCode {
 
 fn demo(dir: Option<std::path::PathBuf>, rate: f64) -> ExitCode {
     logging::init("warn");
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("wardlink: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    };
-    let result = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
+    let result = match until_signal(|shutdown| async move {
         let options = wardlink::demo::DemoOptions { dir, rate };
         wardlink::demo::run(options, &mut std::io::stdout(), shutdown).await
-    });
+    }) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -216,21 +207,10 @@ fn run(path: Option<&Path>) -> ExitCode {
         Err(code) => return code,
     };
     logging::init(config.log.level.as_str());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("wardlink: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+    let result = match until_signal(|shutdown| daemon::run(config, shutdown)) {
+        Ok(r) => r,
+        Err(code) => return code,
     };
-    let result = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
-        daemon::run(config, shutdown).await
-    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<daemon::SetupError>().is_some() => {
@@ -244,6 +224,28 @@ fn run(path: Option<&Path>) -> ExitCode {
             ExitCode::from(EXIT_RUNTIME)
         }
     }
+}
+
+/// Run `task` on a new multi-threaded runtime with a shutdown token that
+/// SIGTERM or SIGINT cancels. `Err` is the exit code when the runtime cannot
+/// start.
+fn until_signal<F, Fut, T>(task: F) -> Result<T, ExitCode>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("wardlink: cannot start the async runtime: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        })?;
+    Ok(runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        task(shutdown).await
+    }))
 }
 
 /// Cancel `shutdown` on SIGTERM or SIGINT.
