@@ -636,6 +636,9 @@ pub struct EventLine<'a> {
     pub event_type: Option<&'a str>,
     /// The event's JSON object, exactly as sealed.
     pub json: &'a str,
+    /// Where `json` starts in the decompressed body ([`VerifiedBatch::ndjson`]),
+    /// in bytes: a store may keep this offset instead of a copy of the line.
+    pub start: usize,
 }
 
 impl VerifiedBatch {
@@ -660,6 +663,7 @@ impl VerifiedBatch {
             event_id: e.event_id,
             event_type: e.event_type.as_deref(),
             json: self.ndjson.get(e.start..e.end).unwrap_or_default(),
+            start: e.start,
         })
     }
 }
@@ -720,6 +724,15 @@ pub fn verify_owned(
         ndjson,
         events,
     })
+}
+
+/// Decompress a body that was verified when it was stored (the collector's
+/// feed reads its events back from it), at most `max` bytes.
+///
+/// # Errors
+/// The body is not zstd, is over `max` bytes decompressed, or is not UTF-8.
+pub fn decompress_body(body: &[u8], max: usize) -> Result<String, VerifyError> {
+    decompress(body, max)
 }
 
 /// Decompress at most `max` bytes of zstd into UTF-8 text.

@@ -32,8 +32,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Transaction};
 
 use super::store::{
-    CollectorStore, EnrollOutcome, Enrolment, FeedEvent, FeedPage, FeedQuery, Gap, GatewayReport,
-    StoreError, StoreOutcome,
+    assemble_feed, CollectorStore, EnrollOutcome, Enrolment, FeedPage, FeedQuery, FeedRow, Gap,
+    GatewayReport, StoreError, StoreOutcome,
 };
 use crate::batch::{Header, VerifiedBatch};
 use crate::hex;
@@ -106,6 +106,11 @@ pub const MIGRATIONS: &[&str] = &[
         token_sha256 BYTEA  NOT NULL UNIQUE,
         created_ms   BIGINT NOT NULL
      );",
+    // 2: an event keeps where its line sits in the decompressed batch body
+    // (stored once, in `batches`) instead of a copy of its JSON; rows from
+    // schema 1 keep their `json`.
+    "ALTER TABLE events ALTER COLUMN json DROP NOT NULL;
+     ALTER TABLE events ADD COLUMN line_start BIGINT, ADD COLUMN line_len BIGINT;",
 ];
 
 /// u64 values are stored bit for bit in BIGINT and compared in Rust.
@@ -389,7 +394,9 @@ impl CollectorStore for PgStore {
             .map_err(db_err)?;
         let after = to_sql(q.after);
         let limit = q.limit as i64;
-        let mut sql = String::from("SELECT id, gateway_id, seq, json FROM events WHERE id > $1");
+        let mut sql = String::from(
+            "SELECT id, gateway_id, seq, json, line_start, line_len FROM events WHERE id > $1",
+        );
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&after];
         if let Some(t) = &q.event_type {
             params.push(t);
@@ -402,15 +409,46 @@ impl CollectorStore for PgStore {
         params.push(&limit);
         sql.push_str(&format!(" ORDER BY id LIMIT ${}", params.len()));
         let rows = tx.query(&sql, &params).await.map_err(db_err)?;
-        let events: Vec<FeedEvent> = rows
+        let rows: Vec<FeedRow> = rows
             .iter()
-            .map(|r| FeedEvent {
-                position: from_sql(r.get(0)),
-                gateway_id: r.get(1),
-                seq: from_sql(r.get(2)),
-                json: r.get(3),
+            .map(|r| {
+                let start: Option<i64> = r.get(4);
+                let len: Option<i64> = r.get(5);
+                FeedRow {
+                    position: from_sql(r.get(0)),
+                    gateway_id: r.get(1),
+                    seq: from_sql(r.get(2)),
+                    json: r.get(3),
+                    line: start.zip(len).map(|(s, l)| (from_sql(s), from_sql(l))),
+                }
             })
             .collect();
+        // The bodies of the batches the rows point into, each fetched once.
+        let mut bodies: Vec<(String, u64, Vec<u8>)> = Vec::new();
+        for row in rows.iter().filter(|r| r.json.is_none()) {
+            if bodies
+                .last()
+                .is_some_and(|(g, s, _)| *g == row.gateway_id && *s == row.seq)
+            {
+                continue;
+            }
+            let body: Vec<u8> = tx
+                .query_one(
+                    "SELECT body FROM batches WHERE gateway_id = $1 AND seq = $2",
+                    &[&row.gateway_id, &to_sql(row.seq)],
+                )
+                .await
+                .map_err(db_err)?
+                .get(0);
+            bodies.push((row.gateway_id.clone(), row.seq, body));
+        }
+        let events = assemble_feed(rows, |gw, seq| {
+            bodies
+                .iter_mut()
+                .find(|(g, s, _)| g == gw && *s == seq)
+                .map(|(_, _, body)| std::mem::take(body))
+                .ok_or_else(|| StoreError::Database(format!("no stored body for {gw} seq {seq}")))
+        })?;
         let next_cursor = if events.len() >= q.limit {
             events.last().map_or(q.after, |e| e.position)
         } else {
@@ -650,17 +688,20 @@ async fn store_batch_tx(
     let mut ids = Vec::with_capacity(v.events().len());
     let mut event_ids = Vec::with_capacity(ids.capacity());
     let mut types: Vec<Option<&str>> = Vec::with_capacity(ids.capacity());
-    let mut jsons: Vec<&str> = Vec::with_capacity(ids.capacity());
+    let mut starts: Vec<i64> = Vec::with_capacity(ids.capacity());
+    let mut lens: Vec<i64> = Vec::with_capacity(ids.capacity());
     for (i, e) in v.events().enumerate() {
         ids.push(base + 1 + i as i64);
         event_ids.push(to_sql(e.event_id));
         types.push(e.event_type);
-        jsons.push(e.json);
+        starts.push(e.start as i64);
+        lens.push(e.json.len() as i64);
     }
     tx.execute(
-        "INSERT INTO events (id, gateway_id, seq, event_id, type, json)
-         SELECT i, $2, $3, e, t, j FROM UNNEST($1::BIGINT[], $4::BIGINT[], $5::TEXT[], $6::TEXT[]) AS u(i, e, t, j)",
-        &[&ids, &gw, &seq, &event_ids, &types, &jsons],
+        "INSERT INTO events (id, gateway_id, seq, event_id, type, line_start, line_len)
+         SELECT i, $2, $3, e, t, s, l
+         FROM UNNEST($1::BIGINT[], $4::BIGINT[], $5::TEXT[], $6::BIGINT[], $7::BIGINT[]) AS u(i, e, t, s, l)",
+        &[&ids, &gw, &seq, &event_ids, &types, &starts, &lens],
     )
     .await?;
 

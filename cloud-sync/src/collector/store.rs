@@ -117,6 +117,79 @@ pub struct FeedEvent {
     pub json: String,
 }
 
+/// One row of the `events` table as a store reads it for the feed: either
+/// the event's JSON (rows written by schema 1) or where its line sits in its
+/// batch's decompressed body (every row since).
+#[derive(Debug, Clone)]
+pub(crate) struct FeedRow {
+    pub position: u64,
+    pub gateway_id: String,
+    pub seq: u64,
+    pub json: Option<String>,
+    pub line: Option<(u64, u64)>,
+}
+
+/// The largest decompressed body the feed reads back. Bodies were checked
+/// against the collector's `max_body_bytes` when they were stored; this only
+/// bounds what a damaged database could make the reader allocate.
+const FEED_BODY_LIMIT: usize = 4 << 30;
+
+/// Turn feed rows into events: each batch a row points into is
+/// decompressed once (`body_of` returns its stored, compressed body).
+pub(crate) fn assemble_feed(
+    rows: Vec<FeedRow>,
+    mut body_of: impl FnMut(&str, u64) -> Result<Vec<u8>, StoreError>,
+) -> Result<Vec<FeedEvent>, StoreError> {
+    let mut current: Option<(String, u64, String)> = None;
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        let json = match (row.json, row.line) {
+            (Some(json), _) => json,
+            (None, Some((start, len))) => {
+                let fresh =
+                    matches!(&current, Some((g, s, _)) if *g == row.gateway_id && *s == row.seq);
+                if !fresh {
+                    let body = body_of(&row.gateway_id, row.seq)?;
+                    let ndjson =
+                        crate::batch::decompress_body(&body, FEED_BODY_LIMIT).map_err(|e| {
+                            StoreError::Database(format!(
+                                "stored body of {} seq {}: {e}",
+                                row.gateway_id, row.seq
+                            ))
+                        })?;
+                    current = Some((row.gateway_id.clone(), row.seq, ndjson));
+                }
+                let ndjson = current.as_ref().map_or("", |c| c.2.as_str());
+                let range = usize::try_from(start)
+                    .ok()
+                    .and_then(|s| Some(s..s.checked_add(usize::try_from(len).ok()?)?));
+                range
+                    .and_then(|r| ndjson.get(r))
+                    .ok_or_else(|| {
+                        StoreError::Database(format!(
+                            "event at position {} points outside the body of {} seq {}",
+                            row.position, row.gateway_id, row.seq
+                        ))
+                    })?
+                    .to_string()
+            }
+            (None, None) => {
+                return Err(StoreError::Database(format!(
+                    "event at position {} has neither JSON nor a body line",
+                    row.position
+                )))
+            }
+        };
+        events.push(FeedEvent {
+            position: row.position,
+            gateway_id: row.gateway_id,
+            seq: row.seq,
+            json,
+        });
+    }
+    Ok(events)
+}
+
 /// A page of the feed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeedPage {
