@@ -845,3 +845,124 @@ async fn https_with_a_configured_certificate() -> Result {
     assert!(r.is_err() || r.is_ok_and(|r| !r.status().is_success()));
     Ok(())
 }
+
+/// A CA (certificate and issuer) for client certificates.
+fn make_ca(name: &str) -> Result<rcgen::CertifiedIssuer<'static, rcgen::KeyPair>> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    Ok(rcgen::CertifiedIssuer::self_signed(
+        params,
+        rcgen::KeyPair::generate()?,
+    )?)
+}
+
+/// A client certificate (DER chain and key) issued by `ca`.
+fn client_identity(
+    ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+) -> Result<(
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+)> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(vec!["gateway.example".into()])?;
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, ca)?;
+    let der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der())?;
+    Ok((vec![cert.der().clone()], der))
+}
+
+#[tokio::test]
+async fn client_certificates_are_required_with_a_client_ca() -> Result {
+    let server = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])?;
+    let gateways_ca = make_ca("gateways CA")?;
+    let other_ca = make_ca("some other CA")?;
+    let dir = tempfile::tempdir()?;
+    let (cert_file, key_file, ca_file) = (
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+        dir.path().join("clients.pem"),
+    );
+    std::fs::write(&cert_file, server.cert.pem())?;
+    std::fs::write(&key_file, server.signing_key.serialize_pem())?;
+    std::fs::write(&ca_file, gateways_ca.pem())?;
+    let config = dir.path().join("collector.toml");
+    let mut text = format!(
+        "listen = \"127.0.0.1:0\"\ndatabase = \"sqlite://{0}/data/c.db\"\nkey_file = \"{0}/data/c.key\"\ntls_client_ca_file = \"{1}\"\n",
+        dir.path().display(),
+        ca_file.display(),
+    );
+    // A client CA without HTTPS is a configuration error (exit 78).
+    std::fs::write(&config, &text)?;
+    let out = Command::new(collector_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()?;
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tls_client_ca_file"));
+
+    text.push_str(&format!(
+        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        cert_file.display(),
+        key_file.display()
+    ));
+    std::fs::write(&config, &text)?;
+    let mut c = Collector {
+        child: None,
+        dir: tempfile::tempdir()?,
+        config: config.clone(),
+        base: String::new(),
+    };
+    c.spawn()?;
+    let mut gw = Gateway::new(10);
+    c.enroll(&gw.key)?;
+    install_ring();
+    let https = |identity: Option<(
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>|
+     -> Result<reqwest::Client> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(server.cert.der().clone())?;
+        let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+        let tls = match identity {
+            None => builder.with_no_client_auth(),
+            Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        };
+        Ok(reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(IO_TIMEOUT)
+            .build()?)
+    };
+    let b = gw.seal(5, 0);
+    // No certificate, or one from another CA: no request gets through.
+    for (what, client) in [
+        ("no client certificate", https(None)?),
+        ("a certificate of another CA", https(Some(client_identity(&other_ca)?))?),
+    ] {
+        let r = client
+            .post(c.url("/v1/batches"))
+            .body(b.encode())
+            .send()
+            .await;
+        assert!(
+            r.is_err() || r.is_ok_and(|r| !r.status().is_success()),
+            "{what} was served"
+        );
+    }
+    // A certificate issued by the configured CA: stored, with a receipt.
+    let r = https(Some(client_identity(&gateways_ca)?))?
+        .post(c.url("/v1/batches"))
+        .body(b.encode())
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::OK);
+    Receipt::from_json(&r.bytes().await?)?;
+    Ok(())
+}

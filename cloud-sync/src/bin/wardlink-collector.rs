@@ -196,7 +196,11 @@ fn run_serve(config: CollectorConfig) -> Result<(), Failure> {
     let tls = match &config.tls {
         None => None,
         Some(files) => Some(
-            wardlink_sync::collector::tls::server_config(&files.cert_file, &files.key_file)
+            wardlink_sync::collector::tls::server_config(
+                &files.cert_file,
+                &files.key_file,
+                files.client_ca_file.as_deref(),
+            )
                 .map_err(|e| Failure::Config(e.to_string()))?,
         ),
     };

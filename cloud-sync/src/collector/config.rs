@@ -8,6 +8,7 @@
 //! max_body_bytes = 268435456           # largest decompressed batch body (256 MiB)
 //! tls_cert_file = "/etc/wardlink-collector/cert.pem"   # HTTPS: both or neither
 //! tls_key_file = "/etc/wardlink-collector/key.pem"
+//! tls_client_ca_file = "/etc/wardlink-collector/gateways-ca.pem"   # optional mTLS
 //! ```
 //!
 //! Without `--config` the built-in default above is used: plain HTTP on
@@ -42,6 +43,10 @@ max_body_bytes = 268435456
 # Set both or neither; gateways are configured with the CA that issued it.
 # tls_cert_file = "/etc/wardlink-collector/cert.pem"
 # tls_key_file = "/etc/wardlink-collector/key.pem"
+# Optional, with HTTPS only: accept only clients (gateways, feed readers)
+# that present a certificate issued by this CA (PEM). Batches are still
+# checked against each gateway's enrolled signing key.
+# tls_client_ca_file = "/etc/wardlink-collector/gateways-ca.pem"
 "#;
 
 /// Errors in the configuration file.
@@ -94,6 +99,8 @@ struct Raw {
     tls_cert_file: Option<PathBuf>,
     #[serde(default)]
     tls_key_file: Option<PathBuf>,
+    #[serde(default)]
+    tls_client_ca_file: Option<PathBuf>,
 }
 
 fn default_listen() -> String {
@@ -156,6 +163,8 @@ pub struct TlsFiles {
     pub cert_file: PathBuf,
     /// The private key.
     pub key_file: PathBuf,
+    /// When set, clients must present a certificate issued by this CA.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl CollectorConfig {
@@ -218,11 +227,18 @@ pub fn parse(text: &str, path: &Path) -> Result<CollectorConfig, ConfigError> {
             .filter(|&n| n >= 1024)
             .ok_or_else(|| invalid(key, format!("{v} must be at least 1024 bytes")))
     };
+    if raw.tls_client_ca_file.is_some() && raw.tls_cert_file.is_none() {
+        return Err(invalid(
+            "tls_client_ca_file",
+            "needs HTTPS: set tls_cert_file and tls_key_file too, or remove it".into(),
+        ));
+    }
     let tls = match (raw.tls_cert_file, raw.tls_key_file) {
         (None, None) => None,
         (Some(cert_file), Some(key_file)) => Some(TlsFiles {
             cert_file,
             key_file,
+            client_ca_file: raw.tls_client_ca_file,
         }),
         (Some(_), None) => {
             return Err(invalid(

@@ -47,16 +47,30 @@ pub enum TlsError {
         /// What is wrong.
         message: String,
     },
+    /// The client CA file is unreadable or holds no usable CA certificate.
+    #[error("tls_client_ca_file {path}: {message}")]
+    ClientCa {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// rustls refused the pair (e.g. the key does not match the certificate).
     #[error("the TLS certificate and key cannot be used together: {0}")]
     Rejected(String),
 }
 
-/// Build the server configuration from a PEM certificate chain and key.
+/// Build the server configuration from a PEM certificate chain and key;
+/// with `client_ca_file`, a client must present a certificate issued by one
+/// of the CAs in it (mutual TLS), or its handshake fails.
 ///
 /// # Errors
-/// A file is unreadable or empty, or rustls refuses the pair.
-pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+/// A file is unreadable or empty, or rustls refuses the pair or the CAs.
+pub fn server_config(
+    cert_file: &Path,
+    key_file: &Path,
+    client_ca_file: Option<&Path>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = CertificateDer::pem_file_iter(cert_file)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| TlsError::Certificate {
@@ -74,10 +88,33 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConf
         message: e.to_string(),
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Rejected(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| TlsError::Rejected(e.to_string()))?;
+    let builder = match client_ca_file {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let bad = |message: String| TlsError::ClientCa {
+                path: path.to_path_buf(),
+                message,
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+                roots
+                    .add(cert.map_err(|e| bad(e.to_string()))?)
+                    .map_err(|e| bad(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(bad("no PEM certificate in the file".into()));
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Rejected(e.to_string()))?;
     Ok(Arc::new(config))
