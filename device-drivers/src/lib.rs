@@ -24,6 +24,7 @@
 #![deny(missing_docs)]
 
 pub mod hl7;
+pub mod lines;
 pub mod medibus;
 pub mod mllp;
 pub mod reading;
