@@ -104,49 +104,47 @@ impl Decoder for LineDecoder {
     type Error = std::io::Error;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Line>, std::io::Error> {
-        loop {
-            if self.discarding {
-                match buf.iter().position(|b| is_eol(*b)) {
-                    Some(i) => {
-                        buf.advance(i + 1);
-                        self.discarding = false;
-                    }
-                    None => {
-                        buf.clear();
-                        return Ok(None);
-                    }
-                }
-            }
-            // Skip line ends (the LF of CR LF, empty lines).
-            let skip = buf.iter().take_while(|b| is_eol(**b)).count();
-            if skip > 0 {
-                buf.advance(skip);
-                self.scanned = 0;
-            }
-            let limit = buf.len().min(self.max + 1);
-            match buf[self.scanned.min(limit)..limit]
-                .iter()
-                .position(|b| is_eol(*b))
-            {
+        if self.discarding {
+            match buf.iter().position(|b| is_eol(*b)) {
                 Some(i) => {
-                    let end = self.scanned + i;
-                    self.scanned = 0;
-                    let line = buf.split_to(end).freeze();
-                    buf.advance(1);
-                    return Ok(Some(Line::Line(line)));
-                }
-                None if buf.len() > self.max => {
-                    // `limit` bytes hold no line end: drop them, and the rest
-                    // of the line as it arrives.
-                    buf.advance(limit);
-                    self.scanned = 0;
-                    self.discarding = true;
-                    return Ok(Some(Line::TooLong { len: limit }));
+                    buf.advance(i + 1);
+                    self.discarding = false;
                 }
                 None => {
-                    self.scanned = buf.len();
+                    buf.clear();
                     return Ok(None);
                 }
+            }
+        }
+        // Skip line ends (the LF of CR LF, empty lines).
+        let skip = buf.iter().take_while(|b| is_eol(**b)).count();
+        if skip > 0 {
+            buf.advance(skip);
+            self.scanned = 0;
+        }
+        let limit = buf.len().min(self.max + 1);
+        match buf[self.scanned.min(limit)..limit]
+            .iter()
+            .position(|b| is_eol(*b))
+        {
+            Some(i) => {
+                let end = self.scanned + i;
+                self.scanned = 0;
+                let line = buf.split_to(end).freeze();
+                buf.advance(1);
+                Ok(Some(Line::Line(line)))
+            }
+            None if buf.len() > self.max => {
+                // `limit` bytes hold no line end: drop them, and the rest
+                // of the line as it arrives.
+                buf.advance(limit);
+                self.scanned = 0;
+                self.discarding = true;
+                Ok(Some(Line::TooLong { len: limit }))
+            }
+            None => {
+                self.scanned = buf.len();
+                Ok(None)
             }
         }
     }
