@@ -29,6 +29,7 @@ pub mod medibus;
 pub mod mllp;
 pub mod reading;
 pub mod received;
+pub mod serial;
 pub mod sim;
 
 pub use received::{
