@@ -161,10 +161,19 @@ fn medibus_readings_reach_the_store_and_status_shows_the_link() -> Result {
 }
 
 #[test]
-fn corrupt_checksums_are_dropped_and_only_whole_sets_are_stored() -> Result {
+fn corrupt_cut_off_and_split_frames_leave_only_whole_sets_stored() -> Result {
     let dir = tempfile::tempdir()?;
     let link = temp_link(&dir);
-    let _vent = Ventilator::start(&link, &["--corrupt-every", "5", "--truncate-every", "11"])?;
+    let _vent = Ventilator::start(
+        &link,
+        &[
+            "--corrupt-every",
+            "5",
+            "--truncate-every",
+            "11",
+            "--split-writes",
+        ],
+    )?;
     let g = Gateway::start(&serial_source(&link, ""))?;
     assert!(
         wait_until(WAIT, || readings(&g).len() >= 5),

@@ -153,6 +153,9 @@ pub struct SimulateMedibus {
     /// Cut every Nth answer off half-way (0 = never).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub truncate_every: u32,
+    /// Write each answer in two pieces 5 ms apart (frames split across reads).
+    #[arg(long)]
+    pub split_writes: bool,
     /// Stop answering after this many seconds ...
     #[arg(long, value_name = "SECS")]
     pub silent_after: Option<f64>,

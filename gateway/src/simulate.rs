@@ -28,6 +28,7 @@ async fn medibus(o: SimulateMedibus, shutdown: CancellationToken) -> anyhow::Res
         corrupt_every: o.corrupt_every,
         truncate_every: o.truncate_every,
         silent: false,
+        split_writes: o.split_writes,
     };
     let (switch, rx) = watch::channel(faults);
     let mut tasks = tokio::task::JoinSet::new();

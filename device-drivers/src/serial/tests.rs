@@ -163,6 +163,8 @@ async fn corrupt_and_cut_off_frames_are_counted_and_skipped() -> Result {
         corrupt_every: 4,
         truncate_every: 9,
         silent: false,
+        // And every answer arrives split across two reads.
+        split_writes: true,
     })?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let stop = CancellationToken::new();

@@ -8,8 +8,8 @@
 //! own NOP now and then, which the requester must echo.
 //!
 //! Faults for tests ([`SimFaults`]): corrupt the checksum of every Nth
-//! response, cut every Nth response off half-way, or go silent (read and
-//! answer nothing) until told otherwise.
+//! response, cut every Nth response off half-way, write answers in pieces,
+//! or go silent (read and answer nothing) until told otherwise.
 
 use bytes::BytesMut;
 use tokio_util::codec::Decoder;
@@ -25,6 +25,9 @@ pub struct SimFaults {
     pub truncate_every: u32,
     /// Answer nothing at all.
     pub silent: bool,
+    /// Write each answer in two pieces a few milliseconds apart, so frames
+    /// arrive split across reads (applied by the PTY server).
+    pub split_writes: bool,
 }
 
 /// Counters of what the simulated device saw and did.

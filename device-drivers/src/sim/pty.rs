@@ -73,7 +73,14 @@ impl PtyDevice {
                         return Ok(sim.stats());
                     }
                     let out = sim.feed(&buf[..n]);
-                    if !out.is_empty() {
+                    if sim.faults.split_writes && out.len() > 1 {
+                        // Frames arrive in two reads on the other side.
+                        let (a, b) = out.split_at(out.len() / 2);
+                        self.master.write_all(a).await?;
+                        self.master.flush().await?;
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                        self.master.write_all(b).await?;
+                    } else if !out.is_empty() {
                         self.master.write_all(&out).await?;
                     }
                 }
