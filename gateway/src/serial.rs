@@ -107,3 +107,51 @@ pub fn spawn(
         tasks.spawn(port::run_port(options(s), sink, shutdown.clone()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configured_lines_port_maps_to_the_driver_options() -> Result<(), String> {
+        let config = wardlink_config::from_toml_str(
+            r#"
+[[source.serial]]
+name = "scale"
+path = "/dev/ttyUSB3"
+protocol = "lines"
+format = "csv"
+separator = ";"
+baud = 38400
+parity = "odd"
+data_bits = 7
+stop_bits = 2
+flow_control = "software"
+device_id = "SCALE-1"
+ward = "ICU"
+[[source.serial.map]]
+column = 2
+code = "MDC_ATTR_PT_WEIGHT"
+unit = "kg"
+"#,
+            "t",
+        )
+        .map_err(|e| e.to_string())?;
+        let o = options(&config.sources.serial[0]);
+        assert_eq!(&*o.name, "scale");
+        assert_eq!(o.baud, 38400);
+        assert_eq!(o.parity, port::Parity::Odd);
+        assert_eq!(o.data_bits, port::DataBits::Seven);
+        assert_eq!(o.stop_bits, port::StopBits::Two);
+        assert_eq!(o.flow_control, port::FlowControl::Software);
+        assert_eq!(o.device_id.as_deref(), Some("SCALE-1"));
+        assert_eq!(o.location.ward.as_deref(), Some("ICU"));
+        let Protocol::Lines { options, .. } = o.protocol else {
+            return Err("not lines".into());
+        };
+        assert_eq!(options.format, LineFormat::Csv { separator: ';' });
+        assert_eq!(options.map[0].field, FieldRef::Column(2));
+        assert_eq!(options.map[0].unit.as_deref(), Some("kg"));
+        Ok(())
+    }
+}
