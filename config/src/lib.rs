@@ -43,6 +43,7 @@ mod model;
 mod parse;
 mod raw;
 mod report;
+mod serial;
 mod validate;
 
 use std::io::Read;
@@ -53,6 +54,10 @@ pub use model::{
     ClientCert, CollectorTarget, Config, DatePolicyConfig, DeidConfig, FieldOverrideConfig,
     GatewayConfig, LogConfig, LogLevel, MllpSource, OverrideAction, PseudonymScope, Sources,
     StoreConfig, SyncConfig, ValidateConfig,
+};
+pub use serial::{
+    DataBits, FlowControl, LinesFormat, Parity, SerialField, SerialMapping, SerialProtocol,
+    SerialSource, StopBits,
 };
 
 /// The embedded default configuration, with a comment for every key. It is

@@ -79,6 +79,7 @@ fn remove_unknown_keys(root: &mut DeTable<'_>, report: &mut Report<'_>) {
                 }
             }
         }
+        crate::serial::remove_unknown_keys(source, report);
     }
 }
 
@@ -89,7 +90,12 @@ fn table_mut<'a, 'i>(parent: &'a mut DeTable<'i>, key: &str) -> Option<&'a mut D
     }
 }
 
-fn check_keys(table: &mut DeTable<'_>, path: &str, allowed: &[&str], report: &mut Report<'_>) {
+pub(crate) fn check_keys(
+    table: &mut DeTable<'_>,
+    path: &str,
+    allowed: &[&str],
+    report: &mut Report<'_>,
+) {
     let unknown: Vec<_> = table
         .iter()
         .filter(|(key, _)| !allowed.contains(&key.get_ref().as_ref()))

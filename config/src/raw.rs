@@ -564,6 +564,8 @@ fn default_sync_retry_backoff_max() -> Field<Duration> {
 pub(crate) struct RawSources {
     #[serde(default)]
     pub(crate) mllp: Field<Vec<Field<RawMllp>>>,
+    #[serde(default)]
+    pub(crate) serial: Field<Vec<Field<crate::serial::RawSerial>>>,
 }
 
 /// `[[source.mllp]]`
@@ -642,7 +644,7 @@ fn default_mllp_commit_blocks() -> Field<bool> {
 /// A default number as the file would write it. The defaults are small
 /// constants; one that did not fit would become `i64::MAX` and fail
 /// validation visibly rather than panic.
-fn integer(value: impl TryInto<i64>) -> Field<Integer> {
+pub(crate) fn integer(value: impl TryInto<i64>) -> Field<Integer> {
     Field::absent(Integer(value.try_into().unwrap_or(i64::MAX)))
 }
 

@@ -89,15 +89,16 @@ pub(crate) fn validate(raw: &RawConfig, report: &mut Report<'_>) -> Config {
         sync: section(report, &root, "sync", &raw.sync, sync).unwrap_or_default(),
         sources: section(report, &root, "source", &raw.source, |r, s, raw| Sources {
             mllp: mllp_list(r, s, &raw.mllp, &mut claims),
+            serial: crate::serial::serial_list(r, s, &raw.serial, &mut claims),
         })
         .unwrap_or_default(),
     }
 }
 
 /// Where in the file a table is: its dotted path and the span of its header.
-struct Scope {
-    path: String,
-    span: Option<Range<usize>>,
+pub(crate) struct Scope {
+    pub(crate) path: String,
+    pub(crate) span: Option<Range<usize>>,
 }
 
 impl Scope {
@@ -108,7 +109,7 @@ impl Scope {
         }
     }
 
-    fn key(&self, key: &str) -> String {
+    pub(crate) fn key(&self, key: &str) -> String {
         if self.path.is_empty() {
             key.to_owned()
         } else {
@@ -117,12 +118,12 @@ impl Scope {
     }
 
     /// The span of a field, or of this table when the key is absent.
-    fn span_of<'a, T>(&'a self, field: &'a Field<T>) -> Option<&'a Range<usize>> {
+    pub(crate) fn span_of<'a, T>(&'a self, field: &'a Field<T>) -> Option<&'a Range<usize>> {
         field.span.as_ref().or(self.span.as_ref())
     }
 
     /// The value of a field; reports it and returns `None` if it did not deserialize.
-    fn get<'f, T>(
+    pub(crate) fn get<'f, T>(
         &self,
         report: &mut Report<'_>,
         key: &str,
@@ -165,7 +166,7 @@ impl Scope {
         Some(u64::try_from(bytes).ok())
     }
 
-    fn int(
+    pub(crate) fn int(
         &self,
         report: &mut Report<'_>,
         key: &str,
@@ -187,7 +188,7 @@ impl Scope {
     }
 
     /// A whole number in `range` as a `usize` (the ranges fit any `usize` of 32 bits or more).
-    fn usize(
+    pub(crate) fn usize(
         &self,
         report: &mut Report<'_>,
         key: &str,
@@ -211,7 +212,7 @@ impl Scope {
     }
 
     /// A duration of at least `min`.
-    fn duration(
+    pub(crate) fn duration(
         &self,
         report: &mut Report<'_>,
         key: &str,
@@ -939,7 +940,7 @@ fn mllp(report: &mut Report<'_>, scope: &Scope, raw: &RawMllp, claims: &mut Clai
 }
 
 /// A source's `name`: checked for its form, then for uniqueness across all sources.
-fn source_name(
+pub(crate) fn source_name(
     report: &mut Report<'_>,
     scope: &Scope,
     field: &Field<String>,
@@ -979,9 +980,12 @@ fn name_problem(name: &str) -> Option<String> {
 
 /// Something only one source can have: a listening port (later: a serial
 /// device, an MQTT client id, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Resource {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Resource {
     TcpListen(SocketAddr),
+    /// A serial device path, as written (aliases such as a by-id link and
+    /// its ttyUSB name are not resolved: that would need I/O).
+    SerialDevice(String),
 }
 
 impl Resource {
@@ -993,12 +997,15 @@ impl Resource {
             (Resource::TcpListen(a), Resource::TcpListen(b)) => {
                 a.port() != 0 && a.port() == b.port() && ips_overlap(a.ip(), b.ip())
             }
+            (Resource::SerialDevice(a), Resource::SerialDevice(b)) => a == b,
+            _ => false,
         }
     }
 
     fn describe(&self) -> String {
         match self {
             Resource::TcpListen(addr) => format!("\"{addr}\""),
+            Resource::SerialDevice(path) => format!("{path:?}"),
         }
     }
 }
@@ -1014,7 +1021,7 @@ fn ips_overlap(a: IpAddr, b: IpAddr) -> bool {
 
 /// Names and resources claimed so far, with the key and span that claimed them.
 #[derive(Default)]
-struct Claims {
+pub(crate) struct Claims {
     names: Vec<(String, String, Option<Range<usize>>)>,
     resources: Vec<(Resource, String, Option<Range<usize>>)>,
 }
@@ -1042,7 +1049,7 @@ impl Claims {
         self.names.push((name.to_owned(), key, span));
     }
 
-    fn claim(
+    pub(crate) fn claim(
         &mut self,
         report: &mut Report<'_>,
         resource: Resource,
@@ -1052,6 +1059,18 @@ impl Claims {
         for (first, first_key, first_span) in &self.resources {
             if resource.conflicts_with(first) {
                 let line = at_line(report, first_span.as_ref());
+                if let Resource::SerialDevice(_) = resource {
+                    report.push(
+                        span.as_ref(),
+                        key.as_str(),
+                        format!(
+                            "{} is already used by {first_key}{line}; two sources cannot share a serial device",
+                            resource.describe()
+                        ),
+                        "give each device its own [[source.serial]] table, or remove one of them",
+                    );
+                    continue;
+                }
                 let message = if resource == *first {
                     format!(
                         "{} is already used by {first_key}{line}; two sources cannot listen on the same port",

@@ -186,10 +186,16 @@ fn unknown_keys_are_reported_with_the_allowed_keys() {
          gateway, log, store, deid, validate, sync, source",
     );
     assert_one(
-        "[[source.serial]]\nport = \"/dev/ttyS0\"\n",
+        "[[source.serial]]\npath = \"/dev/ttyS0\"\nprotocl = \"lines\"\n",
+        3,
+        "source.serial[0].protocl",
+        "unknown key; did you mean `protocol`? The keys allowed in [[source.serial]] are:",
+    );
+    assert_one(
+        "[[source.seriel]]\npath = \"/dev/ttyS0\"\n",
         1,
-        "source.serial",
-        "the keys allowed in [source] are: mllp",
+        "source.seriel",
+        "did you mean `serial`? The keys allowed in [source] are: mllp, serial",
     );
 }
 

@@ -8,6 +8,13 @@
 //!   the fields needed to answer and to recognise a resend).
 //! - [`mllp`]: HL7 v2 over MLLP — frame decoder, ACK builder (pure) and the
 //!   listener, connection and client (I/O).
+//! - [`medibus`]: Dräger MEDIBUS (pure): frames, the polling state machine,
+//!   the data-code table.
+//! - [`lines`]: ASCII line sensors (pure): bounded line decoding, key=value
+//!   and CSV parsing to readings.
+//! - [`serial`]: the serial port task (I/O): open, run a protocol, submit
+//!   readings, reopen a vanished port with backoff, report link state.
+//! - [`reading`]: the reading document stored for serial and MQTT units.
 //! - [`sim`]: message generators for tests, benchmarks and `wardlink simulate`.
 //!
 //! Every source follows the same shape: a pure protocol core (frame decoder,
@@ -17,8 +24,12 @@
 #![deny(missing_docs)]
 
 pub mod hl7;
+pub mod lines;
+pub mod medibus;
 pub mod mllp;
+pub mod reading;
 pub mod received;
+pub mod serial;
 pub mod sim;
 
 pub use received::{

@@ -88,6 +88,28 @@ pub enum Command {
         #[arg(value_name = "FILE", required_unless_present = "print_profile")]
         files: Vec<PathBuf>,
     },
+    /// Run a simulated device, to try the wiring and the configuration
+    /// without the real equipment (also used by the tests and the benchmark).
+    Simulate {
+        /// Which device.
+        #[command(subcommand)]
+        device: SimulateDevice,
+    },
+    /// Show live what a configured source decodes, without storing anything:
+    /// opens the source's port (stop the daemon first: a port has one user),
+    /// runs its protocol and prints each reading set and link change until
+    /// Ctrl-C. For checking wiring and mapping before go-live.
+    Tap {
+        /// The source's name in the configuration.
+        #[arg(value_name = "SOURCE")]
+        source: String,
+        /// Also print every byte sent (>) and received (<), in hex.
+        #[arg(long)]
+        raw: bool,
+        /// The configuration that defines the source (default: the embedded default).
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Review messages held back by validation: list, show, release (run the
     /// pipeline again) or drop.
     Quarantine {
@@ -98,6 +120,48 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE", global = true)]
         config: Option<PathBuf>,
     },
+}
+
+/// `wardlink simulate` devices.
+#[derive(Debug, Subcommand)]
+pub enum SimulateDevice {
+    /// A Dräger MEDIBUS ventilator on a pseudo-terminal: prints the path of
+    /// its port (one line per ventilator), to put in a [[source.serial]]
+    /// `path`, and answers polls with realistic values until Ctrl-C.
+    Medibus(SimulateMedibus),
+}
+
+/// Options of `wardlink simulate medibus`.
+#[derive(Debug, clap::Args)]
+pub struct SimulateMedibus {
+    /// Serve on a new pseudo-terminal pair (the only transport).
+    #[arg(long, required = true)]
+    pub pty: bool,
+    /// How many ventilators, each on its own pseudo-terminal.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub count: u32,
+    /// Also make a symbolic link at PATH to the (first) port, like a
+    /// /dev/serial/by-id link; replaced if it exists, removed at exit.
+    #[arg(long, value_name = "PATH")]
+    pub link: Option<PathBuf>,
+    /// The device name sent in the identification.
+    #[arg(long, value_name = "NAME", default_value = "Evita 4")]
+    pub name: String,
+    /// Corrupt the checksum of every Nth answer (0 = never).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub corrupt_every: u32,
+    /// Cut every Nth answer off half-way (0 = never).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub truncate_every: u32,
+    /// Write each answer in two pieces 5 ms apart (frames split across reads).
+    #[arg(long)]
+    pub split_writes: bool,
+    /// Stop answering after this many seconds ...
+    #[arg(long, value_name = "SECS")]
+    pub silent_after: Option<f64>,
+    /// ... for this many seconds (default: for good).
+    #[arg(long, value_name = "SECS", requires = "silent_after")]
+    pub silent_for: Option<f64>,
 }
 
 /// `wardlink quarantine` actions.

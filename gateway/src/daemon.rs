@@ -145,6 +145,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     for l in listeners {
         tasks.spawn(l.run(submitter.clone(), shutdown.clone()));
     }
+    let links = crate::links::LinkBoard::new(&state_dir);
+    crate::serial::spawn(
+        &config.sources.serial,
+        &submitter,
+        &links,
+        &shutdown,
+        &mut tasks,
+    );
     // The listeners hold their own clones; the writer stops when the last
     // one is dropped.
     drop(submitter);

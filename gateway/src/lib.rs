@@ -13,10 +13,14 @@
 //!   senders on loopback, in one command.
 //! - [`status`]: the accounting report of `wardlink status` (text and JSON)
 //!   and the runtime file the daemon publishes its bound addresses in.
-//! - [`daemon`]: the lifecycle: open the store, bind, serve, stop cleanly.
+//! - [`daemon`]: the lifecycle: open the store, bind, serve, stop cleanly;
+//!   [`serial`] starts the serial port tasks and [`links`] publishes each
+//!   source's link state for `status`.
 //! - [`quarantine`]: list, show, release and drop quarantined messages;
 //!   [`review`]: `wardlink deid`, the de-identification review of sample files.
 //! - [`settings`]: from the validated config to the pipeline's settings and keys.
+//! - [`simulate`]: `wardlink simulate` (device simulators on real ports);
+//!   [`tap`]: `wardlink tap`, a source's decoded readings printed live.
 //! - [`cli`]: the command-line definition; [`logging`]: tracing to stderr.
 //!
 //! The binary (`src/main.rs`) is glue: it parses the command line, loads the
@@ -25,12 +29,16 @@
 pub mod cli;
 pub mod daemon;
 pub mod demo;
+pub mod links;
 pub mod logging;
 pub mod pipeline;
 pub mod processor;
 pub mod quarantine;
 pub mod review;
+pub mod serial;
 pub mod settings;
+pub mod simulate;
 pub mod status;
 pub mod store;
 pub mod sync;
+pub mod tap;

@@ -105,6 +105,9 @@ pub struct Report {
     pub sync: SyncReport,
     /// What needs a person, one sentence each (empty when all is well).
     pub alarms: Vec<String>,
+    /// Link state of the sources whose peer can come and go (serial
+    /// ports), by source name; empty when the daemon is not running.
+    pub links: BTreeMap<String, crate::links::LinkInfo>,
 }
 
 /// The sync part of the report.
@@ -255,12 +258,19 @@ pub fn report(
             };
     }
     let sync = sync_report(&conn, sync, now).map_err(sql)?;
+    let daemon = Runtime::read(state_dir);
+    let links = if daemon.is_some() {
+        crate::links::read(state_dir)
+    } else {
+        BTreeMap::new()
+    };
     Ok(Report {
+        links,
         total,
         store_bytes: store::size_on_disk(state_dir),
         sources,
         store_path: path,
-        daemon: Runtime::read(state_dir),
+        daemon,
         alarms: sync.alarms(),
         sync,
     })
@@ -299,6 +309,7 @@ impl Report {
                 let _ = writeln!(out, "daemon: not running");
             }
         }
+        self.links_text(&mut out);
         let _ = writeln!(out);
         let header = [
             "source",
@@ -362,6 +373,30 @@ impl Report {
             let _ = writeln!(out, "ALARM: {a}");
         }
         out
+    }
+
+    /// `link: NAME STATE since TIME (AGE ago): DETAIL`, one line per source.
+    fn links_text(&self, out: &mut String) {
+        let now = unix_ms(SystemTime::now());
+        for (name, l) in &self.links {
+            let since = time::OffsetDateTime::from_unix_timestamp(l.since_ms / 1000)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_else(|| l.since_ms.to_string());
+            let age = human_age(u64::try_from((now - l.since_ms).max(0) / 1000).unwrap_or(0));
+            let _ = writeln!(
+                out,
+                "link: {name} {} since {since} ({age} ago){}",
+                l.state,
+                l.detail
+                    .as_deref()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default()
+            );
+        }
     }
 
     fn sync_text(&self, out: &mut String) {

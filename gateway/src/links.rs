@@ -1,0 +1,87 @@
+//! Per-source link state (`connected`, `no_answer`, `disconnected`, each
+//! with its "since"), published by the daemon in `<state_dir>/links.json`
+//! for `wardlink status`. Generic: any source kind whose peer can come and
+//! go (a serial port, a broker connection) reports through a [`LinkBoard`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::unix_ms;
+
+/// The file in the state directory.
+pub const LINKS_FILE: &str = "links.json";
+
+/// One source's link.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// `connected`, `no_answer` or `disconnected`.
+    pub state: String,
+    /// Since when (ms since the epoch).
+    pub since_ms: i64,
+    /// Why, or what is connected.
+    pub detail: Option<String>,
+}
+
+/// The daemon's board of link states; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct LinkBoard {
+    path: PathBuf,
+    links: Arc<Mutex<BTreeMap<String, LinkInfo>>>,
+}
+
+impl LinkBoard {
+    /// A board that publishes to `<state_dir>/links.json` (an old file is
+    /// replaced at the first change).
+    pub fn new(state_dir: &Path) -> Self {
+        let board = Self {
+            path: state_dir.join(LINKS_FILE),
+            links: Arc::default(),
+        };
+        let _ = std::fs::remove_file(&board.path);
+        board
+    }
+
+    /// Record a source's state and publish the board (write, rename).
+    /// A failed write is logged: status then shows an older state.
+    pub fn set(&self, source: &str, info: LinkInfo) {
+        let json = {
+            let mut links = match self.links.lock() {
+                Ok(l) => l,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            links.insert(source.to_owned(), info);
+            serde_json::to_vec_pretty(&*links)
+        };
+        let written = json.map_err(std::io::Error::other).and_then(|json| {
+            let tmp = self.path.with_extension("json.tmp");
+            std::fs::write(&tmp, json)?;
+            std::fs::rename(&tmp, &self.path)
+        });
+        if let Err(e) = written {
+            tracing::warn!(path = %self.path.display(), error = %e, "Cannot publish link states");
+        }
+    }
+
+    /// Record a serial port's state.
+    pub fn set_serial(&self, source: &str, state: &wardlink_devices::serial::LinkState) {
+        self.set(
+            source,
+            LinkInfo {
+                state: state.status.as_str().to_owned(),
+                since_ms: unix_ms(state.since),
+                detail: state.detail.clone(),
+            },
+        );
+    }
+}
+
+/// The published link states, if the file is there and readable.
+pub fn read(state_dir: &Path) -> BTreeMap<String, LinkInfo> {
+    std::fs::read(state_dir.join(LINKS_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
