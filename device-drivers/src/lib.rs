@@ -8,6 +8,8 @@
 //!   the fields needed to answer and to recognise a resend).
 //! - [`mllp`]: HL7 v2 over MLLP — frame decoder, ACK builder (pure) and the
 //!   listener, connection and client (I/O).
+//! - [`reading`]: the device-reading document ([`reading::ReadingDoc`]) that
+//!   equipment sources (serial, MQTT) store as `Kind::Reading`.
 //! - [`sim`]: message generators for tests, benchmarks and `wardlink simulate`.
 //!
 //! Every source follows the same shape: a pure protocol core (frame decoder,
@@ -18,6 +20,7 @@
 
 pub mod hl7;
 pub mod mllp;
+pub mod reading;
 pub mod received;
 pub mod sim;
 

@@ -29,6 +29,9 @@ use tokio::sync::{mpsc, oneshot};
 pub enum Kind {
     /// One HL7 v2 message (ER7, as framed by MLLP).
     Hl7v2,
+    /// One device reading (serial MEDIBUS or `lines`, MQTT): a
+    /// [`crate::reading::ReadingDoc`] as UTF-8 JSON, written by the driver.
+    Reading,
 }
 
 impl Kind {
@@ -36,6 +39,7 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Hl7v2 => "hl7v2",
+            Kind::Reading => "reading",
         }
     }
 
@@ -43,6 +47,7 @@ impl Kind {
     pub fn parse(s: &str) -> Option<Kind> {
         match s {
             "hl7v2" => Some(Kind::Hl7v2),
+            "reading" => Some(Kind::Reading),
             _ => None,
         }
     }
