@@ -10,6 +10,10 @@
 //!   listener, connection and client (I/O).
 //! - [`reading`]: the device-reading document ([`reading::ReadingDoc`]) that
 //!   equipment sources (serial, MQTT) store as `Kind::Reading`.
+//! - [`mqtt`]: MQTT subscriptions — payload decoder (pure), the source with
+//!   commit-before-PUBACK and reconnect, and `tap`.
+//! - [`link`]: link state (connected / disconnected since) of sources that
+//!   hold a connection.
 //! - [`sim`]: message generators for tests, benchmarks and `wardlink simulate`.
 //!
 //! Every source follows the same shape: a pure protocol core (frame decoder,
@@ -19,7 +23,9 @@
 #![deny(missing_docs)]
 
 pub mod hl7;
+pub mod link;
 pub mod mllp;
+pub mod mqtt;
 pub mod reading;
 pub mod received;
 pub mod sim;

@@ -25,7 +25,9 @@
 pub mod cli;
 pub mod daemon;
 pub mod demo;
+pub mod links;
 pub mod logging;
+pub mod mqtt;
 pub mod pipeline;
 pub mod processor;
 pub mod quarantine;

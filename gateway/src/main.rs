@@ -273,7 +273,7 @@ fn check_config(file: &Path) -> ExitCode {
             for w in &loaded.warnings {
                 eprintln!("warning: {w}");
             }
-            let n = loaded.config.sources.mllp.len();
+            let n = loaded.config.sources.len();
             println!(
                 "{}: ok ({n} source{})",
                 file.display(),
@@ -293,7 +293,9 @@ fn show_status(json: bool, path: Option<&Path>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let names: Vec<String> = config.sources.mllp.iter().map(|s| s.name.clone()).collect();
+    let names: Vec<String> = (config.sources.mllp.iter().map(|s| s.name.clone()))
+        .chain(config.sources.mqtt.iter().map(|s| s.name.clone()))
+        .collect();
     match status::report(&config.gateway.state_dir, &names, &config.sync) {
         Ok(report) => {
             if json {

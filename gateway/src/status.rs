@@ -105,6 +105,9 @@ pub struct Report {
     pub sync: SyncReport,
     /// What needs a person, one sentence each (empty when all is well).
     pub alarms: Vec<String>,
+    /// Link state of sources that hold a connection (MQTT, serial), while
+    /// the daemon runs.
+    pub links: Vec<crate::links::LinkInfo>,
 }
 
 /// The sync part of the report.
@@ -255,12 +258,18 @@ pub fn report(
             };
     }
     let sync = sync_report(&conn, sync, now).map_err(sql)?;
+    let daemon = Runtime::read(state_dir);
+    let links = match daemon {
+        Some(_) => crate::links::read(state_dir),
+        None => Vec::new(),
+    };
     Ok(Report {
+        links,
         total,
         store_bytes: store::size_on_disk(state_dir),
         sources,
         store_path: path,
-        daemon: Runtime::read(state_dir),
+        daemon,
         alarms: sync.alarms(),
         sync,
     })
@@ -298,6 +307,22 @@ impl Report {
             None => {
                 let _ = writeln!(out, "daemon: not running");
             }
+        }
+        let now = unix_ms(SystemTime::now());
+        for l in &self.links {
+            let age = u64::try_from((now - l.since_ms).max(0) / 1000).unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "link {}: {} since {} ago ({}){}",
+                l.source,
+                l.status,
+                human_age(age),
+                l.peer,
+                l.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
         }
         let _ = writeln!(out);
         let header = [
