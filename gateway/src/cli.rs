@@ -98,6 +98,13 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE", global = true)]
         config: Option<PathBuf>,
     },
+    /// Simulate equipment for tests and demos (see `simulate --help`).
+    #[command(subcommand)]
+    Simulate(crate::cli_tools::SimulateCommand),
+    /// Show live what a configured equipment source decodes (MQTT: with a
+    /// separate client and session), without storing anything; --raw adds
+    /// the raw bytes in hex.
+    Tap(crate::cli_tools::TapArgs),
 }
 
 /// `wardlink quarantine` actions.

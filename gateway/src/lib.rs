@@ -23,6 +23,7 @@
 //! configuration and calls into these modules.
 
 pub mod cli;
+pub mod cli_tools;
 pub mod daemon;
 pub mod demo;
 pub mod links;

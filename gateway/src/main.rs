@@ -36,6 +36,8 @@ fn main() -> ExitCode {
         Command::Quarantine { action, config } => quarantine(action, config.as_deref()),
         Command::Keygen { config } => keygen(config.as_deref()),
         Command::Demo { dir, rate } => demo(dir, rate),
+        Command::Simulate(cmd) => wardlink::cli_tools::simulate(cmd),
+        Command::Tap(args) => wardlink::cli_tools::tap(args),
     }
 }
 

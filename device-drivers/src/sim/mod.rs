@@ -4,7 +4,10 @@
 //! Layout:
 //! - [`hl7`]: HL7 v2 messages (ORU^R01 vitals, ADT^A01/A02/A03). Send them
 //!   with [`crate::mllp::MllpClient`].
+//! - [`bed_sensors`]: bed occupancy, weight and vital-sign sensors
+//!   publishing to MQTT, and the `[[source.mqtt]]` that reads them.
 
+pub mod bed_sensors;
 pub mod hl7;
 
 pub use hl7::{AdtEvent, Hl7Generator};
