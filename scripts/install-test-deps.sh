@@ -32,4 +32,11 @@ fi
 if ! "$VENV/bin/python" -c 'import hl7, cryptography, zstandard' >/dev/null 2>&1; then
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi
+# --- MQTT (issue 5): a real broker and its command-line clients. The MQTT
+# tests and the mqtt_ingest benchmark start their own mosquitto in the
+# foreground on 127.0.0.1 with a generated config; the packaged service is
+# not used (stopped and disabled when systemd runs it).
+apt_install mosquitto mosquitto-clients
+# --- end MQTT
+
 echo "test dependencies ready: $VENV ($("$VENV/bin/python" --version))"

@@ -944,7 +944,10 @@ async fn client_certificates_are_required_with_a_client_ca() -> Result {
     // No certificate, or one from another CA: no request gets through.
     for (what, client) in [
         ("no client certificate", https(None)?),
-        ("a certificate of another CA", https(Some(client_identity(&other_ca)?))?),
+        (
+            "a certificate of another CA",
+            https(Some(client_identity(&other_ca)?))?,
+        ),
     ] {
         let r = client
             .post(c.url("/v1/batches"))

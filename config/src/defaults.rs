@@ -59,3 +59,10 @@ pub const MLLP_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 pub const MLLP_DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 /// `source.mllp[].commit_blocks`.
 pub const MLLP_COMMIT_BLOCKS: bool = false;
+
+/// `source.mqtt[].name`.
+pub const MQTT_NAME: &str = "mqtt";
+/// `source.mqtt[].keep_alive`: 30 seconds.
+pub const MQTT_KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// `source.mqtt[].max_payload_bytes`: 256 KiB.
+pub const MQTT_MAX_PAYLOAD_BYTES: usize = 256 * 1024;

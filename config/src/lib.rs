@@ -60,6 +60,10 @@ pub use serial::{
     SerialSource, StopBits,
 };
 
+pub use validate::mqtt::{
+    Capture, MqttBroker, MqttPayload, MqttSource, MqttTopic, MqttValue, TopicLevel,
+};
+
 /// The embedded default configuration, with a comment for every key. It is
 /// also the example config: `wardlink print-default-config` prints it.
 pub const DEFAULT_TOML: &str = include_str!("../default.toml");

@@ -386,17 +386,19 @@ pub struct Sources {
     pub mllp: Vec<MllpSource>,
     /// `[[source.serial]]`: serial ports (MEDIBUS, `lines`), in file order.
     pub serial: Vec<crate::SerialSource>,
+    /// `[[source.mqtt]]`: MQTT broker subscriptions, in file order.
+    pub mqtt: Vec<crate::MqttSource>,
 }
 
 impl Sources {
     /// True when no source of any kind is configured.
     pub fn is_empty(&self) -> bool {
-        self.mllp.is_empty() && self.serial.is_empty()
+        self.mllp.is_empty() && self.serial.is_empty() && self.mqtt.is_empty()
     }
 
     /// The number of sources of all kinds.
     pub fn len(&self) -> usize {
-        self.mllp.len() + self.serial.len()
+        self.mllp.len() + self.serial.len() + self.mqtt.len()
     }
 }
 

@@ -80,6 +80,45 @@ fn remove_unknown_keys(root: &mut DeTable<'_>, report: &mut Report<'_>) {
             }
         }
         crate::serial::remove_unknown_keys(source, report);
+        check_mqtt_keys(source, report);
+    }
+}
+
+/// `[[source.mqtt]]`, its `[[source.mqtt.topic]]`s and their `[[source.mqtt.topic.value]]`s.
+fn check_mqtt_keys(source: &mut DeTable<'_>, report: &mut Report<'_>) {
+    use crate::validate::mqtt::{RawMqtt, RawTopic, RawValue};
+    let Some(DeValue::Array(sources)) = source.get_mut("mqtt").map(Spanned::get_mut) else {
+        return;
+    };
+    for (i, s) in sources.iter_mut().enumerate() {
+        let DeValue::Table(st) = s.get_mut() else {
+            continue;
+        };
+        let path = format!("source.mqtt[{i}]");
+        check_keys(st, &path, keys_of::<RawMqtt>(), report);
+        let Some(DeValue::Array(topics)) = st.get_mut("topic").map(Spanned::get_mut) else {
+            continue;
+        };
+        for (j, t) in topics.iter_mut().enumerate() {
+            let DeValue::Table(tt) = t.get_mut() else {
+                continue;
+            };
+            let path = format!("{path}.topic[{j}]");
+            check_keys(tt, &path, keys_of::<RawTopic>(), report);
+            let Some(DeValue::Array(values)) = tt.get_mut("value").map(Spanned::get_mut) else {
+                continue;
+            };
+            for (k, v) in values.iter_mut().enumerate() {
+                if let DeValue::Table(vt) = v.get_mut() {
+                    check_keys(
+                        vt,
+                        &format!("{path}.value[{k}]"),
+                        keys_of::<RawValue>(),
+                        report,
+                    );
+                }
+            }
+        }
     }
 }
 

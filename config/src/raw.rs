@@ -566,6 +566,8 @@ pub(crate) struct RawSources {
     pub(crate) mllp: Field<Vec<Field<RawMllp>>>,
     #[serde(default)]
     pub(crate) serial: Field<Vec<Field<crate::serial::RawSerial>>>,
+    #[serde(default)]
+    pub(crate) mqtt: Field<Vec<Field<crate::validate::mqtt::RawMqtt>>>,
 }
 
 /// `[[source.mllp]]`

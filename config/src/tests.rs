@@ -20,6 +20,19 @@ fn schema() -> Vec<(&'static str, &'static str)> {
         ("[validate]", keys_of::<RawValidate>()),
         ("[sync]", keys_of::<RawSync>()),
         ("[[source.mllp]]", keys_of::<RawMllp>()),
+        // The MQTT example is commented out (no broker by default).
+        (
+            "# [[source.mqtt]]",
+            keys_of::<crate::validate::mqtt::RawMqtt>(),
+        ),
+        (
+            "# [[source.mqtt.topic]]",
+            keys_of::<crate::validate::mqtt::RawTopic>(),
+        ),
+        (
+            "# [[source.mqtt.topic.value]]",
+            keys_of::<crate::validate::mqtt::RawValue>(),
+        ),
     ] {
         keys.extend(fields.iter().map(|k| (table, *k)));
     }
@@ -32,7 +45,7 @@ fn the_key_lists_come_from_the_structs() {
         keys_of::<RawConfig>(),
         ["gateway", "log", "store", "deid", "validate", "sync", "source"]
     );
-    assert_eq!(keys_of::<RawSources>(), ["mllp", "serial"]);
+    assert_eq!(keys_of::<RawSources>(), ["mllp", "serial", "mqtt"]);
     assert_eq!(
         keys_of::<RawStore>(),
         ["raw_retention", "group_commit_max", "max_bytes"]
@@ -63,7 +76,8 @@ fn the_key_lists_come_from_the_structs() {
             "retry_backoff_max"
         ]
     );
-    assert_eq!(schema().len(), 30);
+    // 30 before [[source.mqtt]] (12 keys), its topics (9) and values (5).
+    assert_eq!(schema().len(), 56);
 }
 
 #[test]
@@ -92,17 +106,28 @@ fn an_empty_file_is_the_programmatic_default_without_sources() -> Result<(), Str
 fn embedded_default_sets_every_key_in_its_table_with_a_comment_above() {
     let lines: Vec<&str> = DEFAULT_TOML.lines().collect();
     for (table, key) in schema() {
-        let header = lines
+        // Every occurrence of the header (an array of tables may show several).
+        let headers: Vec<usize> = (0..lines.len()).filter(|&i| lines[i] == table).collect();
+        assert!(!headers.is_empty(), "default.toml has no {table} header");
+        // A key whose value is a table is its own header: `[deid.overrides]`,
+        // `[[source.mqtt.topic]]`. A commented-out example table (`# [[...]]`)
+        // sets its keys commented out too.
+        let stem = table.trim_end_matches(']');
+        let closing = &table[stem.len()..];
+        let sub_table = format!("{stem}.{key}{closing}");
+        let prefix = if table.starts_with("# ") { "# " } else { "" };
+        let at = headers
             .iter()
-            .position(|l| *l == table)
-            .unwrap_or_else(|| panic!("default.toml has no {table} header"));
-        // A key whose value is a table is its own header: `[deid.overrides]`.
-        let sub_table = format!("{}.{key}]", table.trim_end_matches(']'));
-        let at = lines[header + 1..]
-            .iter()
-            .take_while(|l| !l.starts_with('['))
-            .position(|l| l.starts_with(&format!("{key} = ")))
-            .map(|i| header + 1 + i)
+            .find_map(|&header| {
+                lines[header + 1..]
+                    .iter()
+                    .take_while(|l| {
+                        let t = l.trim_start_matches("# ");
+                        !(t.starts_with('[') && t.ends_with(']') && !t.contains(' '))
+                    })
+                    .position(|l| l.starts_with(&format!("{prefix}{key} = ")))
+                    .map(|i| header + 1 + i)
+            })
             .or_else(|| lines.iter().position(|l| *l == sub_table))
             .unwrap_or_else(|| panic!("default.toml does not set {key} under {table}"));
         assert!(

@@ -17,6 +17,10 @@ use crate::{
     PseudonymScope, Sources, StoreConfig, SyncConfig, ValidateConfig,
 };
 
+// `[[source.mqtt]]` lives in its own file; a child module so it shares `Scope`.
+#[path = "mqtt.rs"]
+pub(crate) mod mqtt;
+
 const STORE_MIN_MAX_BYTES: i64 = 1024 * 1024;
 const NAME_MAX_CHARS: usize = 64;
 
@@ -90,6 +94,7 @@ pub(crate) fn validate(raw: &RawConfig, report: &mut Report<'_>) -> Config {
         sources: section(report, &root, "source", &raw.source, |r, s, raw| Sources {
             mllp: mllp_list(r, s, &raw.mllp, &mut claims),
             serial: crate::serial::serial_list(r, s, &raw.serial, &mut claims),
+            mqtt: mqtt::mqtt_list(r, s, &raw.mqtt, &mut claims),
         })
         .unwrap_or_default(),
     }

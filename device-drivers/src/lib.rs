@@ -14,7 +14,12 @@
 //!   and CSV parsing to readings.
 //! - [`serial`]: the serial port task (I/O): open, run a protocol, submit
 //!   readings, reopen a vanished port with backoff, report link state.
-//! - [`reading`]: the reading document stored for serial and MQTT units.
+//! - [`reading`]: the device-reading document ([`reading::ReadingDoc`]) that
+//!   equipment sources (serial, MQTT) store as `Kind::Reading`.
+//! - [`mqtt`]: MQTT subscriptions — payload decoder (pure), the source with
+//!   commit-before-PUBACK and reconnect, and `tap`.
+//! - [`link`]: link state (connected / disconnected since) of sources that
+//!   hold a connection.
 //! - [`sim`]: message generators for tests, benchmarks and `wardlink simulate`.
 //!
 //! Every source follows the same shape: a pure protocol core (frame decoder,
@@ -25,8 +30,10 @@
 
 pub mod hl7;
 pub mod lines;
+pub mod link;
 pub mod medibus;
 pub mod mllp;
+pub mod mqtt;
 pub mod reading;
 pub mod received;
 pub mod serial;

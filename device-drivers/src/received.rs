@@ -29,7 +29,8 @@ use tokio::sync::{mpsc, oneshot};
 pub enum Kind {
     /// One HL7 v2 message (ER7, as framed by MLLP).
     Hl7v2,
-    /// One device reading set: a UTF-8 JSON [`crate::reading::ReadingDoc`].
+    /// One device reading (serial MEDIBUS or `lines`, MQTT): a
+    /// [`crate::reading::ReadingDoc`] as UTF-8 JSON, written by the driver.
     Reading,
 }
 

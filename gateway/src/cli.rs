@@ -88,28 +88,6 @@ pub enum Command {
         #[arg(value_name = "FILE", required_unless_present = "print_profile")]
         files: Vec<PathBuf>,
     },
-    /// Run a simulated device, to try the wiring and the configuration
-    /// without the real equipment (also used by the tests and the benchmark).
-    Simulate {
-        /// Which device.
-        #[command(subcommand)]
-        device: SimulateDevice,
-    },
-    /// Show live what a configured source decodes, without storing anything:
-    /// opens the source's port (stop the daemon first: a port has one user),
-    /// runs its protocol and prints each reading set and link change until
-    /// Ctrl-C. For checking wiring and mapping before go-live.
-    Tap {
-        /// The source's name in the configuration.
-        #[arg(value_name = "SOURCE")]
-        source: String,
-        /// Also print every byte sent (>) and received (<), in hex.
-        #[arg(long)]
-        raw: bool,
-        /// The configuration that defines the source (default: the embedded default).
-        #[arg(long, short, value_name = "FILE")]
-        config: Option<PathBuf>,
-    },
     /// Review messages held back by validation: list, show, release (run the
     /// pipeline again) or drop.
     Quarantine {
@@ -120,15 +98,13 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE", global = true)]
         config: Option<PathBuf>,
     },
-}
-
-/// `wardlink simulate` devices.
-#[derive(Debug, Subcommand)]
-pub enum SimulateDevice {
-    /// A Dräger MEDIBUS ventilator on a pseudo-terminal: prints the path of
-    /// its port (one line per ventilator), to put in a [[source.serial]]
-    /// `path`, and answers polls with realistic values until Ctrl-C.
-    Medibus(SimulateMedibus),
+    /// Simulate equipment for tests and demos (see `simulate --help`).
+    #[command(subcommand)]
+    Simulate(crate::cli_tools::SimulateCommand),
+    /// Show live what a configured equipment source decodes (MQTT: with a
+    /// separate client and session), without storing anything; --raw adds
+    /// the raw bytes in hex.
+    Tap(crate::cli_tools::TapArgs),
 }
 
 /// Options of `wardlink simulate medibus`.

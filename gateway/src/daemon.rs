@@ -63,6 +63,7 @@ pub fn mllp_options(s: &MllpSource) -> MllpOptions {
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let state_dir = config.gateway.state_dir.clone();
     let sync_setup = crate::sync::prepare(&config)?;
+    let mqtt = crate::mqtt::MqttSources::prepare(&config)?;
     let conn = store::open_for_writing(&state_dir, config.store.max_bytes)
         .context("cannot open the store")?;
     tracing::info!(path = %store::db_path(&state_dir).display(), "store open");
@@ -132,6 +133,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         }
     }
+    infos.extend(mqtt.infos());
     Runtime {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -153,6 +155,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         &shutdown,
         &mut tasks,
     );
+    mqtt.spawn(&mut tasks, &submitter, &links, &shutdown);
     // The listeners hold their own clones; the writer stops when the last
     // one is dropped.
     drop(submitter);

@@ -27,10 +27,12 @@
 //! configuration and calls into these modules.
 
 pub mod cli;
+pub mod cli_tools;
 pub mod daemon;
 pub mod demo;
 pub mod links;
 pub mod logging;
+pub mod mqtt;
 pub mod pipeline;
 pub mod processor;
 pub mod quarantine;

@@ -1,13 +1,18 @@
-//! Per-source link state (`connected`, `no_answer`, `disconnected`, each
-//! with its "since"), published by the daemon in `<state_dir>/links.json`
-//! for `wardlink status`. Generic: any source kind whose peer can come and
-//! go (a serial port, a broker connection) reports through a [`LinkBoard`].
+//! Per-source link state (`connecting`, `connected`, `no_answer`,
+//! `disconnected`, each with its "since"), published by the daemon in
+//! `<state_dir>/links.json` for `wardlink status`. Generic: any source kind
+//! whose peer can come and go (a serial port, a broker connection) reports
+//! through the one [`LinkBoard`] of the daemon.
+//!
+//! Changes are rare (connects, drops), so each rewrites the small file
+//! (write, rename); `status` reads it while the daemon runs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use wardlink_devices::link::{LinkReporter, LinkState};
 
 use crate::store::unix_ms;
 
@@ -17,11 +22,15 @@ pub const LINKS_FILE: &str = "links.json";
 /// One source's link.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LinkInfo {
-    /// `connected`, `no_answer` or `disconnected`.
+    /// `connecting`, `connected`, `no_answer` or `disconnected`.
     pub state: String,
     /// Since when (ms since the epoch).
     pub since_ms: i64,
-    /// Why, or what is connected.
+    /// The peer, e.g. `mqtt://127.0.0.1:1883` or a serial port's path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// Why (the last error), or what is connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
@@ -34,7 +43,7 @@ pub struct LinkBoard {
 
 impl LinkBoard {
     /// A board that publishes to `<state_dir>/links.json` (an old file is
-    /// replaced at the first change).
+    /// removed now, so `status` never shows a previous run's links).
     pub fn new(state_dir: &Path) -> Self {
         let board = Self {
             path: state_dir.join(LINKS_FILE),
@@ -72,9 +81,27 @@ impl LinkBoard {
             LinkInfo {
                 state: state.status.as_str().to_owned(),
                 since_ms: unix_ms(state.since),
+                peer: None,
                 detail: state.detail.clone(),
             },
         );
+    }
+
+    /// A reporter for sources that report through
+    /// [`wardlink_devices::link`] (MQTT).
+    pub fn reporter(&self) -> LinkReporter {
+        let board = self.clone();
+        Arc::new(move |s: LinkState| {
+            board.set(
+                &s.source,
+                LinkInfo {
+                    state: s.status.as_str().to_owned(),
+                    since_ms: unix_ms(s.since),
+                    peer: Some(s.peer),
+                    detail: s.error,
+                },
+            );
+        })
     }
 }
 

@@ -36,40 +36,8 @@ fn main() -> ExitCode {
         Command::Quarantine { action, config } => quarantine(action, config.as_deref()),
         Command::Keygen { config } => keygen(config.as_deref()),
         Command::Demo { dir, rate } => demo(dir, rate),
-        Command::Simulate { device } => simulate(device),
-        Command::Tap {
-            source,
-            raw,
-            config,
-        } => tap(&source, raw, config.as_deref()),
-    }
-}
-
-fn simulate(device: wardlink::cli::SimulateDevice) -> ExitCode {
-    logging::init("warn");
-    match until_signal(|shutdown| wardlink::simulate::run(device, shutdown)) {
-        Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(e)) => {
-            eprintln!("wardlink simulate: {e:#}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
-        Err(code) => code,
-    }
-}
-
-fn tap(source: &str, raw: bool, config: Option<&Path>) -> ExitCode {
-    logging::init("warn");
-    let config = match load_or_report(config, "") {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    match until_signal(|shutdown| wardlink::tap::run(&config, source, raw, shutdown)) {
-        Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(e)) => {
-            eprintln!("wardlink tap: {e:#}");
-            ExitCode::from(EXIT_CHECK_FAILED)
-        }
-        Err(code) => code,
+        Command::Simulate(cmd) => wardlink::cli_tools::simulate(cmd),
+        Command::Tap(args) => wardlink::cli_tools::tap(args),
     }
 }
 
@@ -327,12 +295,9 @@ fn show_status(json: bool, path: Option<&Path>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let names: Vec<String> = config
-        .sources
-        .mllp
-        .iter()
-        .map(|s| s.name.clone())
+    let names: Vec<String> = (config.sources.mllp.iter().map(|s| s.name.clone()))
         .chain(config.sources.serial.iter().map(|s| s.name.clone()))
+        .chain(config.sources.mqtt.iter().map(|s| s.name.clone()))
         .collect();
     match status::report(&config.gateway.state_dir, &names, &config.sync) {
         Ok(report) => {

@@ -25,6 +25,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
+use wardlink_devices::Kind;
 
 use crate::pipeline::{Outcome, Pipeline, PipelineContext, RawMessage};
 use crate::store::writer::{Doorbell, Job, Processed, ProcessedResult};
@@ -127,6 +128,8 @@ struct Pending {
     received_at_ms: i64,
     charset: Option<String>,
     raw: Vec<u8>,
+    /// What the bytes are (`Kind::as_str`): chooses the pipeline path.
+    kind: String,
 }
 
 fn run(
@@ -199,11 +202,12 @@ fn load_awaiting(conn: &Connection, cursor: i64) -> rusqlite::Result<Vec<Pending
             received_at_ms: r.get(2)?,
             charset: r.get(3)?,
             raw: r.get(4)?,
+            kind: r.get(5)?,
         })
     };
     let mut batch: Vec<Pending> = conn
         .prepare_cached(
-            "SELECT m.id, m.source, m.received_at, m.charset, m.raw
+            "SELECT m.id, m.source, m.received_at, m.charset, m.raw, m.kind
              FROM released r JOIN messages m ON m.id = r.message_id
              WHERE m.state = ?1 ORDER BY m.id LIMIT ?2",
         )?
@@ -213,7 +217,7 @@ fn load_awaiting(conn: &Connection, cursor: i64) -> rusqlite::Result<Vec<Pending
     if room > 0 {
         let tail = conn
             .prepare_cached(
-                "SELECT id, source, received_at, charset, raw FROM messages
+                "SELECT id, source, received_at, charset, raw, kind FROM messages
                  WHERE id > ?1 AND state = ?2 ORDER BY id LIMIT ?3",
             )?
             .query_map((cursor, State::Awaiting as i64, room as i64), row)?
@@ -258,7 +262,15 @@ fn process_one(
         charset_hint: m.charset.as_deref(),
     };
     let history = History { conn, added: seen };
-    let outcome = catch_unwind(AssertUnwindSafe(|| pipeline.process(&raw, &history)));
+    // Dispatch by stored kind: device readings have their own path; HL7 v2
+    // (and anything unknown, which the HL7 path quarantines) the other.
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        if Kind::parse(&m.kind) == Some(Kind::Reading) {
+            pipeline.process_reading(&raw)
+        } else {
+            pipeline.process(&raw, &history)
+        }
+    }));
     let result = match outcome {
         Ok(Outcome::Events {
             events,

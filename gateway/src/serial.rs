@@ -10,7 +10,7 @@ use wardlink_config::{
 };
 use wardlink_devices::lines::{FieldRef, LineFormat, LineMapping, LinesOptions};
 use wardlink_devices::medibus::PollerOptions;
-use wardlink_devices::reading::Location;
+use wardlink_devices::reading::ReadingLocation;
 use wardlink_devices::serial::{self as port, Protocol, SerialOptions, StoreSink};
 use wardlink_devices::Submitter;
 
@@ -78,7 +78,7 @@ pub fn options(s: &SerialSource) -> SerialOptions {
         reopen_backoff_min: s.reopen_backoff_min,
         reopen_backoff_max: s.reopen_backoff_max.max(s.reopen_backoff_min),
         device_id: s.device_id.clone(),
-        location: Location {
+        location: ReadingLocation {
             ward: s.ward.clone(),
             room: s.room.clone(),
             bed: s.bed.clone(),

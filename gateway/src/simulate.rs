@@ -11,19 +11,14 @@ use tokio_util::sync::CancellationToken;
 use wardlink_devices::sim::medibus::{MedibusSim, SimFaults};
 use wardlink_devices::sim::pty::PtyDevice;
 
-use crate::cli::{SimulateDevice, SimulateMedibus};
+use crate::cli::SimulateMedibus;
 
-/// Run the chosen simulator until `shutdown` is cancelled.
+/// Serve simulated MEDIBUS ventilators on pseudo-terminals until
+/// `shutdown` is cancelled (`wardlink simulate medibus`).
 ///
 /// # Errors
-/// The port cannot be made, or serving it failed.
-pub async fn run(device: SimulateDevice, shutdown: CancellationToken) -> anyhow::Result<()> {
-    match device {
-        SimulateDevice::Medibus(o) => medibus(o, shutdown).await,
-    }
-}
-
-async fn medibus(o: SimulateMedibus, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// A port cannot be made, or serving it failed.
+pub async fn medibus(o: SimulateMedibus, shutdown: CancellationToken) -> anyhow::Result<()> {
     let faults = SimFaults {
         corrupt_every: o.corrupt_every,
         truncate_every: o.truncate_every,

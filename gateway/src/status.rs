@@ -105,8 +105,8 @@ pub struct Report {
     pub sync: SyncReport,
     /// What needs a person, one sentence each (empty when all is well).
     pub alarms: Vec<String>,
-    /// Link state of the sources whose peer can come and go (serial
-    /// ports), by source name; empty when the daemon is not running.
+    /// Link state of the sources whose peer can come and go (serial ports,
+    /// MQTT brokers), by source name; empty when the daemon is not running.
     pub links: BTreeMap<String, crate::links::LinkInfo>,
 }
 
@@ -389,8 +389,12 @@ impl Report {
             let age = human_age(u64::try_from((now - l.since_ms).max(0) / 1000).unwrap_or(0));
             let _ = writeln!(
                 out,
-                "link: {name} {} since {since} ({age} ago){}",
+                "link: {name} {} since {since} ({age} ago){}{}",
                 l.state,
+                l.peer
+                    .as_deref()
+                    .map(|p| format!(" {p}"))
+                    .unwrap_or_default(),
                 l.detail
                     .as_deref()
                     .map(|d| format!(": {d}"))

@@ -171,7 +171,12 @@ fn render(doc: &ReadingDoc, at: SystemTime) -> String {
         ));
     }
     for a in &doc.alarms {
-        s.push_str(&format!("\n  ALARM {} {} {}", a.priority, a.code, a.text));
+        s.push_str(&format!(
+            "\n  ALARM {} {} {}",
+            a.priority.as_deref().unwrap_or("-"),
+            a.code,
+            a.text.as_deref().unwrap_or("")
+        ));
     }
     if let Some(e) = &doc.error {
         s.push_str(&format!(

@@ -292,3 +292,34 @@ fn data_dictionary_documents_every_exported_field() {
     }
     assert!(all.len() > 40, "{all:?}");
 }
+
+/// Device readings (`Kind::Reading`, issue 5): the issue codes of one
+/// reading document run through the reading path.
+fn reading_codes(doc: &str) -> Vec<String> {
+    let raw = RawMessage {
+        id: 1,
+        source: "rules",
+        received_at: received(),
+        bytes: doc.as_bytes(),
+        charset_hint: None,
+    };
+    match pipeline().process_reading(&raw) {
+        Outcome::Quarantine { issues, .. } => issues.into_iter().map(|i| i.code).collect(),
+        Outcome::Events { events, .. } => events
+            .into_iter()
+            .flat_map(|e| e.issues)
+            .map(|i| i.code)
+            .collect(),
+    }
+}
+
+const READING: &str = r#"{"v":1,"protocol":"mqtt","device":"BED-1","observed_at":"2024-05-31T05:59:00Z","values":[{"code":"MDC_PULS_OXIM_SAT_O2","system":"MDC","value":97,"unit":"%"}],"raw":"97","raw_encoding":"utf8"}"#;
+
+rule!(reading_invalid, "READING_INVALID", fires: reading_codes("{not json"), clean: reading_codes(READING));
+rule!(reading_undecodable, "READING_UNDECODABLE", fires: reading_codes(&edit(READING, r#""raw":"97""#, r#""raw":"x","error":"not a number""#)), clean: reading_codes(READING));
+rule!(reading_empty, "READING_EMPTY", fires: reading_codes(&edit(READING, r#"{"code":"MDC_PULS_OXIM_SAT_O2","system":"MDC","value":97,"unit":"%"}"#, "")), clean: reading_codes(READING));
+
+#[test]
+fn a_clean_reading_has_no_issues() {
+    assert!(reading_codes(READING).is_empty());
+}

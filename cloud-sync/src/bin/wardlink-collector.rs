@@ -201,7 +201,7 @@ fn run_serve(config: CollectorConfig) -> Result<(), Failure> {
                 &files.key_file,
                 files.client_ca_file.as_deref(),
             )
-                .map_err(|e| Failure::Config(e.to_string()))?,
+            .map_err(|e| Failure::Config(e.to_string()))?,
         ),
     };
     let scheme = if tls.is_some() { "https" } else { "http" };

@@ -107,10 +107,12 @@ pub fn server_config(
             if roots.is_empty() {
                 return Err(bad("no PEM certificate in the file".into()));
             }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .map_err(|e| bad(e.to_string()))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
     };

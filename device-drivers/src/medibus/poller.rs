@@ -446,8 +446,8 @@ impl Poller {
             let text = String::from_utf8_lossy(&record[3..]).trim().to_owned();
             self.cycle.alarms.push(ReadingAlarm {
                 code: format!("{code:02X}"),
-                text,
-                priority: alarm_priority(priority).to_owned(),
+                text: Some(text).filter(|t| !t.is_empty()),
+                priority: Some(alarm_priority(priority).to_owned()),
             });
         }
     }
@@ -585,8 +585,8 @@ mod tests {
             cycle.alarms,
             vec![ReadingAlarm {
                 code: "22".into(),
-                text: "PAW HIGH".into(),
-                priority: "high".into()
+                text: Some("PAW HIGH".into()),
+                priority: Some("high".into())
             }]
         );
         assert!(cycle.raw.starts_with(b"\x01$78 5.0"));

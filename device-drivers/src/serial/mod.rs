@@ -32,7 +32,7 @@ use bytes::Bytes;
 
 use crate::lines::LinesOptions;
 use crate::medibus::PollerOptions;
-use crate::reading::{Location, ReadingDoc};
+use crate::reading::{ReadingDoc, ReadingLocation};
 use crate::{Header, Kind, Received, Reply, Submitter};
 
 pub use port::run_port;
@@ -91,7 +91,7 @@ pub struct SerialOptions {
     /// The configured device id (overrides what MEDIBUS identification says).
     pub device_id: Option<String>,
     /// Where the device is.
-    pub location: Location,
+    pub location: ReadingLocation,
 }
 
 /// The state of a port's link.

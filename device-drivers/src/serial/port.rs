@@ -184,7 +184,9 @@ async fn medibus<S: PortSink>(
                 }
                 Action::Deliver(cycle) => {
                     let at = SystemTime::now();
-                    let mut doc = ReadingDoc::new("medibus", rfc3339(at), &cycle.raw);
+                    let mut doc = ReadingDoc::new("medibus");
+                    doc.observed_at = Some(rfc3339(at));
+                    doc.set_raw(&cycle.raw);
                     doc.device = options
                         .device_id
                         .clone()
@@ -322,7 +324,9 @@ async fn lines_session<S: PortSink>(
                         }
                         Line::Line(text) => {
                             let at = SystemTime::now();
-                            let mut doc = ReadingDoc::new("lines", rfc3339(at), &text);
+                            let mut doc = ReadingDoc::new("lines");
+                            doc.observed_at = Some(rfc3339(at));
+                            doc.set_raw(&text);
                             doc.device = options.device_id.clone();
                             doc.location = options.location.clone();
                             match lines::parse_line(lines, &text) {

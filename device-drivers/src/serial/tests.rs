@@ -52,7 +52,7 @@ fn options(path: &Path, protocol: Protocol) -> SerialOptions {
         reopen_backoff_min: Duration::from_millis(100),
         reopen_backoff_max: Duration::from_millis(400),
         device_id: None,
-        location: Location {
+        location: ReadingLocation {
             ward: Some("ICU".into()),
             room: None,
             bed: Some("7".into()),

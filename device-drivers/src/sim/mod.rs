@@ -7,7 +7,10 @@
 //! - [`medibus`]: a MEDIBUS ventilator answering a requester, with faults
 //!   to inject.
 //! - [`pty`]: a simulated device on a real pseudo-terminal pair (I/O).
+//! - [`bed_sensors`]: bed occupancy, weight and vital-sign sensors
+//!   publishing to MQTT, and the `[[source.mqtt]]` that reads them.
 
+pub mod bed_sensors;
 pub mod hl7;
 pub mod medibus;
 pub mod pty;

@@ -9,6 +9,7 @@
 //! - [`deidentify`]: applies the profile to every exported value.
 //! - [`profile`]: the per-field action table (default: HIPAA Safe Harbor).
 //! - [`detect`]: free-text identifier detectors (Aadhaar, ABHA, PAN, …).
+//! - [`reading`]: device readings (serial, MQTT) → `observation`s.
 //! - [`pseudonym`]: site keys, keyed pseudonyms and date offsets.
 //!
 //! Invariants:
@@ -28,6 +29,7 @@ pub mod hl7;
 pub mod normalize;
 pub mod profile;
 pub mod pseudonym;
+pub mod reading;
 pub mod validate;
 
 use std::fmt;

@@ -66,6 +66,9 @@ pub const RULES: &[Rule] = &[
     Rule { code: "ABHA_INVALID", severity: E, meaning: "an identifier typed as ABHA is neither a 14-digit ABHA number (2-4-4-4) nor a valid ABHA address (handle@abdm / @sbx)" },
     Rule { code: "PIN_INVALID", severity: W, meaning: "PID-11.5 of an Indian address is not a 6-digit PIN starting 1–9" },
     Rule { code: "DOB_IN_FUTURE", severity: E, meaning: "PID-7 birth date is after the event time" },
+    Rule { code: "READING_INVALID", severity: F, meaning: "a stored device reading is not a reading document (JSON of the reading contract)" },
+    Rule { code: "READING_UNDECODABLE", severity: F, meaning: "the source could not decode the device payload (bad JSON, JSON pointer missing, not a number …); the reason is the driver's" },
+    Rule { code: "READING_EMPTY", severity: F, meaning: "a device reading has no value with a code and no alarm" },
 ];
 
 /// The rule for a code (codes are compile-time constants, so a miss is a bug
@@ -535,6 +538,7 @@ const CMH2O: &[(&str, f64, f64)] = &[
 const TV: &[(&str, f64, f64)] = &[("mL", 0.0, 3000.0), ("L", 0.0, 3.0)];
 const MV: &[(&str, f64, f64)] = &[("L/min", 0.0, 60.0), ("mL/min", 0.0, 60000.0)];
 const CO2: &[(&str, f64, f64)] = &[("mm[Hg]", 0.0, 150.0), ("kPa", 0.0, 20.0), ("%", 0.0, 20.0)];
+const WEIGHT: &[(&str, f64, f64)] = &[("kg", 0.0, 500.0), ("g", 0.0, 500_000.0)];
 const CVP: &[(&str, f64, f64)] = &[("mm[Hg]", -10.0, 50.0), ("cm[H2O]", -15.0, 70.0)];
 
 /// The vital-sign and ventilator codes with plausibility ranges (ihe-pcd01.md §3),
@@ -766,9 +770,19 @@ pub const VITALS: &[Vital] = &[
         units: TEMP,
     },
     Vital {
+        code: "188736",
+        name: "body weight",
+        units: WEIGHT,
+    },
+    Vital {
         code: "2708-6",
         name: "SaO2",
         units: PCT,
+    },
+    Vital {
+        code: "29463-7",
+        name: "body weight",
+        units: WEIGHT,
     },
     Vital {
         code: "59408-5",
