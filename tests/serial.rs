@@ -146,6 +146,32 @@ fn medibus_readings_reach_the_store_and_status_shows_the_link() -> Result {
     assert_eq!(peep["code"], "MDC_PRESS_AWAY_END_EXP_POS");
     assert_eq!(peep["value"], 5.0);
     assert_eq!(peep["unit"], "mbar");
+    // The pipeline turns each value into an observation event with the
+    // device and location, like HL7 data.
+    let peep_event = || -> Option<serde_json::Value> {
+        let conn = g.open_store().ok()?;
+        let mut stmt = conn
+            .prepare("SELECT event FROM outbox WHERE type = 'observation' AND source = 'vent'")
+            .ok()?;
+        let events: Vec<String> = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .ok()?
+            .filter_map(|r| r.ok())
+            .collect();
+        events
+            .iter()
+            .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+            .find(|e| e["code"]["code"] == "MDC_PRESS_AWAY_END_EXP_POS")
+    };
+    assert!(
+        wait_until(WAIT, || peep_event().is_some()),
+        "no observation event from the ventilator:\n{}",
+        g.stderr()
+    );
+    let e = peep_event().unwrap_or_default();
+    assert_eq!(e["value_num"], 5.0, "{e}");
+    assert_eq!(e["location"]["ward"], "ICU", "{e}");
+    assert!(e["device"].is_string(), "{e}");
     let status = g.status_json()?;
     assert_eq!(status["links"]["vent"]["state"], "connected", "{status}");
     assert!(status["sources"]["vent"]["received"].as_i64() >= Some(3));
@@ -334,7 +360,7 @@ fn tap_names_the_problem_with_an_unknown_source() -> Result {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("no source is called \"ventt\"; serial sources in this configuration: vent"),
+        err.contains("no source named \"ventt\"; configured: vent (serial)"),
         "{err}"
     );
     Ok(())

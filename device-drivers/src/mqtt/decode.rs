@@ -263,7 +263,7 @@ code = "mode"
         );
         assert_eq!(d.error, None, "{d:?}");
         assert_eq!(d.device.as_deref(), Some("BS-0042"));
-        assert_eq!(d.observed_at.as_deref(), Some("2026-11-23T17:23:20Z"));
+        assert_eq!(d.observed_at.as_deref(), Some("2026-11-23T17:23:20.000Z"));
         assert_eq!(d.values[0].value, Value::Number(72.0));
         assert_eq!(d.values[1].value, Value::Text("resting".into()));
         assert!(d.raw.contains("BS-0042"));

@@ -19,6 +19,8 @@ pub use tap::{tap, TapArgs};
 
 /// Exit code for a runtime failure (as `main`).
 const EXIT_RUNTIME: u8 = 2;
+/// Exit code for a check that failed, e.g. no such source (as `main`).
+const EXIT_CHECK_FAILED: u8 = 1;
 /// Exit code for a configuration problem (as `main`).
 const EXIT_CONFIG: u8 = 78;
 

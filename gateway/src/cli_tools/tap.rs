@@ -11,7 +11,7 @@ use clap::Args;
 use wardlink_devices::mqtt::{self, TapEvent};
 use wardlink_devices::reading::{ReadingDoc, Value};
 
-use super::{on_runtime, EXIT_CONFIG, EXIT_RUNTIME};
+use super::{on_runtime, EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_RUNTIME};
 
 /// `tap` options.
 #[derive(Debug, Args)]
@@ -94,7 +94,8 @@ pub fn tap(a: TapArgs) -> ExitCode {
             }
         );
     }
-    ExitCode::from(EXIT_CONFIG)
+    // The configuration is fine; the name asked for is not in it.
+    ExitCode::from(EXIT_CHECK_FAILED)
 }
 
 fn tap_mqtt(source: wardlink_config::MqttSource, raw: bool, count: u64) -> ExitCode {
