@@ -38,6 +38,7 @@
 #![deny(missing_docs)]
 
 pub mod defaults;
+pub mod dicom;
 mod error;
 mod model;
 mod parse;
@@ -48,6 +49,7 @@ mod validate;
 use std::io::Read;
 use std::path::Path;
 
+pub use dicom::DicomSource;
 pub use error::{ConfigError, Problem};
 pub use model::{
     ClientCert, CollectorTarget, Config, DatePolicyConfig, DeidConfig, FieldOverrideConfig,

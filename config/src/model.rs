@@ -384,17 +384,19 @@ pub struct ClientCert {
 pub struct Sources {
     /// `[[source.mllp]]`: HL7 v2 MLLP listeners, in file order.
     pub mllp: Vec<MllpSource>,
+    /// `[[source.dicom]]`: DICOM edge listeners, in file order.
+    pub dicom: Vec<crate::dicom::DicomSource>,
 }
 
 impl Sources {
     /// True when no source of any kind is configured.
     pub fn is_empty(&self) -> bool {
-        self.mllp.is_empty()
+        self.mllp.is_empty() && self.dicom.is_empty()
     }
 
     /// The number of sources of all kinds.
     pub fn len(&self) -> usize {
-        self.mllp.len()
+        self.mllp.len() + self.dicom.len()
     }
 }
 

@@ -564,6 +564,8 @@ fn default_sync_retry_backoff_max() -> Field<Duration> {
 pub(crate) struct RawSources {
     #[serde(default)]
     pub(crate) mllp: Field<Vec<Field<RawMllp>>>,
+    #[serde(default)]
+    pub(crate) dicom: Field<Vec<Field<crate::dicom::RawDicom>>>,
 }
 
 /// `[[source.mllp]]`

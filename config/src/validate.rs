@@ -30,18 +30,18 @@ const FIX_MAX_BYTES: &str =
      e.g. 10737418240 for 10 GiB";
 const FIX_MLLP_LIST: &str =
     "write each MLLP listener as its own [[source.mllp]] table (double brackets)";
-const FIX_NAME: &str =
+pub(crate) const FIX_NAME: &str =
     "use 1 to 64 characters of a-z, 0-9, _ and -, starting with a letter, e.g. \"lab_adt\"";
-const FIX_LISTEN: &str =
+pub(crate) const FIX_LISTEN: &str =
     "write an IP address and port in quotes, e.g. \"0.0.0.0:2575\" or \"[::1]:2575\"; \
      host names are not resolved, use an IP address";
-const FIX_ALLOW: &str =
+pub(crate) const FIX_ALLOW: &str =
     "write a list of networks, e.g. [\"10.1.0.0/16\", \"192.168.4.7\"], or [] to allow any sender";
-const FIX_NET: &str = "write a CIDR network or a single IP address in quotes, e.g. \"10.1.0.0/16\" or \"192.168.4.7\"";
+pub(crate) const FIX_NET: &str = "write a CIDR network or a single IP address in quotes, e.g. \"10.1.0.0/16\" or \"192.168.4.7\"";
 const FIX_MAX_CONNECTIONS: &str = "write a whole number from 1 to 10000, e.g. 64";
 const FIX_MAX_MESSAGE_BYTES: &str = "write a size in bytes from 1024 to 1073741824 (1 GiB), \
      e.g. 16777216 for 16 MiB";
-const FIX_IDLE_TIMEOUT: &str = "write a duration of at least 1s in quotes, e.g. \"10m\"";
+pub(crate) const FIX_IDLE_TIMEOUT: &str = "write a duration of at least 1s in quotes, e.g. \"10m\"";
 const FIX_DUPLICATE_WINDOW: &str =
     "write a duration in quotes, e.g. \"24h\", or \"0s\" to turn duplicate detection off";
 const FIX_COMMIT_BLOCKS: &str = "write true or false, without quotes";
@@ -89,15 +89,16 @@ pub(crate) fn validate(raw: &RawConfig, report: &mut Report<'_>) -> Config {
         sync: section(report, &root, "sync", &raw.sync, sync).unwrap_or_default(),
         sources: section(report, &root, "source", &raw.source, |r, s, raw| Sources {
             mllp: mllp_list(r, s, &raw.mllp, &mut claims),
+            dicom: crate::dicom::dicom_list(r, s, &raw.dicom, &mut claims),
         })
         .unwrap_or_default(),
     }
 }
 
 /// Where in the file a table is: its dotted path and the span of its header.
-struct Scope {
-    path: String,
-    span: Option<Range<usize>>,
+pub(crate) struct Scope {
+    pub(crate) path: String,
+    pub(crate) span: Option<Range<usize>>,
 }
 
 impl Scope {
@@ -108,7 +109,7 @@ impl Scope {
         }
     }
 
-    fn key(&self, key: &str) -> String {
+    pub(crate) fn key(&self, key: &str) -> String {
         if self.path.is_empty() {
             key.to_owned()
         } else {
@@ -117,12 +118,12 @@ impl Scope {
     }
 
     /// The span of a field, or of this table when the key is absent.
-    fn span_of<'a, T>(&'a self, field: &'a Field<T>) -> Option<&'a Range<usize>> {
+    pub(crate) fn span_of<'a, T>(&'a self, field: &'a Field<T>) -> Option<&'a Range<usize>> {
         field.span.as_ref().or(self.span.as_ref())
     }
 
     /// The value of a field; reports it and returns `None` if it did not deserialize.
-    fn get<'f, T>(
+    pub(crate) fn get<'f, T>(
         &self,
         report: &mut Report<'_>,
         key: &str,
@@ -187,7 +188,7 @@ impl Scope {
     }
 
     /// A whole number in `range` as a `usize` (the ranges fit any `usize` of 32 bits or more).
-    fn usize(
+    pub(crate) fn usize(
         &self,
         report: &mut Report<'_>,
         key: &str,
@@ -211,7 +212,7 @@ impl Scope {
     }
 
     /// A duration of at least `min`.
-    fn duration(
+    pub(crate) fn duration(
         &self,
         report: &mut Report<'_>,
         key: &str,
@@ -939,7 +940,7 @@ fn mllp(report: &mut Report<'_>, scope: &Scope, raw: &RawMllp, claims: &mut Clai
 }
 
 /// A source's `name`: checked for its form, then for uniqueness across all sources.
-fn source_name(
+pub(crate) fn source_name(
     report: &mut Report<'_>,
     scope: &Scope,
     field: &Field<String>,
@@ -980,7 +981,7 @@ fn name_problem(name: &str) -> Option<String> {
 /// Something only one source can have: a listening port (later: a serial
 /// device, an MQTT client id, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Resource {
+pub(crate) enum Resource {
     TcpListen(SocketAddr),
 }
 
@@ -1014,7 +1015,7 @@ fn ips_overlap(a: IpAddr, b: IpAddr) -> bool {
 
 /// Names and resources claimed so far, with the key and span that claimed them.
 #[derive(Default)]
-struct Claims {
+pub(crate) struct Claims {
     names: Vec<(String, String, Option<Range<usize>>)>,
     resources: Vec<(Resource, String, Option<Range<usize>>)>,
 }
@@ -1042,7 +1043,7 @@ impl Claims {
         self.names.push((name.to_owned(), key, span));
     }
 
-    fn claim(
+    pub(crate) fn claim(
         &mut self,
         report: &mut Report<'_>,
         resource: Resource,
