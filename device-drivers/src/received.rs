@@ -29,6 +29,12 @@ use tokio::sync::{mpsc, oneshot};
 pub enum Kind {
     /// One HL7 v2 message (ER7, as framed by MLLP).
     Hl7v2,
+    /// The header of one DICOM C-STORE object (everything before Pixel
+    /// Data) as a Part 10 stream; see `dicom::stored`.
+    Dicom,
+    /// One MPPS N-CREATE or N-SET data set as a Part 10 stream; see
+    /// `dicom::stored`.
+    Mpps,
 }
 
 impl Kind {
@@ -36,6 +42,8 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Hl7v2 => "hl7v2",
+            Kind::Dicom => "dicom",
+            Kind::Mpps => "mpps",
         }
     }
 
@@ -43,6 +51,8 @@ impl Kind {
     pub fn parse(s: &str) -> Option<Kind> {
         match s {
             "hl7v2" => Some(Kind::Hl7v2),
+            "dicom" => Some(Kind::Dicom),
+            "mpps" => Some(Kind::Mpps),
             _ => None,
         }
     }

@@ -63,6 +63,7 @@ pub fn mllp_options(s: &MllpSource) -> MllpOptions {
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let state_dir = config.gateway.state_dir.clone();
     let sync_setup = crate::sync::prepare(&config)?;
+    let dicom = crate::dicom_source::bind(&config).await?;
     let conn = store::open_for_writing(&state_dir, config.store.max_bytes)
         .context("cannot open the store")?;
     tracing::info!(path = %store::db_path(&state_dir).display(), "store open");
@@ -132,6 +133,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         }
     }
+    infos.extend(crate::dicom_source::infos(&dicom, &config));
     Runtime {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -145,6 +147,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     for l in listeners {
         tasks.spawn(l.run(submitter.clone(), shutdown.clone()));
     }
+    crate::dicom_source::spawn(&mut tasks, dicom, &submitter, &shutdown);
     // The listeners hold their own clones; the writer stops when the last
     // one is dropped.
     drop(submitter);

@@ -13,7 +13,8 @@
 //!   senders on loopback, in one command.
 //! - [`status`]: the accounting report of `wardlink status` (text and JSON)
 //!   and the runtime file the daemon publishes its bound addresses in.
-//! - [`daemon`]: the lifecycle: open the store, bind, serve, stop cleanly.
+//! - [`daemon`]: the lifecycle: open the store, bind, serve, stop cleanly;
+//!   [`dicom_source`]: its `[[source.dicom]]` listeners.
 //! - [`quarantine`]: list, show, release and drop quarantined messages;
 //!   [`review`]: `wardlink deid`, the de-identification review of sample files.
 //! - [`settings`]: from the validated config to the pipeline's settings and keys.
@@ -24,6 +25,7 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod dicom_source;
 pub mod demo;
 pub mod logging;
 pub mod pipeline;
