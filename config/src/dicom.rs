@@ -499,3 +499,101 @@ listen = "127.0.0.1:4000"
         Ok(())
     }
 }
+
+/// `[deid.dicom]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "snake_case",
+    expecting = "a [deid.dicom] table"
+)]
+pub(crate) struct RawDeidDicom {
+    #[serde(default = "yes")]
+    pub(crate) retain_longitudinal_modified_dates: Field<bool>,
+    #[serde(default = "yes")]
+    pub(crate) retain_device_identity: Field<bool>,
+    #[serde(default = "no")]
+    pub(crate) retain_patient_characteristics: Field<bool>,
+    #[serde(default = "yes")]
+    pub(crate) clean_descriptors: Field<bool>,
+}
+
+impl Default for RawDeidDicom {
+    fn default() -> Self {
+        Self {
+            retain_longitudinal_modified_dates: yes(),
+            retain_device_identity: yes(),
+            retain_patient_characteristics: no(),
+            clean_descriptors: yes(),
+        }
+    }
+}
+
+fn yes() -> Field<bool> {
+    Field::absent(true)
+}
+fn no() -> Field<bool> {
+    Field::absent(false)
+}
+
+/// `[deid.dicom]`: the PS3.15 Annex E options applied to DICOM objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DicomDeidConfig {
+    /// Retain Longitudinal Temporal Information with Modified Dates (113107).
+    pub retain_longitudinal_modified_dates: bool,
+    /// Retain Device Identity (113109).
+    pub retain_device_identity: bool,
+    /// Retain Patient Characteristics (113108).
+    pub retain_patient_characteristics: bool,
+    /// Clean Descriptors (113105).
+    pub clean_descriptors: bool,
+}
+
+impl Default for DicomDeidConfig {
+    fn default() -> Self {
+        Self {
+            retain_longitudinal_modified_dates: true,
+            retain_device_identity: true,
+            retain_patient_characteristics: false,
+            clean_descriptors: true,
+        }
+    }
+}
+
+const FIX_BOOL: &str = "write true or false, without quotes";
+
+pub(crate) fn deid_dicom(
+    report: &mut Report<'_>,
+    scope: &Scope,
+    raw: &RawDeidDicom,
+) -> DicomDeidConfig {
+    let d = DicomDeidConfig::default();
+    let mut get = |key: &str, field: &Field<bool>, default: bool| {
+        scope
+            .get(report, key, field, FIX_BOOL)
+            .copied()
+            .unwrap_or(default)
+    };
+    DicomDeidConfig {
+        retain_longitudinal_modified_dates: get(
+            "retain_longitudinal_modified_dates",
+            &raw.retain_longitudinal_modified_dates,
+            d.retain_longitudinal_modified_dates,
+        ),
+        retain_device_identity: get(
+            "retain_device_identity",
+            &raw.retain_device_identity,
+            d.retain_device_identity,
+        ),
+        retain_patient_characteristics: get(
+            "retain_patient_characteristics",
+            &raw.retain_patient_characteristics,
+            d.retain_patient_characteristics,
+        ),
+        clean_descriptors: get(
+            "clean_descriptors",
+            &raw.clean_descriptors,
+            d.clean_descriptors,
+        ),
+    }
+}

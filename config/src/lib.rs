@@ -49,7 +49,7 @@ mod validate;
 use std::io::Read;
 use std::path::Path;
 
-pub use dicom::DicomSource;
+pub use dicom::{DicomDeidConfig, DicomSource};
 pub use error::{ConfigError, Problem};
 pub use model::{
     ClientCert, CollectorTarget, Config, DatePolicyConfig, DeidConfig, FieldOverrideConfig,

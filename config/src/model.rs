@@ -149,6 +149,8 @@ pub struct DeidConfig {
     /// `[deid.overrides]`: site overrides of single fields of the default
     /// profile, in file order. No field appears twice.
     pub overrides: Vec<FieldOverrideConfig>,
+    /// `[deid.dicom]`: the PS3.15 Annex E options for DICOM.
+    pub dicom: crate::dicom::DicomDeidConfig,
 }
 
 impl Default for DeidConfig {
@@ -158,6 +160,7 @@ impl Default for DeidConfig {
             pseudonym_scope: defaults::DEID_PSEUDONYM_SCOPE,
             network_key_file: defaults::DEID_NETWORK_KEY_FILE.map(PathBuf::from),
             overrides: Vec::new(),
+            dicom: crate::dicom::DicomDeidConfig::default(),
         }
     }
 }

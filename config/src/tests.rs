@@ -20,6 +20,7 @@ fn schema() -> Vec<(&'static str, &'static str)> {
         ("[validate]", keys_of::<RawValidate>()),
         ("[sync]", keys_of::<RawSync>()),
         ("[[source.mllp]]", keys_of::<RawMllp>()),
+        ("[deid.dicom]", keys_of::<crate::dicom::RawDeidDicom>()),
     ] {
         keys.extend(fields.iter().map(|k| (table, *k)));
     }
@@ -44,7 +45,8 @@ fn the_key_lists_come_from_the_structs() {
             "date_shift_max_days",
             "pseudonym_scope",
             "network_key_file",
-            "overrides"
+            "overrides",
+            "dicom"
         ]
     );
     assert_eq!(keys_of::<RawValidate>(), ["max_future_skew", "max_age"]);
@@ -63,7 +65,7 @@ fn the_key_lists_come_from_the_structs() {
             "retry_backoff_max"
         ]
     );
-    assert_eq!(schema().len(), 30);
+    assert_eq!(schema().len(), 35);
 }
 
 #[test]

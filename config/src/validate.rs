@@ -426,6 +426,8 @@ fn deid(report: &mut Report<'_>, scope: &Scope, raw: &raw::RawDeid) -> DeidConfi
         network_key_file: network_key_file.flatten(),
         overrides: section(report, scope, "overrides", &raw.overrides, overrides)
             .unwrap_or_default(),
+        dicom: section(report, scope, "dicom", &raw.dicom, crate::dicom::deid_dicom)
+            .unwrap_or_default(),
     }
 }
 
