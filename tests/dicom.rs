@@ -140,6 +140,33 @@ fn stored(g: &Gateway) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// The outbox once every stored message has been processed: (type, event JSON).
+fn outbox_when_processed(
+    g: &Gateway,
+    expected_messages: usize,
+) -> Result<Vec<(String, serde_json::Value)>> {
+    let conn = g.open_store()?;
+    let done = wait_until(Duration::from_secs(20), || {
+        conn.query_row("SELECT COUNT(*) FROM messages WHERE state != 0", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .is_ok_and(|n| n as usize >= expected_messages)
+    });
+    assert!(
+        done,
+        "the pipeline did not process {expected_messages} messages in time"
+    );
+    let quarantined: i64 = conn.query_row("SELECT COUNT(*) FROM quarantine", [], |r| r.get(0))?;
+    assert_eq!(quarantined, 0, "nothing is quarantined");
+    let mut stmt = conn.prepare("SELECT type, event FROM outbox ORDER BY id")?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(t, e)| Ok((t, serde_json::from_str(&e)?)))
+        .collect()
+}
+
 fn echo_ok(t: &Tools, addr: SocketAddr, calling: &str) -> Result<bool> {
     let out = run(
         Command::new(&t.echoscu)
@@ -213,6 +240,26 @@ fn echoscu_and_storescu_send_a_study_of_several_series() -> Result {
             "pixels were not stored"
         );
     }
+    let events = outbox_when_processed(&g, 12)?;
+    let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        types.iter().filter(|t| **t == "imaging_instance").count(),
+        12
+    );
+    assert_eq!(
+        types.iter().filter(|t| **t == "imaging_study").count(),
+        1,
+        "one study"
+    );
+    let series: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter_map(|(_, e)| e["series_uid"].as_str())
+        .collect();
+    assert_eq!(series.len(), 3, "three series, remapped consistently");
+    for (_, e) in &events {
+        assert!(e["study_uid"].as_str().unwrap().starts_with("2.25."), "{e}");
+        assert_eq!(e["equipment"]["ward"], "radiology");
+    }
     let status = g.status_json()?;
     assert_accounting(&status);
     Ok(())
@@ -253,6 +300,37 @@ fn mpps_n_create_then_n_set_and_the_refusals() -> Result {
     let (env, _) = Envelope::parse(&rows[1].4).ok_or("no envelope")?;
     assert_eq!(env.mpps_state, "COMPLETED");
     assert_eq!(env.sop_instance, r["uid"].as_str().unwrap());
+    let events = outbox_when_processed(&g, 3)?;
+    let steps: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|(t, _)| t == "procedure_step")
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(steps.len(), 3);
+    assert_eq!(
+        (&steps[0]["operation"], &steps[0]["status"]),
+        (
+            &serde_json::json!("n_create"),
+            &serde_json::json!("IN PROGRESS")
+        )
+    );
+    assert_eq!(
+        (&steps[1]["operation"], &steps[1]["status"]),
+        (&serde_json::json!("n_set"), &serde_json::json!("COMPLETED"))
+    );
+    assert_eq!(
+        steps[0]["step_uid"], steps[1]["step_uid"],
+        "N-CREATE and N-SET join"
+    );
+    assert!(steps[0]["started_at"].is_string() && steps[1]["ended_at"].is_string());
+    assert_eq!(steps[0]["protocol_codes"][0]["code"], "P1");
+    assert_eq!(steps[0]["equipment"]["station"], "CTROOM3");
+    let all = serde_json::to_string(&steps)?;
+    assert!(
+        !all.contains("SECRET")
+            && !all.contains("MRN424242")
+            && !all.contains(r["uid"].as_str().unwrap())
+    );
     assert_accounting(&g.status_json()?);
     Ok(())
 }
@@ -628,5 +706,163 @@ fn a_300_mb_multi_frame_object_streams_in_bounded_memory() -> Result {
         after < 64 * 1024,
         "peak RSS {after} KiB (before the object: {before} KiB) must stay under 64 MiB"
     );
+    Ok(())
+}
+
+/// pydicom objects with random names, IDs, dates, addresses, phones,
+/// Aadhaar and ABHA numbers in standard attributes, Patient Comments and
+/// private tags: none of it reaches the outbox, and what the profile keeps
+/// is all there.
+#[test]
+fn nothing_identifying_reaches_the_outbox() -> Result {
+    let Some(t) = tools() else { return Ok(()) };
+    let g = Gateway::start(&dicom_source("imaging", ""))?;
+    let addr = g.addr("imaging");
+    let mut secrets: Vec<String> = Vec::new();
+    let mut files = Vec::new();
+    for seed in 1..=3 {
+        let dir = g.dir.path().join(format!("phi{seed}"));
+        let generated = py(
+            &t,
+            &[
+                "gen",
+                dir.to_str().unwrap(),
+                "--series",
+                "1",
+                "--images",
+                "2",
+                "--seed",
+                &seed.to_string(),
+                "--phi",
+            ],
+        )?;
+        let study = &generated["study"];
+        for key in [
+            "name",
+            "mrn",
+            "birth",
+            "address",
+            "phone",
+            "institution",
+            "physician",
+            "operator",
+            "aadhaar",
+            "abha",
+            "accession",
+            "study_id",
+            "uid",
+            "frame",
+        ] {
+            let v = study[key].as_str().unwrap();
+            secrets.push(v.to_owned());
+            // Parts of names and numbers, as they could appear reformatted.
+            for part in v.split(['^', ' ', '-']) {
+                // Digit groups shorter than 8 occur by chance in the 2.25 UIDs.
+                let long_enough = if part.bytes().all(|b| b.is_ascii_digit()) {
+                    part.len() >= 8
+                } else {
+                    part.len() >= 4
+                };
+                if long_enough && !["Street,", "Pune", "Hospital"].contains(&part) {
+                    secrets.push(part.to_owned());
+                }
+            }
+        }
+        secrets.push(study["aadhaar"].as_str().unwrap().replace(' ', ""));
+        secrets.push(study["abha"].as_str().unwrap().replace('-', ""));
+        for f in generated["files"].as_array().unwrap() {
+            secrets.push(f["sop_instance"].as_str().unwrap().to_owned());
+            secrets.push(f["series"].as_str().unwrap().to_owned());
+            files.push(PathBuf::from(f["path"].as_str().unwrap()));
+        }
+    }
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let out = storescu(&t, addr, "CT1", &refs)?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = outbox_when_processed(&g, files.len())?;
+    assert_eq!(
+        events.len(),
+        files.len() + 3,
+        "an instance each and a study each"
+    );
+    let text = serde_json::to_string(&events.iter().map(|(_, e)| e).collect::<Vec<_>>())?;
+    for s in &secrets {
+        assert!(
+            !text.contains(s.as_str()),
+            "{s:?} leaked into the outbox: {text}"
+        );
+    }
+    // What the profile keeps is there.
+    for (ty, e) in &events {
+        if ty != "imaging_instance" {
+            continue;
+        }
+        assert_eq!(e["modality"], "CT");
+        assert_eq!(e["sop_class"], CT);
+        assert_eq!(e["body_part"], "CHEST");
+        assert_eq!(e["protocol"], "CHEST ROUTINE");
+        assert_eq!(e["series_description"], "AXIAL 5MM");
+        assert_eq!(e["equipment"]["station"], "CTROOM3");
+        assert!(e["equipment"]["serial"]
+            .as_str()
+            .unwrap()
+            .starts_with("SN-"));
+        assert_eq!(e["equipment"]["manufacturer"], "ACME Medical");
+        assert_eq!(e["ctdi_vol"], 7.5);
+        assert_eq!(e["kvp"], 120.0);
+        assert_eq!(e["frames"], 1);
+        assert!(e["acquired_at"].is_string() && e["patient"].as_str().unwrap().starts_with("P1-"));
+        assert_eq!(e["pixel_bytes"], 64 * 64 * 2 + 12);
+    }
+    Ok(())
+}
+
+/// `wardlink deid FILE.dcm` shows per attribute what is uploaded and which
+/// rule acted, never a removed value; `--print-profile dicom` prints the table.
+#[test]
+fn deid_reviews_a_dicom_file_and_prints_the_annex_e_profile() -> Result {
+    let Some(t) = tools() else { return Ok(()) };
+    let dir = tempfile::tempdir()?;
+    let generated = py(&t, &["gen", dir.path().to_str().unwrap(), "--phi"])?;
+    let file = generated["files"][0]["path"].as_str().unwrap();
+    let name = generated["study"]["name"].as_str().unwrap();
+    let mrn = generated["study"]["mrn"].as_str().unwrap();
+    let config = dir.path().join("w.toml");
+    std::fs::write(&config, config_text(&dir.path().join("state"), ""))?;
+    let out = wardlink(&["deid", "--config", config.to_str().unwrap(), file]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout)?;
+    assert!(text.contains("\"type\":\"imaging_instance\""), "{text}");
+    assert!(
+        text.contains("(0010,0010)") && text.contains("PatientName: basic Z"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(0011,1001)") && text.contains("private attribute (X)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("StationName: K with retain_device_identity"),
+        "{text}"
+    );
+    for part in name.split('^').chain([mrn]) {
+        assert!(!text.contains(part), "{part} printed by deid:\n{text}");
+    }
+    let out = wardlink(&["deid", "--print-profile", "dicom"]);
+    assert!(out.status.success());
+    let table = String::from_utf8(out.stdout)?;
+    assert!(table.contains("(0010,0010)   PatientName"), "{table}");
+    assert!(table.contains("(0020,000D)   StudyInstanceUID"), "{table}");
+    assert!(!wardlink(&["deid", "--print-profile", "pdf"])
+        .status
+        .success());
     Ok(())
 }

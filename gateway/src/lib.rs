@@ -25,8 +25,8 @@
 
 pub mod cli;
 pub mod daemon;
-pub mod dicom_source;
 pub mod demo;
+pub mod dicom_source;
 pub mod logging;
 pub mod pipeline;
 pub mod processor;

@@ -156,7 +156,8 @@ impl Envelope {
             }
             at = start + len;
         }
-        for line in info?.lines() {
+        // A Part 10 file not written by the node has no envelope: defaults.
+        for line in info.unwrap_or_default().lines() {
             let Some((k, v)) = line.split_once('=') else {
                 continue;
             };
