@@ -7,6 +7,9 @@ Commands:
       CT objects of N series x M images (one study), random identifiers in
       names, IDs, dates, addresses, phones, Aadhaar/ABHA in comments and
       private tags when --phi; prints the identifiers it used.
+  ctset DIR --count N
+      N single-frame CT images of 512x512 16-bit (about 0.5 MB each) in one
+      study, for the benchmark (scripts/bench-dicom.sh).
   big FILE --mb N
       One multi-frame object with N MB of Pixel Data, written in chunks.
   mpps HOST PORT CALLING CALLED
@@ -148,6 +151,27 @@ def gen(args):
             files.append({"path": path, "sop_instance": ds.SOPInstanceUID,
                           "series": series})
     out({"study": study, "files": files})
+
+
+def ctset(args):
+    directory = args[0]
+    count = int(args[2])
+    rng = random.Random(3)
+    study = study_identity(rng)
+    os.makedirs(directory, exist_ok=True)
+    template = ct(rng, study, generate_uid(), 1, 16, False)
+    template.Rows = 512
+    template.Columns = 512
+    pixels = bytes(range(256)) * (512 * 512 * 2 // 256)
+    template.PixelData = pixels
+    series = generate_uid()
+    for i in range(count):
+        template.SeriesInstanceUID = series
+        template.SOPInstanceUID = generate_uid()
+        template.file_meta.MediaStorageSOPInstanceUID = template.SOPInstanceUID
+        template.InstanceNumber = i + 1
+        template.save_as(os.path.join(directory, "ct%05d.dcm" % i), enforce_file_format=True)
+    out({"dir": directory, "count": count})
 
 
 def big(args):
@@ -293,4 +317,4 @@ def mixed(args):
 
 if __name__ == "__main__":
     cmd, rest = sys.argv[1], sys.argv[2:]
-    {"gen": gen, "big": big, "mpps": mpps, "assoc": assoc_only, "mixed": mixed}[cmd](rest)
+    {"gen": gen, "ctset": ctset, "big": big, "mpps": mpps, "assoc": assoc_only, "mixed": mixed}[cmd](rest)
