@@ -866,3 +866,87 @@ fn deid_reviews_a_dicom_file_and_prints_the_annex_e_profile() -> Result {
         .success());
     Ok(())
 }
+
+/// The MPPS state survives a restart: an N-SET after it finds its N-CREATE,
+/// and a step completed before it may still not be updated.
+#[test]
+fn mpps_steps_survive_a_restart() -> Result {
+    let Some(t) = tools() else { return Ok(()) };
+    let mut g = Gateway::start(&dicom_source("imaging", ""))?;
+    let p = port(g.addr("imaging"));
+    let (open, done) = ("1.2.826.0.1.3680043.9.7.1", "1.2.826.0.1.3680043.9.7.2");
+    for uid in [open, done] {
+        let r = py(
+            &t,
+            &["step", "127.0.0.1", &p, "MR1", "WARDLINK", "create", uid],
+        )?;
+        assert_eq!(r["status"], 0, "{r}");
+    }
+    let r = py(
+        &t,
+        &[
+            "step",
+            "127.0.0.1",
+            &p,
+            "MR1",
+            "WARDLINK",
+            "set",
+            done,
+            "COMPLETED",
+        ],
+    )?;
+    assert_eq!(r["status"], 0, "{r}");
+    let status = g.signal_and_wait("-TERM", Duration::from_secs(15))?;
+    assert!(status.success(), "{status:?}");
+    g.spawn()?;
+    let p = port(g.addr("imaging"));
+    let r = py(
+        &t,
+        &[
+            "step",
+            "127.0.0.1",
+            &p,
+            "MR1",
+            "WARDLINK",
+            "set",
+            open,
+            "DISCONTINUED",
+        ],
+    )?;
+    assert_eq!(
+        r["status"], 0,
+        "the step created before the restart is known: {r}"
+    );
+    let r = py(
+        &t,
+        &[
+            "step",
+            "127.0.0.1",
+            &p,
+            "MR1",
+            "WARDLINK",
+            "set",
+            done,
+            "IN PROGRESS",
+        ],
+    )?;
+    assert_eq!(
+        r["status"], 0x0110,
+        "a step completed before the restart stays final: {r}"
+    );
+    let r = py(
+        &t,
+        &[
+            "step",
+            "127.0.0.1",
+            &p,
+            "MR1",
+            "WARDLINK",
+            "set",
+            "1.2.3.999",
+            "COMPLETED",
+        ],
+    )?;
+    assert_eq!(r["status"], 0x0112, "{r}");
+    Ok(())
+}

@@ -8,10 +8,53 @@ use anyhow::Context as _;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wardlink_config::{Config, DicomSource};
+use wardlink_devices::dicom::mpps::StepState;
 use wardlink_devices::dicom::{DicomListener, DicomOptions};
 use wardlink_devices::Submitter;
 
 use crate::status::ListenerInfo;
+
+/// The MPPS steps a source already stored, oldest first (instance UID and
+/// the state each left), read from the store if there is one. A store that
+/// cannot be read gives none: N-SETs of older steps then get 0x0112.
+fn mpps_known(config: &Config, source: &str) -> Vec<(String, StepState)> {
+    let path = crate::store::db_path(&config.gateway.state_dir);
+    if !path.exists() {
+        return Vec::new();
+    }
+    let read = || -> rusqlite::Result<Vec<(String, StepState)>> {
+        let conn = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        let mut stmt = conn.prepare(
+            "SELECT control_id, trigger_event FROM messages
+             WHERE kind = 'mpps' AND source = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([source], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, Option<String>>(1)?,
+            ))
+        })?;
+        let mut known = Vec::new();
+        for row in rows {
+            if let (Some(uid), Some(state)) = row? {
+                if let Some(state) = StepState::parse(&state) {
+                    known.push((uid, state));
+                }
+            }
+        }
+        Ok(known)
+    };
+    match read() {
+        Ok(known) => known,
+        Err(e) => {
+            tracing::warn!(source, error = %e, "cannot read the MPPS steps of the store; starting without them");
+            Vec::new()
+        }
+    }
+}
 
 /// The listener options of a configured DICOM source.
 pub fn options(s: &DicomSource) -> DicomOptions {
@@ -29,6 +72,7 @@ pub fn options(s: &DicomSource) -> DicomOptions {
         ward: s.ward.clone(),
         room: s.room.clone(),
         devices: s.devices.clone(),
+        mpps_known: Vec::new(),
     }
 }
 
@@ -44,7 +88,9 @@ pub struct Bound(Vec<DicomListener>);
 pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
     let mut bound = Vec::new();
     for source in &config.sources.dicom {
-        let l = DicomListener::bind(options(source))
+        let mut o = options(source);
+        o.mpps_known = mpps_known(config, &source.name);
+        let l = DicomListener::bind(o)
             .await
             .with_context(|| format!("source.dicom `{}`: cannot listen", source.name))?;
         tracing::info!(source = %source.name, addr = %l.local_addr(), ae_title = %source.ae_title, "dicom listener bound");

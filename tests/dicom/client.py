@@ -15,6 +15,8 @@ Commands:
   mpps HOST PORT CALLING CALLED
       N-CREATE, N-SET COMPLETED, then the refusals: N-SET on the final step,
       N-SET on an unknown instance, N-CREATE without status; prints statuses.
+  step HOST PORT CALLING CALLED create|set UID [STATUS]
+      One N-CREATE (IN PROGRESS) or N-SET (STATUS, with an end date) of UID.
   assoc HOST PORT CALLING CALLED
       Only associates (echo) and reports accept/reject with result, source, reason.
   mixed HOST PORT CALLING CALLED FILE
@@ -297,6 +299,31 @@ def mpps(args):
     out(result)
 
 
+def step(args):
+    from pynetdicom.sop_class import ModalityPerformedProcedureStep as MPPS
+    host, port, calling, called, op, uid = args[0], int(args[1]), args[2], args[3], args[4], args[5]
+    a = ae(calling)
+    a.add_requested_context(MPPS)
+    assoc = a.associate(host, port, ae_title=called)
+    if not assoc.is_established:
+        out({"error": "not established", **reject_info(assoc)})
+        return
+    ds = Dataset()
+    if op == "create":
+        ds.PerformedProcedureStepStatus = "IN PROGRESS"
+        ds.PerformedProcedureStepStartDate = "20261123"
+        ds.PerformedProcedureStepStartTime = "090000"
+        ds.Modality = "MR"
+        st, _ = assoc.send_n_create(ds, MPPS, uid)
+    else:
+        ds.PerformedProcedureStepStatus = args[6]
+        ds.PerformedProcedureStepEndDate = "20261123"
+        ds.PerformedProcedureStepEndTime = "093000"
+        st, _ = assoc.send_n_set(ds, MPPS, uid)
+    assoc.release()
+    out({"status": st.Status if st else None})
+
+
 def mixed(args):
     from pydicom import dcmread
     host, port, calling, called, path = args[0], int(args[1]), args[2], args[3], args[4]
@@ -317,4 +344,4 @@ def mixed(args):
 
 if __name__ == "__main__":
     cmd, rest = sys.argv[1], sys.argv[2:]
-    {"gen": gen, "ctset": ctset, "big": big, "mpps": mpps, "assoc": assoc_only, "mixed": mixed}[cmd](rest)
+    {"gen": gen, "ctset": ctset, "big": big, "mpps": mpps, "step": step, "assoc": assoc_only, "mixed": mixed}[cmd](rest)

@@ -86,6 +86,9 @@ pub struct DicomOptions {
     pub room: String,
     /// Device id per calling AE title.
     pub devices: BTreeMap<String, String>,
+    /// MPPS steps already stored (instance UID, state after it), oldest
+    /// first, so that N-SETs after a restart find their N-CREATE.
+    pub mpps_known: Vec<(String, StepState)>,
 }
 
 /// A resend of the same SOP instance within this window is answered
@@ -157,7 +160,7 @@ impl DicomListener {
         let source = options.name.clone();
         let permits = Arc::new(Semaphore::new(options.max_associations.max(1)));
         let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
-        let book = Arc::new(Mutex::new(Book::default()));
+        let book = Arc::new(Mutex::new(Book::seeded(&options.mpps_known)));
         let tracker = TaskTracker::new();
         let mut backoff = ACCEPT_BACKOFF_MIN;
         tracing::debug!(%source, addr = %local_addr, "Accepting DICOM associations");
@@ -965,15 +968,12 @@ impl Association {
         };
         let mut envelope = self.envelope(op, context, uids::MPPS, instance);
         envelope.dataset_bytes = bytes.len() as u64;
-        envelope.mpps_state = match next {
-            StepState::InProgress => "IN PROGRESS",
-            StepState::Completed => "COMPLETED",
-            StepState::Discontinued => "DISCONTINUED",
-        }
-        .to_owned();
+        envelope.mpps_state = next.as_str().to_owned();
         let header = Header {
             message_type: Some(op.to_owned()),
-            trigger: Some(uids::MPPS.to_owned()),
+            // The state the step is in after this operation: the daemon
+            // reads it back at start (`mpps::Book::seeded`).
+            trigger: Some(next.as_str().to_owned()),
             version: Some(context.transfer_syntax.clone()),
             control_id: Some(instance.to_owned()),
             sender: Some(self.calling_ae.clone()),

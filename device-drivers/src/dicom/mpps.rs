@@ -15,8 +15,9 @@
 //!
 //! The state lives in memory, shared by the source's associations, for at
 //! most [`MAX_INSTANCES`] instances (the oldest final ones are forgotten
-//! first). It is not kept across restarts: an N-SET after a restart for a
-//! step created before it gets 0x0112.
+//! first). Each stored N-CREATE/N-SET carries the state it left (the
+//! `trigger` of its header), so the daemon seeds the book from the store at
+//! start ([`Book::seeded`]) and a step survives a restart.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -45,7 +46,8 @@ pub enum StepState {
 }
 
 impl StepState {
-    fn parse(s: &str) -> Option<StepState> {
+    /// Reads `IN PROGRESS`, `COMPLETED` or `DISCONTINUED`.
+    pub fn parse(s: &str) -> Option<StepState> {
         match s.trim_matches([' ', '\0']) {
             "IN PROGRESS" => Some(StepState::InProgress),
             "COMPLETED" => Some(StepState::Completed),
@@ -56,6 +58,15 @@ impl StepState {
 
     fn is_final(self) -> bool {
         self != StepState::InProgress
+    }
+
+    /// The DICOM name of the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::InProgress => "IN PROGRESS",
+            StepState::Completed => "COMPLETED",
+            StepState::Discontinued => "DISCONTINUED",
+        }
     }
 }
 
@@ -91,6 +102,15 @@ pub struct Book {
 }
 
 impl Book {
+    /// A book that knows these steps already (oldest first).
+    pub fn seeded(known: &[(String, StepState)]) -> Book {
+        let mut book = Book::default();
+        for (uid, state) in known {
+            book.record(uid, *state);
+        }
+        book
+    }
+
     /// Checks an N-CREATE of `uid` with data set `obj`; the state it would
     /// set, or the refusal.
     ///
