@@ -433,6 +433,12 @@ pub struct ImagingInstanceBody {
     /// KVP (0018,0060), when present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kvp: Option<f64>,
+    /// Radiation dose SR: CT Dose Length Product Total (DCM 113813), mGy·cm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dlp_total: Option<f64>,
+    /// Radiation dose SR: Dose Area Product Total (DCM 113722), Gy·m².
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dap_total: Option<f64>,
     /// Burned In Annotation (0028,0301) said YES, or an ultrasound or
     /// secondary capture object did not say NO: the pixels may show identity
     /// (also an issue `DICOM_BURNED_IN`).

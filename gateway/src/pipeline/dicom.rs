@@ -425,6 +425,35 @@ fn number(obj: &InMemDicomObject, tag: Tag) -> Option<f64> {
     string(obj, tag)?.split('\\').next()?.trim().parse().ok()
 }
 
+/// A numeric value of a radiation dose SR: the first content item (at any
+/// depth of Content Sequence) whose concept name is the DCM code `code`.
+/// Only the number leaves; the SR's text items never do (ContentSequence is
+/// X in Table E.1-1; this is its "clean structured content" for dose).
+fn sr_number(obj: &InMemDicomObject, code: &str, depth: usize) -> Option<f64> {
+    if depth > 16 {
+        return None;
+    }
+    for item in items(obj, t(0x0040, 0xA730)) {
+        let name = items(item, t(0x0040, 0xA043)).first();
+        let is_it = name.is_some_and(|n| {
+            string(n, t(0x0008, 0x0100)).as_deref() == Some(code)
+                && string(n, t(0x0008, 0x0102)).as_deref() == Some("DCM")
+        });
+        if is_it {
+            if let Some(v) = items(item, t(0x0040, 0xA300))
+                .first()
+                .and_then(|m| number(m, t(0x0040, 0xA30A)))
+            {
+                return Some(v);
+            }
+        }
+        if let Some(v) = sr_number(item, code, depth + 1) {
+            return Some(v);
+        }
+    }
+    None
+}
+
 fn instance(c: &mut Ctx<'_>, obj: &InMemDicomObject, env: &Envelope) -> ImagingInstanceBody {
     let instance_uid = c
         .uid(obj, t(0x0008, 0x0018))
@@ -481,6 +510,8 @@ fn instance(c: &mut Ctx<'_>, obj: &InMemDicomObject, env: &Envelope) -> ImagingI
         transfer_syntax: Text::from(env.transfer_syntax.as_str()),
         ctdi_vol: number(obj, t(0x0018, 0x9345)),
         kvp: number(obj, t(0x0018, 0x0060)),
+        dlp_total: sr_number(obj, "113813", 0),
+        dap_total: sr_number(obj, "113722", 0),
         burned_in_annotation: burned_in,
     }
 }
@@ -716,6 +747,57 @@ PV1|1|I|ICU2^R4^B9^HOSP||||||||MED||||||||V1|||||||||||||||||||||||||20240531100
             }
             Outcome::Events { .. } => panic!("garbage became events"),
         }
+    }
+
+    #[test]
+    fn dose_totals_come_from_a_radiation_dose_sr() {
+        use dicom_core::value::DataSetSequence;
+        let code = |v: &str, meaning: &str| {
+            let mut c = InMemDicomObject::new_empty();
+            put(&mut c, 0x0008, 0x0100, VR::SH, v);
+            put(&mut c, 0x0008, 0x0102, VR::SH, "DCM");
+            put(&mut c, 0x0008, 0x0104, VR::LO, meaning);
+            c
+        };
+        let seq = |tag: Tag, items: Vec<InMemDicomObject>| {
+            DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
+        };
+        let mut measured = InMemDicomObject::new_empty();
+        put(&mut measured, 0x0040, 0xA30A, VR::DS, "512.5");
+        let mut dlp = InMemDicomObject::new_empty();
+        put(&mut dlp, 0x0040, 0xA040, VR::CS, "NUM");
+        dlp.put(seq(
+            t(0x0040, 0xA043),
+            vec![code("113813", "CT Dose Length Product Total")],
+        ));
+        dlp.put(seq(t(0x0040, 0xA300), vec![measured]));
+        let mut note = InMemDicomObject::new_empty();
+        put(&mut note, 0x0040, 0xA040, VR::CS, "TEXT");
+        put(
+            &mut note,
+            0x0040,
+            0xA160,
+            VR::UT,
+            "patient RAO LAKSHMI was anxious",
+        );
+        let mut container = InMemDicomObject::new_empty();
+        put(&mut container, 0x0040, 0xA040, VR::CS, "CONTAINER");
+        container.put(seq(t(0x0040, 0xA730), vec![note, dlp]));
+        let mut sr = ct();
+        put(&mut sr, 0x0008, 0x0060, VR::CS, "SR");
+        sr.put(seq(t(0x0040, 0xA730), vec![container]));
+        let rdsr = "1.2.840.10008.5.1.4.1.1.88.67";
+        let evs = events(process(&pipeline(), &stored(&sr, rdsr, "C-STORE", "")));
+        let Body::ImagingInstance(i) = &evs[0].body else {
+            panic!()
+        };
+        assert_eq!(i.dlp_total, Some(512.5));
+        assert_eq!(i.dap_total, None);
+        let json = serde_json::to_string(&evs).unwrap();
+        assert!(
+            !json.contains("LAKSHMI") && !json.contains("anxious"),
+            "{json}"
+        );
     }
 
     #[test]
