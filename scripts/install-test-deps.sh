@@ -38,5 +38,13 @@ fi
 # not used (stopped and disabled when systemd runs it).
 apt_install mosquitto mosquitto-clients
 # --- end MQTT
+# --- DICOM (issue 7): dcmtk's echoscu/storescu/storescp (Debian) drive the
+# DICOM edge node and are the benchmark baseline; pynetdicom sends MPPS
+# (dcmtk has no N-CREATE/N-SET sender) and pydicom builds the test objects.
+apt_install dcmtk
+if ! "$VENV/bin/python" -c 'import pynetdicom, pydicom' >/dev/null 2>&1; then
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "pydicom>=3.0,<3.1" "pynetdicom>=3.0,<3.1"
+fi
+# --- end DICOM
 
 echo "test dependencies ready: $VENV ($("$VENV/bin/python" --version))"

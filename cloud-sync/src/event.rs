@@ -1,7 +1,7 @@
 //! The normalized event: what leaves the box.
 //!
 //! Design:
-//! - **One envelope, three bodies.** Every event has the same envelope
+//! - **One envelope, a body per type.** Every event has the same envelope
 //!   (source, hashed control id, received time, quality, issues, pseudonyms)
 //!   and a body chosen by `type`: `observation`, `adt` or `hl7_other`. The
 //!   body's fields are flattened into the envelope's JSON object, so a
@@ -79,6 +79,9 @@ impl Event {
             Body::Observation(_) => "observation",
             Body::Adt(_) => "adt",
             Body::Hl7Other(_) => "hl7_other",
+            Body::ImagingInstance(_) => "imaging_instance",
+            Body::ImagingStudy(_) => "imaging_study",
+            Body::ProcedureStep(_) => "procedure_step",
         }
     }
 }
@@ -93,6 +96,12 @@ pub enum Body {
     Adt(AdtBody),
     /// Any other message, de-identified segment by segment.
     Hl7Other(Hl7OtherBody),
+    /// One DICOM object received by C-STORE (its header; pixels counted only).
+    ImagingInstance(ImagingInstanceBody),
+    /// A study seen for the first time (sent with its first instance).
+    ImagingStudy(ImagingStudyBody),
+    /// A Modality Performed Procedure Step N-CREATE or N-SET.
+    ProcedureStep(ProcedureStepBody),
 }
 
 /// How severe a validation issue is.
@@ -345,6 +354,147 @@ pub struct OtherSegment {
     /// Fields 1..n as HL7 text in the standard encoding (`|^~\&`), after
     /// de-identification; `fields[0]` is field 1. Trailing empty fields are omitted.
     pub fields: Vec<String>,
+}
+
+/// Where imaging equipment is and what it is, under the device policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Equipment {
+    /// Device pseudonym (`D1-…`) of the configured device id (or calling AE title).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<Text>,
+    /// Ward of the DICOM source (configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ward: Option<Text>,
+    /// Room of the DICOM source (configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<Text>,
+    /// Station Name (0008,1010) or Performed Station Name (0040,0242), when
+    /// the device identity option keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub station: Option<Text>,
+    /// Device Serial Number (0018,1000), when the device identity option keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<Text>,
+    /// Manufacturer (0008,0070).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manufacturer: Option<Text>,
+    /// Manufacturer's Model Name (0008,1090).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<Text>,
+}
+
+/// One received DICOM object: what it is, when it was acquired, how big.
+/// UIDs are remapped (`2.25.` + keyed hash), stable across modalities.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImagingInstanceBody {
+    /// SOP Class UID (a public, non-identifying UID), e.g. CT Image Storage.
+    pub sop_class: Text,
+    /// Remapped SOP Instance UID.
+    pub instance_uid: Text,
+    /// Remapped Study Instance UID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub study_uid: Option<Text>,
+    /// Remapped Series Instance UID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series_uid: Option<Text>,
+    /// Modality (0008,0060), e.g. `CT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modality: Option<Text>,
+    /// The equipment.
+    #[serde(default)]
+    pub equipment: Equipment,
+    /// Body Part Examined (0018,0015).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_part: Option<Text>,
+    /// Protocol Name (0018,1030), cleaned (Clean Descriptors) or absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Text>,
+    /// Series Description (0008,103E), cleaned or absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series_description: Option<Text>,
+    /// Acquisition date and time, under the date policy (longitudinal option).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acquired_at: Option<Text>,
+    /// Content date and time, under the date policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_at: Option<Text>,
+    /// Number of Frames (0028,0008); 1 when absent and Pixel Data is present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<u32>,
+    /// Bytes of the data set as received.
+    pub bytes_received: u64,
+    /// Bytes of Pixel Data and what follows it (counted, never kept).
+    pub pixel_bytes: u64,
+    /// The transfer syntax UID it was sent in.
+    pub transfer_syntax: Text,
+    /// CTDIvol (0018,9345) in mGy, when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctdi_vol: Option<f64>,
+    /// KVP (0018,0060), when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kvp: Option<f64>,
+    /// Radiation dose SR: CT Dose Length Product Total (DCM 113813), mGy·cm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dlp_total: Option<f64>,
+    /// Radiation dose SR: Dose Area Product Total (DCM 113722), Gy·m².
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dap_total: Option<f64>,
+    /// Burned In Annotation (0028,0301) said YES, or an ultrasound or
+    /// secondary capture object did not say NO: the pixels may show identity
+    /// (also an issue `DICOM_BURNED_IN`).
+    #[serde(default)]
+    pub burned_in_annotation: bool,
+}
+
+/// A study, sent once with its first instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagingStudyBody {
+    /// Remapped Study Instance UID.
+    pub study_uid: Text,
+    /// Modality of the first instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modality: Option<Text>,
+    /// Study date and time, under the date policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub study_at: Option<Text>,
+    /// Study Description (0008,1030), cleaned or absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<Text>,
+    /// The equipment of the first instance.
+    #[serde(default)]
+    pub equipment: Equipment,
+}
+
+/// A Modality Performed Procedure Step operation (PS3.4 F.7).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcedureStepBody {
+    /// `n_create` or `n_set`.
+    pub operation: Text,
+    /// Remapped MPPS SOP Instance UID: joins the N-CREATE and its N-SETs.
+    pub step_uid: Text,
+    /// `IN PROGRESS`, `COMPLETED` or `DISCONTINUED` after this operation.
+    pub status: Text,
+    /// Modality (0008,0060).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modality: Option<Text>,
+    /// The equipment (Performed Station Name under the device policy).
+    #[serde(default)]
+    pub equipment: Equipment,
+    /// Start (0040,0244/0245), under the date policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Text>,
+    /// End (0040,0250/0251), under the date policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Text>,
+    /// Performed Procedure Step Description (0040,0254), cleaned or absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<Text>,
+    /// Performed Protocol Code Sequence (0040,0260) codes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protocol_codes: Vec<Code>,
+    /// Remapped Study Instance UIDs of the scheduled steps (0040,0270).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub study_uids: Vec<Text>,
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ pub mod keys;
 pub mod receipt;
 
 pub use event::{
-    AdtAction, AdtBody, Body, Code, Event, Hl7OtherBody, Issue, Location, ObservationBody,
-    OtherSegment, Severity, Text, SCHEMA_VERSION,
+    AdtAction, AdtBody, Body, Code, Equipment, Event, Hl7OtherBody, ImagingInstanceBody,
+    ImagingStudyBody, Issue, Location, ObservationBody, OtherSegment, ProcedureStepBody, Severity,
+    Text, SCHEMA_VERSION,
 };

@@ -38,6 +38,7 @@
 #![deny(missing_docs)]
 
 pub mod defaults;
+pub mod dicom;
 mod error;
 mod model;
 mod parse;
@@ -49,6 +50,7 @@ mod validate;
 use std::io::Read;
 use std::path::Path;
 
+pub use dicom::{DicomDeidConfig, DicomSource};
 pub use error::{ConfigError, Problem};
 pub use model::{
     ClientCert, CollectorTarget, Config, DatePolicyConfig, DeidConfig, FieldOverrideConfig,

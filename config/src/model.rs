@@ -149,6 +149,8 @@ pub struct DeidConfig {
     /// `[deid.overrides]`: site overrides of single fields of the default
     /// profile, in file order. No field appears twice.
     pub overrides: Vec<FieldOverrideConfig>,
+    /// `[deid.dicom]`: the PS3.15 Annex E options for DICOM.
+    pub dicom: crate::dicom::DicomDeidConfig,
 }
 
 impl Default for DeidConfig {
@@ -158,6 +160,7 @@ impl Default for DeidConfig {
             pseudonym_scope: defaults::DEID_PSEUDONYM_SCOPE,
             network_key_file: defaults::DEID_NETWORK_KEY_FILE.map(PathBuf::from),
             overrides: Vec::new(),
+            dicom: crate::dicom::DicomDeidConfig::default(),
         }
     }
 }
@@ -388,17 +391,22 @@ pub struct Sources {
     pub serial: Vec<crate::SerialSource>,
     /// `[[source.mqtt]]`: MQTT broker subscriptions, in file order.
     pub mqtt: Vec<crate::MqttSource>,
+    /// `[[source.dicom]]`: DICOM edge listeners, in file order.
+    pub dicom: Vec<crate::dicom::DicomSource>,
 }
 
 impl Sources {
     /// True when no source of any kind is configured.
     pub fn is_empty(&self) -> bool {
-        self.mllp.is_empty() && self.serial.is_empty() && self.mqtt.is_empty()
+        self.mllp.is_empty()
+            && self.serial.is_empty()
+            && self.mqtt.is_empty()
+            && self.dicom.is_empty()
     }
 
     /// The number of sources of all kinds.
     pub fn len(&self) -> usize {
-        self.mllp.len() + self.serial.len() + self.mqtt.len()
+        self.mllp.len() + self.serial.len() + self.mqtt.len() + self.dicom.len()
     }
 }
 

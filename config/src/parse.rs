@@ -79,6 +79,18 @@ fn remove_unknown_keys(root: &mut DeTable<'_>, report: &mut Report<'_>) {
                 }
             }
         }
+        if let Some(DeValue::Array(listeners)) = source.get_mut("dicom").map(Spanned::get_mut) {
+            for (i, listener) in listeners.iter_mut().enumerate() {
+                if let DeValue::Table(table) = listener.get_mut() {
+                    check_keys(
+                        table,
+                        &format!("source.dicom[{i}]"),
+                        keys_of::<crate::dicom::RawDicom>(),
+                        report,
+                    );
+                }
+            }
+        }
         crate::serial::remove_unknown_keys(source, report);
         check_mqtt_keys(source, report);
     }

@@ -331,6 +331,8 @@ pub(crate) struct RawDeid {
     pub(crate) network_key_file: Field<String>,
     #[serde(default)]
     pub(crate) overrides: Field<RawOverrides>,
+    #[serde(default)]
+    pub(crate) dicom: Field<crate::dicom::RawDeidDicom>,
 }
 
 impl Default for RawDeid {
@@ -341,6 +343,7 @@ impl Default for RawDeid {
             pseudonym_scope: default_deid_pseudonym_scope(),
             network_key_file: default_deid_network_key_file(),
             overrides: Field::default(),
+            dicom: Field::default(),
         }
     }
 }
@@ -568,6 +571,8 @@ pub(crate) struct RawSources {
     pub(crate) serial: Field<Vec<Field<crate::serial::RawSerial>>>,
     #[serde(default)]
     pub(crate) mqtt: Field<Vec<Field<crate::validate::mqtt::RawMqtt>>>,
+    #[serde(default)]
+    pub(crate) dicom: Field<Vec<Field<crate::dicom::RawDicom>>>,
 }
 
 /// `[[source.mllp]]`

@@ -33,6 +33,7 @@ fn schema() -> Vec<(&'static str, &'static str)> {
             "# [[source.mqtt.topic.value]]",
             keys_of::<crate::validate::mqtt::RawValue>(),
         ),
+        ("[deid.dicom]", keys_of::<crate::dicom::RawDeidDicom>()),
     ] {
         keys.extend(fields.iter().map(|k| (table, *k)));
     }
@@ -45,7 +46,7 @@ fn the_key_lists_come_from_the_structs() {
         keys_of::<RawConfig>(),
         ["gateway", "log", "store", "deid", "validate", "sync", "source"]
     );
-    assert_eq!(keys_of::<RawSources>(), ["mllp", "serial", "mqtt"]);
+    assert_eq!(keys_of::<RawSources>(), ["mllp", "serial", "mqtt", "dicom"]);
     assert_eq!(
         keys_of::<RawStore>(),
         ["raw_retention", "group_commit_max", "max_bytes"]
@@ -57,7 +58,8 @@ fn the_key_lists_come_from_the_structs() {
             "date_shift_max_days",
             "pseudonym_scope",
             "network_key_file",
-            "overrides"
+            "overrides",
+            "dicom"
         ]
     );
     assert_eq!(keys_of::<RawValidate>(), ["max_future_skew", "max_age"]);
@@ -76,8 +78,9 @@ fn the_key_lists_come_from_the_structs() {
             "retry_backoff_max"
         ]
     );
-    // 30 before [[source.mqtt]] (12 keys), its topics (9) and values (5).
-    assert_eq!(schema().len(), 56);
+    // 30 before [[source.mqtt]] (12 keys), its topics (9) and values (5);
+    // [deid.dicom] (5).
+    assert_eq!(schema().len(), 61);
 }
 
 #[test]
@@ -143,6 +146,12 @@ fn every_line_of_default_toml_that_sets_a_key_is_a_schema_key() {
     // The serial section is only a commented-out example (tested in serial.rs).
     let (port_keys, map_keys) = crate::serial::keys();
     known.extend(port_keys.iter().chain(map_keys));
+    // `[[source.dicom]]` is only a commented-out example, so not in `schema()`.
+    known.extend(
+        crate::raw::keys_of::<crate::dicom::RawDicom>()
+            .iter()
+            .copied(),
+    );
     for line in DEFAULT_TOML.lines() {
         // Settings, live or commented out: `key = value`, `# key = value`.
         let Some((key, _)) = line.trim_start_matches("# ").split_once(" = ") else {
@@ -159,8 +168,12 @@ fn the_commented_out_example_listener_is_valid() -> Result<(), String> {
     // Uncomment the block that starts at the commented [[source.mllp]].
     let mut text = String::new();
     let mut in_example = false;
+    let mut found = false;
     for line in DEFAULT_TOML.lines() {
         in_example |= line == "# [[source.mllp]]";
+        found |= in_example;
+        // The example ends at the first blank line (other kinds' examples follow).
+        in_example &= !line.is_empty();
         if in_example {
             text.push_str(line.trim_start_matches("# "));
         } else {
@@ -168,10 +181,7 @@ fn the_commented_out_example_listener_is_valid() -> Result<(), String> {
         }
         text.push('\n');
     }
-    assert!(
-        in_example,
-        "default.toml has no commented-out listener example"
-    );
+    assert!(found, "default.toml has no commented-out listener example");
     let config = from_toml_str(&text, "example").map_err(|e| e.to_string())?;
     assert_eq!(config.sources.mllp.len(), 2);
     let lab = &config.sources.mllp[1];

@@ -34,18 +34,18 @@ const FIX_MAX_BYTES: &str =
      e.g. 10737418240 for 10 GiB";
 const FIX_MLLP_LIST: &str =
     "write each MLLP listener as its own [[source.mllp]] table (double brackets)";
-const FIX_NAME: &str =
+pub(crate) const FIX_NAME: &str =
     "use 1 to 64 characters of a-z, 0-9, _ and -, starting with a letter, e.g. \"lab_adt\"";
-const FIX_LISTEN: &str =
+pub(crate) const FIX_LISTEN: &str =
     "write an IP address and port in quotes, e.g. \"0.0.0.0:2575\" or \"[::1]:2575\"; \
      host names are not resolved, use an IP address";
-const FIX_ALLOW: &str =
+pub(crate) const FIX_ALLOW: &str =
     "write a list of networks, e.g. [\"10.1.0.0/16\", \"192.168.4.7\"], or [] to allow any sender";
-const FIX_NET: &str = "write a CIDR network or a single IP address in quotes, e.g. \"10.1.0.0/16\" or \"192.168.4.7\"";
+pub(crate) const FIX_NET: &str = "write a CIDR network or a single IP address in quotes, e.g. \"10.1.0.0/16\" or \"192.168.4.7\"";
 const FIX_MAX_CONNECTIONS: &str = "write a whole number from 1 to 10000, e.g. 64";
 const FIX_MAX_MESSAGE_BYTES: &str = "write a size in bytes from 1024 to 1073741824 (1 GiB), \
      e.g. 16777216 for 16 MiB";
-const FIX_IDLE_TIMEOUT: &str = "write a duration of at least 1s in quotes, e.g. \"10m\"";
+pub(crate) const FIX_IDLE_TIMEOUT: &str = "write a duration of at least 1s in quotes, e.g. \"10m\"";
 const FIX_DUPLICATE_WINDOW: &str =
     "write a duration in quotes, e.g. \"24h\", or \"0s\" to turn duplicate detection off";
 const FIX_COMMIT_BLOCKS: &str = "write true or false, without quotes";
@@ -95,6 +95,7 @@ pub(crate) fn validate(raw: &RawConfig, report: &mut Report<'_>) -> Config {
             mllp: mllp_list(r, s, &raw.mllp, &mut claims),
             serial: crate::serial::serial_list(r, s, &raw.serial, &mut claims),
             mqtt: mqtt::mqtt_list(r, s, &raw.mqtt, &mut claims),
+            dicom: crate::dicom::dicom_list(r, s, &raw.dicom, &mut claims),
         })
         .unwrap_or_default(),
     }
@@ -430,6 +431,8 @@ fn deid(report: &mut Report<'_>, scope: &Scope, raw: &raw::RawDeid) -> DeidConfi
         pseudonym_scope: pseudonym_scope.unwrap_or(defaults::DEID_PSEUDONYM_SCOPE),
         network_key_file: network_key_file.flatten(),
         overrides: section(report, scope, "overrides", &raw.overrides, overrides)
+            .unwrap_or_default(),
+        dicom: section(report, scope, "dicom", &raw.dicom, crate::dicom::deid_dicom)
             .unwrap_or_default(),
     }
 }

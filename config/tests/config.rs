@@ -1230,6 +1230,7 @@ max_age = "365d"
                 action: OverrideAction::Remove,
                 line: Some(25),
             }],
+            ..DeidConfig::default()
         }
     );
     assert_eq!(
@@ -1259,6 +1260,7 @@ fn absent_keys_take_their_defaults() {
             pseudonym_scope: PseudonymScope::Site,
             network_key_file: None,
             overrides: Vec::new(),
+            ..DeidConfig::default()
         }
     );
     assert_eq!(

@@ -4,6 +4,9 @@
 //! - [`received`]: the contract with the store: [`Received`], the [`Reply`] a
 //!   source waits for before it answers the sender, and the bounded submit
 //!   channel ([`channel`], [`Submitter`]).
+//! - [`dicom`]: the DICOM edge node — association negotiation, DIMSE
+//!   command sets, the streaming C-STORE header scanner, MPPS (pure) and
+//!   the listener (I/O).
 //! - [`hl7`]: the cheap MSH reader used before the commit (delimiters,
 //!   the fields needed to answer and to recognise a resend).
 //! - [`mllp`]: HL7 v2 over MLLP — frame decoder, ACK builder (pure) and the
@@ -28,6 +31,7 @@
 //! the network upstream; back-pressure comes only from the store.
 #![deny(missing_docs)]
 
+pub mod dicom;
 pub mod hl7;
 pub mod lines;
 pub mod link;

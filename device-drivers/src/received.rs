@@ -32,6 +32,12 @@ pub enum Kind {
     /// One device reading (serial MEDIBUS or `lines`, MQTT): a
     /// [`crate::reading::ReadingDoc`] as UTF-8 JSON, written by the driver.
     Reading,
+    /// The header of one DICOM C-STORE object (everything before Pixel
+    /// Data) as a Part 10 stream; see `dicom::stored`.
+    Dicom,
+    /// One MPPS N-CREATE or N-SET data set as a Part 10 stream; see
+    /// `dicom::stored`.
+    Mpps,
 }
 
 impl Kind {
@@ -40,6 +46,8 @@ impl Kind {
         match self {
             Kind::Hl7v2 => "hl7v2",
             Kind::Reading => "reading",
+            Kind::Dicom => "dicom",
+            Kind::Mpps => "mpps",
         }
     }
 
@@ -48,6 +56,8 @@ impl Kind {
         match s {
             "hl7v2" => Some(Kind::Hl7v2),
             "reading" => Some(Kind::Reading),
+            "dicom" => Some(Kind::Dicom),
+            "mpps" => Some(Kind::Mpps),
             _ => None,
         }
     }

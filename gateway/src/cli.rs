@@ -76,15 +76,16 @@ pub enum Command {
     /// (MLLP-framed or plain HL7 files) print the events that would be
     /// uploaded and, per field, which rule acted on it. Prints no removed value.
     Deid {
-        /// Print the de-identification profile (the per-field actions) instead.
-        #[arg(long)]
-        print_profile: bool,
+        /// Print the de-identification profile (the per-field actions)
+        /// instead: `hl7` (the default) or `dicom` (PS3.15 Annex E).
+        #[arg(long, value_name = "KIND", num_args = 0..=1, default_missing_value = "hl7")]
+        print_profile: Option<String>,
         /// The configuration whose site secret to use, so pseudonyms match the
         /// gateway's (default: the embedded default's state directory; a
         /// temporary key if there is none yet).
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Files of HL7 v2 messages.
+        /// Files of HL7 v2 messages or DICOM Part 10 files (`.dcm`).
         #[arg(value_name = "FILE", required_unless_present = "print_profile")]
         files: Vec<PathBuf>,
     },

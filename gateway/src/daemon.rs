@@ -64,6 +64,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let state_dir = config.gateway.state_dir.clone();
     let sync_setup = crate::sync::prepare(&config)?;
     let mqtt = crate::mqtt::MqttSources::prepare(&config)?;
+    let dicom = crate::dicom_source::bind(&config).await?;
     let conn = store::open_for_writing(&state_dir, config.store.max_bytes)
         .context("cannot open the store")?;
     tracing::info!(path = %store::db_path(&state_dir).display(), "store open");
@@ -134,6 +135,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     }
     infos.extend(mqtt.infos());
+    infos.extend(crate::dicom_source::infos(&dicom, &config));
     Runtime {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -156,6 +158,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         &mut tasks,
     );
     mqtt.spawn(&mut tasks, &submitter, &links, &shutdown);
+    crate::dicom_source::spawn(&mut tasks, dicom, &submitter, &shutdown);
     // The listeners hold their own clones; the writer stops when the last
     // one is dropped.
     drop(submitter);

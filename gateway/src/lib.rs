@@ -16,6 +16,7 @@
 //! - [`daemon`]: the lifecycle: open the store, bind, serve, stop cleanly;
 //!   [`serial`] starts the serial port tasks and [`links`] publishes each
 //!   source's link state for `status`.
+//!   [`dicom_source`]: its `[[source.dicom]]` listeners.
 //! - [`quarantine`]: list, show, release and drop quarantined messages;
 //!   [`review`]: `wardlink deid`, the de-identification review of sample files.
 //! - [`settings`]: from the validated config to the pipeline's settings and keys.
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod cli_tools;
 pub mod daemon;
 pub mod demo;
+pub mod dicom_source;
 pub mod links;
 pub mod logging;
 pub mod mqtt;

@@ -97,10 +97,33 @@ fn demo(dir: Option<std::path::PathBuf>, rate: f64) -> ExitCode {
     }
 }
 
-fn deid(print_profile: bool, config: Option<&Path>, files: &[std::path::PathBuf]) -> ExitCode {
-    if print_profile {
-        print!("{}", wardlink::pipeline::default_profile_text());
-        return ExitCode::SUCCESS;
+fn deid(
+    print_profile: Option<String>,
+    config: Option<&Path>,
+    files: &[std::path::PathBuf],
+) -> ExitCode {
+    match print_profile.as_deref() {
+        None => {}
+        Some("hl7") => {
+            print!("{}", wardlink::pipeline::default_profile_text());
+            return ExitCode::SUCCESS;
+        }
+        Some("dicom") => {
+            // The options in force: from the config when one is given.
+            let options = match config {
+                Some(_) => match load_or_report(config, "") {
+                    Ok(c) => c.deid.dicom,
+                    Err(code) => return code,
+                },
+                None => wardlink_config::DicomDeidConfig::default(),
+            };
+            print!("{}", wardlink::pipeline::dicom_profile_text(&options));
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("wardlink: --print-profile: {other:?} is not a profile; use hl7 or dicom");
+            return ExitCode::from(2);
+        }
     }
     let config = match load_or_report(config, "") {
         Ok(c) => c,

@@ -76,11 +76,17 @@ pub fn run(config: &Config, files: &[PathBuf], out: &mut dyn Write) -> anyhow::R
         )?;
         crate::settings::with_network_key(config, SiteKeys::from_secrets(&secret, None))?
     };
-    let pipeline = Pipeline::new(crate::settings::pipeline_settings(config)?, keys)?;
+    let pipeline = Pipeline::new(crate::settings::pipeline_settings(config)?, keys)?
+        .with_dicom(config.deid.dicom);
     for path in files {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let messages = split_messages(&bytes);
+        // A DICOM Part 10 file is one object.
+        let messages = if crate::pipeline::dicom::is_part10(&bytes) {
+            vec![&bytes[..]]
+        } else {
+            split_messages(&bytes)
+        };
         if messages.is_empty() {
             writeln!(out, "## {}: no HL7 message found", path.display())?;
         }

@@ -62,5 +62,6 @@ pub fn gateway_pipeline(config: &Config) -> anyhow::Result<Pipeline> {
         .context("cannot load or create the site secret")?;
     let keys = with_network_key(config, keys)?;
     Pipeline::new(pipeline_settings(config)?, keys)
+        .map(|p| p.with_dicom(config.deid.dicom))
         .context("cannot build the de-identification pipeline")
 }

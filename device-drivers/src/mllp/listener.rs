@@ -127,10 +127,10 @@ fn far_future(now: Instant) -> Instant {
 
 /// How long to pause after the process or system ran out of file
 /// descriptors (EMFILE/ENFILE) before accepting again.
-const FD_EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
+pub(crate) const FD_EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
 /// Backoff bounds after other accept errors.
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(100);
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+pub(crate) const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Largest first frame read from a peer outside the allowlist: it is only
 /// read to answer it, so there is no reason to take a big one.
 const NOT_ALLOWED_MAX_FRAME: usize = 64 * 1024;
@@ -249,7 +249,7 @@ impl MllpListener {
 }
 
 /// What an accept error means for the loop (ntpd-rs `observer.rs` idea).
-enum AcceptError {
+pub(crate) enum AcceptError {
     /// The peer went away between SYN and accept, or a firewall rule
     /// refused it: only that connection is affected.
     PeerGone,
@@ -259,7 +259,7 @@ enum AcceptError {
     Other,
 }
 
-fn accept_error_class(e: &std::io::Error) -> AcceptError {
+pub(crate) fn accept_error_class(e: &std::io::Error) -> AcceptError {
     match e.raw_os_error() {
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
             AcceptError::OutOfDescriptors
@@ -273,7 +273,7 @@ fn accept_error_class(e: &std::io::Error) -> AcceptError {
 
 /// Is `peer` allowed by `allow` (empty = any)? IPv4 peers on a dual-stack
 /// socket show up as `::ffff:a.b.c.d`; they are matched as IPv4.
-fn is_allowed(allow: &[ipnet::IpNet], peer: &SocketAddr) -> bool {
+pub(crate) fn is_allowed(allow: &[ipnet::IpNet], peer: &SocketAddr) -> bool {
     if allow.is_empty() {
         return true;
     }

@@ -22,7 +22,7 @@ pub mod ack;
 mod client;
 pub mod codec;
 mod connection;
-mod listener;
+pub(crate) mod listener;
 
 pub use ack::{AckCode, AckLevel, AckPlan, ErrDetail};
 pub use client::{ClientError, MllpClient, DEFAULT_TIMEOUT};

@@ -11,6 +11,8 @@
 //! - [`detect`]: free-text identifier detectors (Aadhaar, ABHA, PAN, …).
 //! - [`reading`]: device readings (serial, MQTT) → `observation`s.
 //! - [`pseudonym`]: site keys, keyed pseudonyms and date offsets.
+//! - [`dicom`], [`dicom_profile`]: stored DICOM headers and MPPS → imaging
+//!   and procedure step events under PS3.15 Annex E.
 //!
 //! Invariants:
 //! - **Nothing identifying leaves** (architecture.md invariant 2): every
@@ -25,6 +27,8 @@
 
 pub mod deidentify;
 pub mod detect;
+pub mod dicom;
+pub mod dicom_profile;
 pub mod hl7;
 pub mod normalize;
 pub mod profile;
@@ -252,11 +256,17 @@ pub struct Pipeline {
     profile: Profile,
     keys: SiteKeys,
     settings: PipelineSettings,
+    dicom: wardlink_config::DicomDeidConfig,
 }
 
 /// The default profile as text (`wardlink deid --print-profile`).
 pub fn default_profile_text() -> String {
     profile::default_profile_text()
+}
+
+/// The DICOM profile as text (`wardlink deid --print-profile dicom`).
+pub fn dicom_profile_text(options: &wardlink_config::DicomDeidConfig) -> String {
+    dicom_profile::profile_text(options)
 }
 
 fn epoch_secs(t: SystemTime) -> i64 {
@@ -291,7 +301,14 @@ impl Pipeline {
             profile,
             keys,
             settings,
+            dicom: wardlink_config::DicomDeidConfig::default(),
         })
+    }
+
+    /// The PS3.15 Annex E options for DICOM (`[deid.dicom]`).
+    pub fn with_dicom(mut self, options: wardlink_config::DicomDeidConfig) -> Self {
+        self.dicom = options;
+        self
     }
 
     /// The settings in force.
@@ -323,6 +340,15 @@ impl Pipeline {
         ctx: &dyn PipelineContext,
         tracing: bool,
     ) -> (Outcome, &'static str, Vec<FieldTrace>, Vec<FieldTrace>) {
+        if dicom::is_part10(raw.bytes) {
+            let settings = dicom::Settings {
+                keys: &self.keys,
+                options: &self.dicom,
+                policy: self.settings.date_policy,
+            };
+            let (outcome, event_fields, all_fields) = dicom::run(&settings, raw, ctx, tracing);
+            return (outcome, "dicom", event_fields, all_fields);
+        }
         let decoded = hl7::decode(raw.bytes, raw.charset_hint);
         let charset = decoded.used.as_str();
         let mut issues: Vec<Issue> = Vec::new();
