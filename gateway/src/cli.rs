@@ -98,6 +98,9 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE", global = true)]
         config: Option<PathBuf>,
     },
+    /// Hidden: write the manual pages or shell completions (for packaging).
+    #[command(flatten)]
+    CliDocs(crate::cli_docs::CliDocs),
 }
 
 /// `wardlink quarantine` actions.

@@ -17,12 +17,14 @@
 //! - [`quarantine`]: list, show, release and drop quarantined messages;
 //!   [`review`]: `wardlink deid`, the de-identification review of sample files.
 //! - [`settings`]: from the validated config to the pipeline's settings and keys.
-//! - [`cli`]: the command-line definition; [`logging`]: tracing to stderr.
+//! - [`cli`]: the command-line definition; [`cli_docs`]: the manual pages
+//!   and shell completions generated from it; [`logging`]: tracing to stderr.
 //!
 //! The binary (`src/main.rs`) is glue: it parses the command line, loads the
 //! configuration and calls into these modules.
 
 pub mod cli;
+pub mod cli_docs;
 pub mod daemon;
 pub mod demo;
 pub mod logging;

@@ -36,6 +36,22 @@ fn main() -> ExitCode {
         Command::Quarantine { action, config } => quarantine(action, config.as_deref()),
         Command::Keygen { config } => keygen(config.as_deref()),
         Command::Demo { dir, rate } => demo(dir, rate),
+        Command::CliDocs(docs) => cli_docs(&docs),
+    }
+}
+
+/// The hidden `generate-man` / `generate-completions` (for packaging).
+fn cli_docs(docs: &wardlink::cli_docs::CliDocs) -> ExitCode {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    match docs.run(&cmd, "wardlink", env!("CARGO_PKG_VERSION")) {
+        Ok(files) => {
+            files.iter().for_each(|f| println!("{}", f.display()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wardlink: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
     }
 }
 
