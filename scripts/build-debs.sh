@@ -62,8 +62,12 @@ triple_of() {
 }
 
 # --- tools ---------------------------------------------------------------
+# The pinned cargo-deb: one on PATH if it is that version, else the one in
+# target/tools, installed there if missing.
 CARGO_DEB=$ROOT/target/tools/bin/cargo-deb
-if ! "$CARGO_DEB" --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+if cargo-deb --version 2>/dev/null | grep -q " $CARGO_DEB_VERSION\b"; then
+    CARGO_DEB=$(command -v cargo-deb)
+elif ! "$CARGO_DEB" --version 2>/dev/null | grep -q " $CARGO_DEB_VERSION\b"; then
     echo "build-debs.sh: installing cargo-deb $CARGO_DEB_VERSION into target/tools (once)" >&2
     env -u CARGO_TARGET_DIR cargo install --quiet --locked --version "$CARGO_DEB_VERSION" \
         --root "$ROOT/target/tools" cargo-deb

@@ -361,6 +361,13 @@ fn installed_as_specified(conf: &str) -> Result {
     ] {
         assert!(Path::new(f).exists(), "{f} is not installed");
     }
+    for bin in ["/usr/bin/wardlink", "/usr/bin/wardlink-collector"] {
+        let sections = stdout(Command::new("readelf").arg("-S").arg(bin))?;
+        assert!(
+            !sections.contains(".symtab") && !sections.contains(".debug_info"),
+            "{bin} is not stripped"
+        );
+    }
     // The user and group, in dialout; a system account without a shell.
     let passwd = stdout(Command::new("getent").args(["passwd", "wardlink"]))?;
     assert!(
