@@ -155,10 +155,11 @@ done
 # package's state directory. Loud failure if the default changed shape.
 conffile_header() {
     cat <<EOF
-# $1: installed by the $2 package as a conffile:
-# your changes are kept on upgrade and on remove (only purge deletes it).
-# It is the built-in default with the state under $3; see
-# /usr/share/doc/$2/ and \`$2 print-default-config\`.
+# $1
+# Installed by the $2 package as a conffile: your changes are kept
+# on upgrade and on remove (only purge deletes it). It is the built-in
+# default with the state under $3;
+# see /usr/share/doc/$2/ and \`$2 print-default-config\`.
 #
 EOF
 }
