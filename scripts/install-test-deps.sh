@@ -46,5 +46,17 @@ if ! "$VENV/bin/python" -c 'import pynetdicom, pydicom' >/dev/null 2>&1; then
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "pydicom>=3.0,<3.1" "pynetdicom>=3.0,<3.1"
 fi
 # --- end DICOM
+# --- packaging (tests/packaging.rs, scripts/build-debs.sh) -------------------
+# dpkg-dev and lintian build and check the .debs; systemd-analyze (package
+# systemd) checks the units; the aarch64 cross compiler, its libc and binutils
+# build the arm64 packages, qemu-user runs their binaries; adduser is what the
+# maintainer scripts call. cargo-deb itself is installed by build-debs.sh
+# into target/tools.
+apt_install dpkg-dev lintian systemd adduser binutils gcc-aarch64-linux-gnu \
+    libc6-dev-arm64-cross binutils-aarch64-linux-gnu qemu-user
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
+    rustup target add aarch64-unknown-linux-gnu
+fi
+# --- end of packaging ----------------------------------------------------------
 
 echo "test dependencies ready: $VENV ($("$VENV/bin/python" --version))"

@@ -15,6 +15,9 @@ WARDLINK_TEST_POSTGRES_URL="$(scripts/test-postgres.sh)"
 trap 'scripts/test-postgres.sh stop >/dev/null 2>&1 || true' EXIT
 export WARDLINK_TEST_POSTGRES_URL
 export WARDLINK_REQUIRE_EXTERNAL=1
+# tests/packaging.rs builds the .debs and installs, upgrades and purges them
+# on this machine (CI runs as root on a throwaway box).
+export WARDLINK_TEST_DEBS=1
 # The end-to-end tests of the gateway (tests/sync.rs) start wardlink-collector,
 # a binary of another package: build every binary first.
 cargo build --workspace --bins

@@ -106,6 +106,9 @@ pub enum Command {
     /// separate client and session), without storing anything; --raw adds
     /// the raw bytes in hex.
     Tap(crate::cli_tools::TapArgs),
+    /// Hidden: write the manual pages or shell completions (for packaging).
+    #[command(flatten)]
+    CliDocs(crate::cli_docs::CliDocs),
 }
 
 /// Options of `wardlink simulate medibus`.

@@ -22,12 +22,14 @@
 //! - [`settings`]: from the validated config to the pipeline's settings and keys.
 //! - [`simulate`]: `wardlink simulate` (device simulators on real ports);
 //!   [`tap`]: `wardlink tap`, a source's decoded readings printed live.
-//! - [`cli`]: the command-line definition; [`logging`]: tracing to stderr.
+//! - [`cli`]: the command-line definition; [`cli_docs`]: the manual pages
+//!   and shell completions generated from it; [`logging`]: tracing to stderr.
 //!
 //! The binary (`src/main.rs`) is glue: it parses the command line, loads the
 //! configuration and calls into these modules.
 
 pub mod cli;
+pub mod cli_docs;
 pub mod cli_tools;
 pub mod daemon;
 pub mod demo;

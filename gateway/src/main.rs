@@ -38,6 +38,22 @@ fn main() -> ExitCode {
         Command::Demo { dir, rate } => demo(dir, rate),
         Command::Simulate(cmd) => wardlink::cli_tools::simulate(cmd),
         Command::Tap(args) => wardlink::cli_tools::tap(args),
+        Command::CliDocs(docs) => cli_docs(&docs),
+    }
+}
+
+/// The hidden `generate-man` / `generate-completions` (for packaging).
+fn cli_docs(docs: &wardlink::cli_docs::CliDocs) -> ExitCode {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    match docs.run(&cmd, "wardlink", env!("CARGO_PKG_VERSION")) {
+        Ok(files) => {
+            files.iter().for_each(|f| println!("{}", f.display()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wardlink: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
     }
 }
 

@@ -70,6 +70,9 @@ enum Command {
     },
     /// Print the built-in default configuration.
     PrintDefaultConfig,
+    /// Hidden: write the manual pages or shell completions (for packaging).
+    #[command(flatten)]
+    CliDocs(wardlink_sync::collector::cli_docs::CliDocs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +108,14 @@ fn main() -> ExitCode {
             print!("{DEFAULT_TOML}");
             Ok(())
         }
+        Command::CliDocs(docs) => docs
+            .run(
+                &<Cli as clap::CommandFactory>::command(),
+                "wardlink-collector",
+                env!("CARGO_PKG_VERSION"),
+            )
+            .map(|files| files.iter().for_each(|f| println!("{}", f.display())))
+            .map_err(|e| Failure::Runtime(e.into())),
         Command::Serve { config } => load(config.as_deref()).and_then(run_serve),
         Command::Enroll {
             gateway_id,

@@ -11,10 +11,12 @@
 //!   processes on one database; [`AnyStore`] picks one by URL.
 //! - [`http`]: the axum routes: upload, feed, gateways.
 //! - [`tls`]: HTTPS with rustls (ring), handshakes off the accept loop.
+//! - [`cli_docs`]: manual pages and shell completions from the binary's CLI.
 //!
 //! The binary `wardlink-collector` (`src/bin/wardlink-collector.rs`) is glue
 //! around [`serve`] and the admin commands here.
 
+pub mod cli_docs;
 pub mod config;
 pub mod http;
 pub mod postgres;
