@@ -34,9 +34,10 @@ if ! "$VENV/bin/python" -c 'import hl7, cryptography, zstandard' >/dev/null 2>&1
 fi
 # --- MQTT (issue 5): a real broker and its command-line clients. The MQTT
 # tests and the mqtt_ingest benchmark start their own mosquitto in the
-# foreground on 127.0.0.1 with a generated config; the packaged service is
-# not used (stopped and disabled when systemd runs it).
-apt_install mosquitto mosquitto-clients
+# foreground on 127.0.0.1 on a free port with a generated config; the
+# packaged service (port 1883, where systemd starts it) is not used. openssl(1) makes the
+# certificates of the mqtts:// test.
+apt_install mosquitto mosquitto-clients openssl
 # --- end MQTT
 # --- DICOM (issue 7): dcmtk's echoscu/storescu/storescp (Debian) drive the
 # DICOM edge node and are the benchmark baseline; pynetdicom sends MPPS

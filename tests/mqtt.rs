@@ -349,3 +349,113 @@ fn tap_shows_decoded_readings_from_the_simulator() -> Result {
     assert!(!dir.path().join("state").join("wardlink.db").exists());
     Ok(())
 }
+
+/// A CA and a server certificate for 127.0.0.1 made with openssl(1), in a
+/// directory the broker (which drops root for its own user) can read.
+fn make_certs() -> Result<tempfile::TempDir> {
+    let dir = tempfile::tempdir()?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    }
+    std::fs::write(
+        dir.path().join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+    )?;
+    let steps: [&[&str]; 5] = [
+        &["genrsa", "-out", "ca.key", "2048"],
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "ca.key",
+            "-subj",
+            "/CN=wardlink test CA",
+            "-days",
+            "2",
+            "-out",
+            "ca.pem",
+        ],
+        &["genrsa", "-out", "server.key", "2048"],
+        &[
+            "req",
+            "-new",
+            "-key",
+            "server.key",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-out",
+            "server.csr",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ],
+    ];
+    for args in steps {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()?;
+        if !out.status.success() {
+            return Err(
+                format!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr)).into(),
+            );
+        }
+    }
+    for f in ["ca.pem", "server.pem", "server.key"] {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.path().join(f), std::fs::Permissions::from_mode(0o644))?;
+    }
+    Ok(dir)
+}
+
+#[test]
+fn mqtts_with_a_ca_file_verifies_the_broker_and_delivers() -> Result {
+    if !broker_available() {
+        return Ok(());
+    }
+    let certs = make_certs()?;
+    let c = certs.path().to_path_buf();
+    let broker = Broker::start_with(|_| {
+        format!(
+            "cafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\n",
+            c.display()
+        )
+    })?;
+    let config = source(&broker).replace("mqtt://", "mqtts://").replace(
+        "keep_alive = \"5s\"",
+        &format!("keep_alive = \"5s\"\nca_file = \"{}/ca.pem\"", c.display()),
+    );
+    let g = Gateway::start(&config)?;
+    wait_connected(&g)?;
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .arg("--cafile")
+        .arg(c.join("ca.pem"))
+        .args(["-q", "1", "-t", "hospital/ICU/bed/1/vitals"])
+        .args(["-m", r#"{"seq":1,"hr":70}"#])
+        .status()?;
+    assert!(status.success());
+    wait_for_all(&g, 1, Duration::from_secs(20))?;
+    let runtime = g.runtime().ok_or("no runtime file")?;
+    assert!(
+        runtime.to_string().contains("mqtts://127.0.0.1:"),
+        "{runtime}"
+    );
+    Ok(())
+}

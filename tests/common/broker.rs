@@ -63,6 +63,12 @@ pub struct Broker {
 impl Broker {
     /// Start a broker on a free port.
     pub fn start() -> Result<Broker> {
+        Broker::start_with(|_| String::new())
+    }
+
+    /// Start a broker whose listener gets the config lines `extra(dir)`
+    /// (e.g. TLS files written into the broker's directory).
+    pub fn start_with(extra: impl FnOnce(&std::path::Path) -> String) -> Result<Broker> {
         let dir = tempfile::tempdir()?;
         // mosquitto started as root drops to the `mosquitto` user, which must
         // be able to write its persistence file here.
@@ -72,8 +78,9 @@ impl Broker {
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))?;
         }
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let extra = extra(dir.path());
         let conf = format!(
-            "listener {port} 127.0.0.1\n\
+            "listener {port} 127.0.0.1\n{extra}\
              allow_anonymous true\n\
              persistence true\n\
              persistence_location {}/\n\

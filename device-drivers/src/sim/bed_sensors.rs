@@ -242,6 +242,10 @@ pub async fn publish(
         peer: peer.clone(),
         reason,
     };
+    // At most WINDOW messages are unacknowledged, so the request channel
+    // (larger than WINDOW) never fills and `publish` below never waits
+    // while this task is the one that must poll the event loop.
+    const WINDOW: u64 = 200;
     let mut options = MqttOptions::new(
         format!("wardlink-sim-{}", std::process::id()),
         host.to_owned(),
@@ -249,7 +253,7 @@ pub async fn publish(
     );
     options
         .set_keep_alive(Duration::from_secs(30))
-        .set_inflight(200);
+        .set_inflight(WINDOW as u16);
     let (client, mut eventloop) = AsyncClient::new(options, 256);
     let interval = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
     let mut next_at = tokio::time::Instant::now();
@@ -259,7 +263,7 @@ pub async fn publish(
         if (count > 0 && acked >= count) || (stopping && acked >= sent) {
             break;
         }
-        let may_send = !stopping && (count == 0 || sent < count);
+        let may_send = !stopping && (count == 0 || sent < count) && sent - acked < WINDOW;
         let wait = tokio::time::sleep_until(next_at);
         tokio::select! {
             () = stop.cancelled(), if !stopping => stopping = true,
