@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use wardlink_config::{Config, MllpSource};
 use wardlink_devices::mllp::{MllpListener, MllpOptions};
 
+use crate::equipment::Equipment;
 use crate::processor::Processor;
 use crate::status::{ListenerInfo, Runtime};
 use crate::store::checkpoint::Checkpointer;
@@ -63,8 +64,6 @@ pub fn mllp_options(s: &MllpSource) -> MllpOptions {
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let state_dir = config.gateway.state_dir.clone();
     let sync_setup = crate::sync::prepare(&config)?;
-    let mqtt = crate::mqtt::MqttSources::prepare(&config)?;
-    let dicom = crate::dicom_source::bind(&config).await?;
     let conn = store::open_for_writing(&state_dir, config.store.max_bytes)
         .context("cannot open the store")?;
     tracing::info!(path = %store::db_path(&state_dir).display(), "store open");
@@ -134,8 +133,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         }
     }
-    infos.extend(mqtt.infos());
-    infos.extend(crate::dicom_source::infos(&dicom, &config));
+    let equipment = Equipment::start(
+        &config,
+        submitter.clone(),
+        crate::links::LinkBoard::new(&state_dir),
+    )
+    .await;
+    let equipment = match equipment {
+        Ok(e) => e,
+        Err(e) => {
+            drop(listeners);
+            drop(submitter);
+            drop(processor);
+            if let Some(s) = sync {
+                s.stop().await;
+            }
+            join_writer(writer).await;
+            return Err(e);
+        }
+    };
+    infos.extend(equipment.infos());
     Runtime {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -149,16 +166,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     for l in listeners {
         tasks.spawn(l.run(submitter.clone(), shutdown.clone()));
     }
-    let links = crate::links::LinkBoard::new(&state_dir);
-    crate::serial::spawn(
-        &config.sources.serial,
-        &submitter,
-        &links,
-        &shutdown,
-        &mut tasks,
-    );
-    mqtt.spawn(&mut tasks, &submitter, &links, &shutdown);
-    crate::dicom_source::spawn(&mut tasks, dicom, &submitter, &shutdown);
     // The listeners hold their own clones; the writer stops when the last
     // one is dropped.
     drop(submitter);
@@ -181,6 +188,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
+    equipment.stop(SHUTDOWN_DEADLINE).await;
     let _ = tokio::task::spawn_blocking(move || processor.stop()).await;
     if let Some(s) = sync {
         s.stop().await;

@@ -34,6 +34,7 @@ pub mod cli_tools;
 pub mod daemon;
 pub mod demo;
 pub mod dicom_source;
+pub mod equipment;
 pub mod links;
 pub mod logging;
 pub mod mqtt;
