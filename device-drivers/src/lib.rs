@@ -8,6 +8,8 @@
 //!   the fields needed to answer and to recognise a resend).
 //! - [`mllp`]: HL7 v2 over MLLP — frame decoder, ACK builder (pure) and the
 //!   listener, connection and client (I/O).
+//! - [`link`]: the per-source link-state registry every source kind fills
+//!   (listening, connected, connecting, down), read by status and metrics.
 //! - [`sim`]: message generators for tests, benchmarks and `wardlink simulate`.
 //!
 //! Every source follows the same shape: a pure protocol core (frame decoder,
@@ -17,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod hl7;
+pub mod link;
 pub mod mllp;
 pub mod received;
 pub mod sim;

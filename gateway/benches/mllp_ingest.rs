@@ -173,6 +173,7 @@ fn start_store(
                     group_commit_max: 512,
                     raw_retention: Duration::from_secs(7 * 86_400),
                     outbox_max_bytes: None,
+                    heartbeat: None,
                 },
                 rt.clone(),
             )

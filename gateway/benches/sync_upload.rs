@@ -214,6 +214,7 @@ async fn fill(config_text: &str, n: usize) -> i64 {
             group_commit_max: 512,
             raw_retention: Duration::from_secs(7 * 86_400),
             outbox_max_bytes: None,
+            heartbeat: None,
         },
         tokio::runtime::Handle::current(),
     )

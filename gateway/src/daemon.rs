@@ -6,10 +6,11 @@
 //! otherwise, which the caller also reports as a configuration error);
 //! open and migrate the store, start the writer thread, load (or create on
 //! first start) the site secret and start the pipeline thread, start the
-//! sealer and the uploader when sync is on, bind every listener
-//! (port 0 works: the bound address goes to the log and to the runtime file
-//! that `wardlink status` reads), then tell systemd `READY=1` (a no-op
-//! without `NOTIFY_SOCKET`).
+//! sealer and the uploader when sync is on, start every source through the
+//! [`Sources`] supervisor (port 0 works: the bound address goes to the log
+//! and to the runtime file that `wardlink status` reads), then tell systemd
+//! `READY=1` and keep `STATUS=` and the watchdog pings going ([`notify`]; a
+//! no-op without `NOTIFY_SOCKET`).
 //!
 //! Stop (`shutdown` cancelled, e.g. by SIGTERM): listeners stop accepting;
 //! every connection finishes the frame whose commit is pending and sends its
@@ -25,11 +26,13 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
-use wardlink_config::{Config, MllpSource};
-use wardlink_devices::mllp::{MllpListener, MllpOptions};
+use wardlink_config::Config;
+use wardlink_devices::link::Links;
 
+use crate::notify::{self, Notifier};
 use crate::processor::Processor;
-use crate::status::{ListenerInfo, Runtime};
+use crate::sources::Sources;
+use crate::status::Runtime;
 use crate::store::checkpoint::Checkpointer;
 use crate::store::{self, unix_ms, StoreWriter, WriterOptions};
 use crate::sync::SyncWorkers;
@@ -39,20 +42,6 @@ pub use crate::sync::SetupError;
 /// How long a stop may take before the daemon exits anyway. Nothing
 /// acknowledged is at risk when it does.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
-
-/// The listener options of a configured MLLP source.
-pub fn mllp_options(s: &MllpSource) -> MllpOptions {
-    MllpOptions {
-        name: Arc::from(s.name.as_str()),
-        listen: s.listen,
-        allow: s.allow.clone(),
-        max_connections: s.max_connections,
-        max_message_bytes: s.max_message_bytes,
-        idle_timeout: s.idle_timeout,
-        duplicate_window: s.duplicate_window,
-        commit_blocks: s.commit_blocks,
-    }
-}
 
 /// Run the daemon until `shutdown` is cancelled.
 ///
@@ -74,6 +63,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // holds one message).
     let capacity = config.store.group_commit_max.saturating_mul(2).max(64);
     let (submitter, requests) = wardlink_devices::channel(capacity);
+    let watchdog = notify::watchdog_interval();
     let writer = StoreWriter::spawn(
         conn,
         requests,
@@ -81,6 +71,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             group_commit_max: config.store.group_commit_max,
             raw_retention: config.store.raw_retention,
             outbox_max_bytes: config.sync.outbox_max_bytes,
+            heartbeat: watchdog.map(notify::heartbeat_for),
         },
         tokio::runtime::Handle::current(),
     )
@@ -105,68 +96,42 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         },
     };
 
-    let mut listeners = Vec::new();
-    let mut infos = Vec::new();
-    for source in &config.sources.mllp {
-        match MllpListener::bind(mllp_options(source)).await {
-            Ok(l) => {
-                let addr = l.local_addr();
-                tracing::info!(source = %source.name, %addr, "mllp listener bound");
-                infos.push(ListenerInfo {
-                    source: source.name.clone(),
-                    kind: "mllp".into(),
-                    addr: addr.to_string(),
-                });
-                listeners.push(l);
+    let links = Links::new();
+    let mut sources = match Sources::start(&config, submitter, links.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            drop(processor);
+            if let Some(s) = sync {
+                s.stop().await;
             }
-            Err(e) => {
-                drop(listeners);
-                drop(submitter);
-                drop(processor);
-                if let Some(s) = sync {
-                    s.stop().await;
-                }
-                join_writer(writer).await;
-                return Err(anyhow::Error::new(e)
-                    .context(format!("source.mllp `{}`: cannot listen", source.name)));
-            }
+            join_writer(writer).await;
+            return Err(e);
         }
-    }
+    };
     Runtime {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
         started_at_ms: unix_ms(SystemTime::now()),
-        listeners: infos,
+        listeners: sources.listeners(),
     }
     .write(&state_dir)
     .with_context(|| format!("cannot write the runtime file in {}", state_dir.display()))?;
 
-    let mut tasks = tokio::task::JoinSet::new();
-    for l in listeners {
-        tasks.spawn(l.run(submitter.clone(), shutdown.clone()));
-    }
-    // The listeners hold their own clones; the writer stops when the last
-    // one is dropped.
-    drop(submitter);
-
-    notify(&[sd_notify::NotifyState::Ready]);
+    // READY=1 (with the first STATUS=) is sent by the notifier: the config
+    // is valid, the store open and every listener bound by now.
+    let notifier = Notifier {
+        stats: writer.stats(),
+        watchdog,
+        status: status_line(state_dir.clone(), links.clone()),
+    };
+    let notifier = tokio::spawn(notifier.run(shutdown.clone()));
     tracing::info!("wardlink ready");
 
     shutdown.cancelled().await;
     tracing::info!("stopping: no new connections; answering frames in flight");
-    notify(&[sd_notify::NotifyState::Stopping]);
-    let drained = tokio::time::timeout(SHUTDOWN_DEADLINE, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            deadline_secs = SHUTDOWN_DEADLINE.as_secs(),
-            "listeners did not stop in time; exiting anyway (nothing acknowledged is lost)"
-        );
-        tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
-    }
+    notify::send(&[sd_notify::NotifyState::Stopping]);
+    let _ = notifier.await;
+    sources.stop(SHUTDOWN_DEADLINE).await;
     let _ = tokio::task::spawn_blocking(move || processor.stop()).await;
     if let Some(s) = sync {
         s.stop().await;
@@ -187,8 +152,25 @@ async fn join_writer(writer: StoreWriter) {
     }
 }
 
-fn notify(states: &[sd_notify::NotifyState<'_>]) {
-    if let Err(e) = sd_notify::notify(states) {
-        tracing::warn!(error = %e, "systemd notification failed");
-    }
+/// The `STATUS=` line: sources up and the backlog, from the store's
+/// counters (no PHI: names and numbers only).
+fn status_line(state_dir: std::path::PathBuf, links: Links) -> notify::StatusLine {
+    Arc::new(move || {
+        let (up, total) = links.up_count();
+        let backlog = store::open_for_reading(&state_dir)
+            .ok()
+            .and_then(|conn| store::read_counters(&conn).ok())
+            .map(|rows| {
+                let mut t = store::Counters::default();
+                for (_, c) in &rows {
+                    t.add(c);
+                }
+                format!(
+                    "backlog: {} awaiting the pipeline, {} pending upload; {} quarantined",
+                    t.awaiting, t.pending_upload, t.quarantined
+                )
+            })
+            .unwrap_or_else(|| "backlog: unknown (the store cannot be read)".into());
+        format!("{up} of {total} sources up; {backlog}")
+    })
 }
