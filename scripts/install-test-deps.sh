@@ -33,3 +33,8 @@ if ! "$VENV/bin/python" -c 'import hl7, cryptography, zstandard' >/dev/null 2>&1
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi
 echo "test dependencies ready: $VENV ($("$VENV/bin/python" --version))"
+
+# --- appliance (issue 8): /metrics is checked with Prometheus's own
+# `promtool check metrics` (Debian package prometheus) and the status page is
+# loaded in headless Chromium (Debian package chromium).
+apt_install prometheus chromium

@@ -136,3 +136,238 @@ fn notify_ready_status_and_watchdog_follow_the_store() -> Result {
     );
     Ok(())
 }
+
+/// A plain HTTP/1.1 GET with timeouts: (status code, body).
+fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.set_write_timeout(Some(IO_TIMEOUT))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8(raw)?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no header end")?;
+    let code = head.split_whitespace().nth(1).ok_or("no status")?.parse()?;
+    Ok((code, body.to_string()))
+}
+
+/// Run `cmd`, killing it after `timeout`.
+fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<std::process::Output> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => Ok(out?),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            Err(format!("{cmd:?} did not finish within {timeout:?}").into())
+        }
+    }
+}
+
+/// The external tool `name`, or `None` (then the test is skipped, unless
+/// WARDLINK_REQUIRE_EXTERNAL is set: then it fails).
+fn external(name: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("WARDLINK_REQUIRE_EXTERNAL").is_none(),
+            "{name} is not installed but external tools are required (scripts/install-test-deps.sh)"
+        );
+        eprintln!("SKIPPED part: {name} not installed; run scripts/test.sh to include it");
+    }
+    found
+}
+
+/// A message whose header is fine (so it is stored and ACKed) but with no
+/// OBX: the pipeline quarantines it (SEGMENT_REQUIRED_MISSING).
+fn oru_without_obx(control_id: &str) -> Vec<u8> {
+    format!(
+        "MSH|^~\\&|MONITOR|ICU-7|WARDLINK|HOSP|20261123101500+0530||ORU^R01^ORU_R01|{control_id}|P|2.6\r\
+         PID|1||MRN{control_id}^^^HOSP^MR||Sharma^Priya^K||19780412|F\r"
+    )
+    .into_bytes()
+}
+
+/// The identifiers the test messages carry; none may appear on the page or
+/// in the metrics.
+const IDENTIFIERS: [&str; 7] = [
+    "Sharma",
+    "Priya",
+    "MRN",
+    "19780412",
+    "Bengaluru",
+    "MG Road",
+    "Rao",
+];
+
+/// After a load on two sources (one message quarantined): `/metrics` passes
+/// `promtool check metrics` and has the per-source counters; the status page
+/// loaded in headless Chromium shows both sources with their counters and
+/// the quarantine reason, and a screenshot is taken; neither contains any
+/// identifier that was sent.
+#[test]
+fn admin_metrics_and_status_page_show_counts_never_phi() -> Result {
+    let g = Gateway::start(&format!(
+        "{}{}",
+        mllp_source("icu", ""),
+        mllp_source("lab", "")
+    ))?;
+    let admin: std::net::SocketAddr = g
+        .runtime()
+        .and_then(|rt| rt["admin"].as_str().map(str::to_string))
+        .ok_or("no admin address in run.json")?
+        .parse()?;
+    let mut icu = Client::connect(g.addr("icu"))?;
+    for i in 0..20 {
+        assert_eq!(icu.exchange(&oru(&format!("ICU{i:03}")))?.code, "AA");
+    }
+    assert_eq!(icu.exchange(&oru("ICU000"))?.code, "AA"); // a resend: duplicate
+    assert_eq!(icu.exchange(&oru_without_obx("ICUQ1"))?.code, "AA");
+    let mut lab = Client::connect(g.addr("lab"))?;
+    for i in 0..7 {
+        assert_eq!(lab.exchange(&oru(&format!("LAB{i:03}")))?.code, "AA");
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || g
+            .status_json()
+            .is_ok_and(|s| s["awaiting"] == 0 && s["quarantined"] == 1)),
+        "the pipeline did not finish: {:?}",
+        g.status_json()
+    );
+    assert_accounting(&g.status_json()?);
+
+    let (code, metrics) = http_get(admin, "/metrics")?;
+    assert_eq!(code, 200, "{metrics}");
+    for line in [
+        "wardlink_messages_received_total{source=\"icu\"} 22",
+        "wardlink_messages_acked_total{source=\"icu\"} 21",
+        "wardlink_messages_duplicates_total{source=\"icu\"} 1",
+        "wardlink_messages_acked_total{source=\"lab\"} 7",
+        "wardlink_messages_quarantined{source=\"icu\"} 1",
+        "wardlink_quarantine_messages{reason=\"SEGMENT_REQUIRED_MISSING\"} 1",
+        "wardlink_source_up{source=\"lab\",kind=\"mllp\"} 1",
+        "wardlink_source_link_state{source=\"icu\",kind=\"mllp\",state=\"listening\"} 1",
+        "wardlink_commit_duration_seconds_count ",
+        "wardlink_store_bytes ",
+        "wardlink_upload_errors_total 0",
+    ] {
+        assert!(metrics.contains(line), "{line:?} missing in:\n{metrics}");
+    }
+    let metrics_file = g.dir.path().join("metrics.txt");
+    std::fs::write(&metrics_file, &metrics)?;
+    if let Some(promtool) = external("promtool") {
+        let mut cmd = Command::new(promtool);
+        cmd.args(["check", "metrics"])
+            .stdin(std::fs::File::open(&metrics_file)?);
+        let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).output()?;
+        assert!(
+            child.status.success(),
+            "promtool check metrics failed: {}{}",
+            String::from_utf8_lossy(&child.stdout),
+            String::from_utf8_lossy(&child.stderr)
+        );
+    }
+
+    let (code, page) = http_get(admin, "/")?;
+    assert_eq!(code, 200);
+    for external_ref in ["src=", "<link", "<script", "url(", "@import"] {
+        assert!(
+            !page.contains(external_ref),
+            "the page must be self-contained ({external_ref}):\n{page}"
+        );
+    }
+    assert!(page.contains("http-equiv=\"refresh\""), "{page}");
+    for text in [&metrics, &page] {
+        for id in IDENTIFIERS {
+            assert!(!text.contains(id), "{id:?} appears in:\n{text}");
+        }
+    }
+
+    if let Some(chromium) = external("chromium") {
+        let profile = g.dir.path().join("chromium-profile");
+        let shot = g.dir.path().join("status.png");
+        let flags = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1280,1000",
+        ];
+        let url = format!("http://{admin}/");
+        let mut dump = Command::new(&chromium);
+        dump.args(flags)
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("--dump-dom")
+            .arg(&url);
+        let out = run_with_timeout(dump, Duration::from_secs(90))?;
+        let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && dom.contains("<table id=\"sources\""),
+            "chromium --dump-dom: {}\n{dom}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The rows as the browser parsed them: name, kind, state, detail,
+        // received, acked, ...
+        let row = |name: &str| -> Vec<String> {
+            let start = dom
+                .find(&format!("<tr data-source=\"{name}\">"))
+                .unwrap_or_else(|| panic!("no row for {name} in {dom}"));
+            let end = start + dom[start..].find("</tr>").expect("row end");
+            dom[start..end]
+                .split("<td")
+                .skip(1)
+                .map(|cell| {
+                    let inner = &cell[cell.find('>').expect("cell") + 1..];
+                    inner.split("</td>").next().unwrap_or("").to_string()
+                })
+                .collect()
+        };
+        let icu_row = row("icu");
+        assert_eq!(&icu_row[..3], ["icu", "mllp", "listening"], "{icu_row:?}");
+        assert_eq!(&icu_row[4..8], ["22", "21", "0", "1"], "{icu_row:?}");
+        let lab_row = row("lab");
+        assert_eq!(&lab_row[4..6], ["7", "7"], "{lab_row:?}");
+        assert!(dom.contains("SEGMENT_REQUIRED_MISSING"), "{dom}");
+        for id in IDENTIFIERS {
+            assert!(!dom.contains(id), "{id:?} appears in the DOM");
+        }
+
+        let mut snap = Command::new(&chromium);
+        snap.args(flags)
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("--screenshot={}", shot.display()))
+            .arg(&url);
+        let out = run_with_timeout(snap, Duration::from_secs(90))?;
+        let png = std::fs::read(&shot).unwrap_or_default();
+        assert!(
+            out.status.success() && png.starts_with(b"\x89PNG") && png.len() > 10_000,
+            "no screenshot ({} bytes): {}",
+            png.len(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if let Some(keep) = std::env::var_os("WARDLINK_KEEP_SCREENSHOT") {
+            std::fs::copy(&shot, keep)?;
+        }
+    }
+    Ok(())
+}

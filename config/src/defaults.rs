@@ -59,3 +59,6 @@ pub const MLLP_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 pub const MLLP_DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 /// `source.mllp[].commit_blocks`.
 pub const MLLP_COMMIT_BLOCKS: bool = false;
+
+/// `admin.listen`'s port (on 127.0.0.1).
+pub const ADMIN_PORT: u16 = 9425;

@@ -37,6 +37,7 @@
 
 #![deny(missing_docs)]
 
+mod admin;
 pub mod defaults;
 mod error;
 mod model;
@@ -48,6 +49,7 @@ mod validate;
 use std::io::Read;
 use std::path::Path;
 
+pub use admin::AdminConfig;
 pub use error::{ConfigError, Problem};
 pub use model::{
     ClientCert, CollectorTarget, Config, DatePolicyConfig, DeidConfig, FieldOverrideConfig,

@@ -29,6 +29,8 @@ pub struct Config {
     pub sync: SyncConfig,
     /// `[source.*]`: the listeners that receive data.
     pub sources: Sources,
+    /// `[admin]`: the local status page and `/metrics`.
+    pub admin: crate::AdminConfig,
 }
 
 /// `[gateway]`.

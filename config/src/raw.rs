@@ -224,6 +224,8 @@ pub(crate) struct RawConfig {
     pub(crate) sync: Field<RawSync>,
     #[serde(default)]
     pub(crate) source: Field<RawSources>,
+    #[serde(default)]
+    pub(crate) admin: Field<crate::admin::RawAdmin>,
 }
 
 /// `[gateway]`

@@ -20,6 +20,7 @@ fn schema() -> Vec<(&'static str, &'static str)> {
         ("[validate]", keys_of::<RawValidate>()),
         ("[sync]", keys_of::<RawSync>()),
         ("[[source.mllp]]", keys_of::<RawMllp>()),
+        ("[admin]", keys_of::<crate::admin::RawAdmin>()),
     ] {
         keys.extend(fields.iter().map(|k| (table, *k)));
     }
@@ -30,7 +31,7 @@ fn schema() -> Vec<(&'static str, &'static str)> {
 fn the_key_lists_come_from_the_structs() {
     assert_eq!(
         keys_of::<RawConfig>(),
-        ["gateway", "log", "store", "deid", "validate", "sync", "source"]
+        ["gateway", "log", "store", "deid", "validate", "sync", "source", "admin"]
     );
     assert_eq!(keys_of::<RawSources>(), ["mllp"]);
     assert_eq!(
@@ -63,7 +64,8 @@ fn the_key_lists_come_from_the_structs() {
             "retry_backoff_max"
         ]
     );
-    assert_eq!(schema().len(), 30);
+    assert_eq!(schema().len(), 32);
+    assert_eq!(keys_of::<crate::admin::RawAdmin>(), ["enabled", "listen"]);
 }
 
 #[test]

@@ -80,6 +80,14 @@ const FIX_RETRY_BACKOFF_MAX: &str =
 pub(crate) fn validate(raw: &RawConfig, report: &mut Report<'_>) -> Config {
     let root = Scope::root();
     let mut claims = Claims::default();
+    let sources = section(report, &root, "source", &raw.source, |r, s, raw| Sources {
+        mllp: mllp_list(r, s, &raw.mllp, &mut claims),
+    })
+    .unwrap_or_default();
+    let admin = section(report, &root, "admin", &raw.admin, |r, s, raw| {
+        crate::admin::validate(r, s, raw, &mut claims)
+    })
+    .unwrap_or_default();
     Config {
         gateway: section(report, &root, "gateway", &raw.gateway, gateway).unwrap_or_default(),
         log: section(report, &root, "log", &raw.log, log).unwrap_or_default(),
@@ -87,15 +95,13 @@ pub(crate) fn validate(raw: &RawConfig, report: &mut Report<'_>) -> Config {
         deid: section(report, &root, "deid", &raw.deid, deid).unwrap_or_default(),
         validate: section(report, &root, "validate", &raw.validate, limits).unwrap_or_default(),
         sync: section(report, &root, "sync", &raw.sync, sync).unwrap_or_default(),
-        sources: section(report, &root, "source", &raw.source, |r, s, raw| Sources {
-            mllp: mllp_list(r, s, &raw.mllp, &mut claims),
-        })
-        .unwrap_or_default(),
+        sources,
+        admin,
     }
 }
 
 /// Where in the file a table is: its dotted path and the span of its header.
-struct Scope {
+pub(crate) struct Scope {
     path: String,
     span: Option<Range<usize>>,
 }
@@ -108,7 +114,7 @@ impl Scope {
         }
     }
 
-    fn key(&self, key: &str) -> String {
+    pub(crate) fn key(&self, key: &str) -> String {
         if self.path.is_empty() {
             key.to_owned()
         } else {
@@ -117,12 +123,12 @@ impl Scope {
     }
 
     /// The span of a field, or of this table when the key is absent.
-    fn span_of<'a, T>(&'a self, field: &'a Field<T>) -> Option<&'a Range<usize>> {
+    pub(crate) fn span_of<'a, T>(&'a self, field: &'a Field<T>) -> Option<&'a Range<usize>> {
         field.span.as_ref().or(self.span.as_ref())
     }
 
     /// The value of a field; reports it and returns `None` if it did not deserialize.
-    fn get<'f, T>(
+    pub(crate) fn get<'f, T>(
         &self,
         report: &mut Report<'_>,
         key: &str,
@@ -980,7 +986,7 @@ fn name_problem(name: &str) -> Option<String> {
 /// Something only one source can have: a listening port (later: a serial
 /// device, an MQTT client id, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Resource {
+pub(crate) enum Resource {
     TcpListen(SocketAddr),
 }
 
@@ -1014,7 +1020,7 @@ fn ips_overlap(a: IpAddr, b: IpAddr) -> bool {
 
 /// Names and resources claimed so far, with the key and span that claimed them.
 #[derive(Default)]
-struct Claims {
+pub(crate) struct Claims {
     names: Vec<(String, String, Option<Range<usize>>)>,
     resources: Vec<(Resource, String, Option<Range<usize>>)>,
 }
@@ -1042,7 +1048,7 @@ impl Claims {
         self.names.push((name.to_owned(), key, span));
     }
 
-    fn claim(
+    pub(crate) fn claim(
         &mut self,
         report: &mut Report<'_>,
         resource: Resource,

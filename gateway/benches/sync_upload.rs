@@ -176,7 +176,7 @@ fn gateway_config(state: &Path, collector: Option<(&str, &str)>) -> String {
         ),
     };
     format!(
-        "[gateway]\nstate_dir = \"{}\"\n\n{sync}[[source.mllp]]\nname = \"bench\"\nlisten = \"127.0.0.1:0\"\n",
+        "[gateway]\nstate_dir = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n{sync}[[source.mllp]]\nname = \"bench\"\nlisten = \"127.0.0.1:0\"\n",
         state.display()
     )
 }

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use wardlink_config::Config;
 use wardlink_devices::link::Links;
 
+use crate::admin::AdminServer;
 use crate::notify::{self, Notifier};
 use crate::processor::Processor;
 use crate::sources::Sources;
@@ -97,7 +98,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
 
     let links = Links::new();
-    let mut sources = match Sources::start(&config, submitter, links.clone()).await {
+    // The admin endpoint binds first: if its port is taken, nothing has
+    // started to listen yet. The block owns the submitter, so an error
+    // drops it and the writer can stop.
+    let started = async {
+        let admin = match config.admin.enabled {
+            true => Some(AdminServer::bind(config.admin.listen).await?),
+            false => None,
+        };
+        let sources = Sources::start(&config, submitter, links.clone()).await?;
+        anyhow::Ok((admin, sources))
+    };
+    let (admin, mut sources) = match started.await {
         Ok(s) => s,
         Err(e) => {
             drop(processor);
@@ -113,6 +125,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         version: env!("CARGO_PKG_VERSION").into(),
         started_at_ms: unix_ms(SystemTime::now()),
         listeners: sources.listeners(),
+        admin: admin.as_ref().map(|a| a.local_addr().to_string()),
     }
     .write(&state_dir)
     .with_context(|| format!("cannot write the runtime file in {}", state_dir.display()))?;
@@ -125,6 +138,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         status: status_line(state_dir.clone(), links.clone()),
     };
     let notifier = tokio::spawn(notifier.run(shutdown.clone()));
+    let admin = admin.map(|server| {
+        tracing::info!(addr = %server.local_addr(), "admin endpoint (status page, /metrics) bound");
+        let state = Arc::new(crate::admin::state(&config, writer.stats(), links.clone()));
+        tokio::spawn(server.run(state, shutdown.clone()))
+    });
     tracing::info!("wardlink ready");
 
     shutdown.cancelled().await;
@@ -132,6 +150,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     notify::send(&[sd_notify::NotifyState::Stopping]);
     let _ = notifier.await;
     sources.stop(SHUTDOWN_DEADLINE).await;
+    if let Some(mut task) = admin {
+        // A browser's keep-alive connection must not hold up the stop.
+        if tokio::time::timeout(Duration::from_secs(1), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
     let _ = tokio::task::spawn_blocking(move || processor.stop()).await;
     if let Some(s) = sync {
         s.stop().await;

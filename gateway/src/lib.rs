@@ -17,11 +17,15 @@
 //! - [`quarantine`]: list, show, release and drop quarantined messages;
 //!   [`review`]: `wardlink deid`, the de-identification review of sample files.
 //! - [`settings`]: from the validated config to the pipeline's settings and keys.
+//! - [`admin`]: the local admin endpoint: the status page and `/metrics`.
+//! - [`notify`]: the systemd notify protocol (ready, status line, watchdog);
+//!   [`sources`]: the supervisor that starts, reloads and stops the sources.
 //! - [`cli`]: the command-line definition; [`logging`]: tracing to stderr.
 //!
 //! The binary (`src/main.rs`) is glue: it parses the command line, loads the
 //! configuration and calls into these modules.
 
+pub mod admin;
 pub mod cli;
 pub mod daemon;
 pub mod demo;

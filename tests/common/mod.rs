@@ -42,7 +42,7 @@ pub struct Gateway {
 /// The config of a test gateway: `extra` is appended (e.g. `[[source.mllp]]` tables).
 pub fn config_text(state_dir: &Path, extra: &str) -> String {
     format!(
-        "[gateway]\nstate_dir = \"{}\"\n\n[log]\nlevel = \"debug\"\n\n{extra}\n",
+        "[gateway]\nstate_dir = \"{}\"\n\n[log]\nlevel = \"debug\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n{extra}\n",
         state_dir.display()
     )
 }

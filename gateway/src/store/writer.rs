@@ -77,6 +77,11 @@ pub struct WriterStats {
     /// unwritable, locked or wedged store stops this clock, which is what the
     /// systemd watchdog pings are based on.
     pub committed_at_ms: AtomicI64,
+    /// How long each group's commit took (insert, commit, WAL fsync): the
+    /// time an ACK waits for the store.
+    pub commit_latency: super::latency::LatencyHistogram,
+    /// Upload failures reported by the uploader since the start.
+    pub upload_failures: AtomicU64,
 }
 
 /// The pipeline's result for one raw message, applied by the writer.
@@ -451,6 +456,7 @@ impl Writer {
     fn commit_group(&mut self, group: &mut Vec<ToStore>, requests: &mut mpsc::Receiver<ToStore>) {
         let max = self.options.group_commit_max.max(1);
         let mut late = || requests.try_recv().ok();
+        let started = Instant::now();
         let written = match &self.not_durable {
             Some(why) => Err(rusqlite::Error::InvalidParameterName(format!(
                 "the store cannot guarantee durability ({why})"
@@ -467,6 +473,7 @@ impl Writer {
         let count = group.len() as u64;
         match written {
             Ok(replies) => {
+                self.stats.commit_latency.observe(started.elapsed());
                 self.carry.clear();
                 self.stats.groups.fetch_add(1, Ordering::Relaxed);
                 self.committed();
@@ -601,6 +608,7 @@ impl Writer {
                 let _ = done.send(result);
             }
             SyncJob::Failed { error, alarm } => {
+                self.stats.upload_failures.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = outbox::record_failure(&self.conn, &error, alarm, now) {
                     tracing::warn!(error = %e, "Recording the upload failure for status failed");
                 }
