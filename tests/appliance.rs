@@ -371,3 +371,82 @@ fn admin_metrics_and_status_page_show_counts_never_phi() -> Result {
     }
     Ok(())
 }
+
+/// The collector's admin endpoint after a gateway uploaded: `/metrics`
+/// passes promtool and counts the gateway's batches and events; the page
+/// lists the gateway with its last seen time and no gaps.
+#[test]
+fn collector_metrics_and_page_list_gateways() -> Result {
+    let c = Collector::start()?;
+    let fast = "batch_max_events = 25\nbatch_max_age = \"200ms\"\nretry_backoff_min = \"100ms\"\nretry_backoff_max = \"500ms\"";
+    let mut g = Gateway::prepare(&c.gateway_config(fast, &mllp_source("ward", ""))?)?;
+    let keygen = g.keygen()?;
+    c.enroll_from_keygen(&keygen)?;
+    let id = keygen
+        .lines()
+        .find_map(|l| l.strip_prefix("gateway id: "))
+        .ok_or("no gateway id")?
+        .to_string();
+    g.spawn()?;
+    let mut client = Client::connect(g.addr("ward"))?;
+    for i in 0..10 {
+        assert_eq!(client.exchange(&oru(&format!("C{i}")))?.code, "AA");
+    }
+    assert!(
+        wait_until(Duration::from_secs(60), || g
+            .status_json()
+            .is_ok_and(|s| s["uploaded"] == 10)),
+        "not uploaded: {:?}",
+        g.status_json()
+    );
+    let admin: std::net::SocketAddr = c.admin_url.trim_start_matches("http://").parse()?;
+    let (code, metrics) = http_get(admin, "/metrics")?;
+    assert_eq!(code, 200, "{metrics}");
+    assert!(
+        metrics.contains("wardlink_collector_gateways 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "wardlink_collector_gateway_events_total{{gateway=\"{id}\"}} 60"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "wardlink_collector_gateway_missing_batches{{gateway=\"{id}\"}} 0"
+        )),
+        "{metrics}"
+    );
+    if let Some(promtool) = external("promtool") {
+        let file = c.dir.path().join("metrics.txt");
+        std::fs::write(&file, &metrics)?;
+        let out = Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::fs::File::open(&file)?)
+            .output()?;
+        assert!(
+            out.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (code, page) = http_get(admin, "/")?;
+    assert_eq!(code, 200);
+    let row_start = page
+        .find(&format!("<tr data-gateway=\"{id}\">"))
+        .ok_or_else(|| format!("no row for {id}: {page}"))?;
+    let row = &page[row_start..row_start + page[row_start..].find("</tr>").unwrap_or(0)];
+    assert!(
+        row.contains("enrolled") && row.contains("s ago") && row.contains("none"),
+        "{row}"
+    );
+    for id in IDENTIFIERS {
+        assert!(
+            !page.contains(id) && !metrics.contains(id),
+            "{id:?} at the collector"
+        );
+    }
+    Ok(())
+}

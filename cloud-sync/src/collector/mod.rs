@@ -11,10 +11,13 @@
 //!   processes on one database; [`AnyStore`] picks one by URL.
 //! - [`http`]: the axum routes: upload, feed, gateways.
 //! - [`tls`]: HTTPS with rustls (ring), handshakes off the accept loop.
+//! - [`admin`]: the local admin endpoint (`admin_listen`): `/metrics` and a
+//!   page listing the gateways, their last seen time, gaps and backlog.
 //!
 //! The binary `wardlink-collector` (`src/bin/wardlink-collector.rs`) is glue
 //! around [`serve`] and the admin commands here.
 
+pub mod admin;
 pub mod config;
 pub mod http;
 pub mod postgres;
