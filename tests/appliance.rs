@@ -450,3 +450,188 @@ fn collector_metrics_and_page_list_gateways() -> Result {
     }
     Ok(())
 }
+
+// --- MLLP over TLS ----------------------------------------------------------
+
+/// A test PKI: a CA, a server certificate for 127.0.0.1 and a client
+/// certificate signed by the CA, and a client certificate from another CA.
+struct Pki {
+    dir: std::path::PathBuf,
+    ca_der: rustls::pki_types::CertificateDer<'static>,
+    client: (String, String),
+    stranger: (String, String),
+}
+
+impl Pki {
+    fn new(dir: &std::path::Path) -> Result<Pki> {
+        let ca_key = rcgen::KeyPair::generate()?;
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "wardlink test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key)?;
+        let leaf = |names: Vec<String>,
+                    issuer: &rcgen::Issuer<'_, rcgen::KeyPair>|
+         -> Result<(String, String)> {
+            let key = rcgen::KeyPair::generate()?;
+            let cert = rcgen::CertificateParams::new(names)?.signed_by(&key, issuer)?;
+            Ok((cert.pem(), key.serialize_pem()))
+        };
+        let server = leaf(vec!["127.0.0.1".into(), "localhost".into()], &ca)?;
+        let client = leaf(vec!["monitor-gw".into()], &ca)?;
+        let other_key = rcgen::KeyPair::generate()?;
+        let mut other_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        other_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let other = rcgen::CertifiedIssuer::self_signed(other_params, other_key)?;
+        let stranger = leaf(vec!["monitor-gw".into()], &other)?;
+        std::fs::write(dir.join("ca.pem"), ca.pem())?;
+        std::fs::write(dir.join("server.pem"), &server.0)?;
+        std::fs::write(dir.join("server.key"), &server.1)?;
+        Ok(Pki {
+            dir: dir.to_path_buf(),
+            ca_der: ca.der().clone(),
+            client,
+            stranger,
+        })
+    }
+
+    /// The `tls = {...}` line of a listener.
+    fn tls_line(&self, client_ca: bool) -> String {
+        format!(
+            "tls = {{ cert = \"{0}/server.pem\", key = \"{0}/server.key\", client_ca = \"{1}\" }}",
+            self.dir.display(),
+            if client_ca {
+                format!("{}/ca.pem", self.dir.display())
+            } else {
+                String::new()
+            }
+        )
+    }
+
+    /// A client configuration trusting the CA, with a client certificate.
+    fn client_config(&self, cert: Option<&(String, String)>) -> Result<Arc<rustls::ClientConfig>> {
+        use rustls::pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone())?;
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+        Ok(Arc::new(match cert {
+            None => builder.with_no_client_auth(),
+            Some((c, k)) => builder.with_client_auth_cert(
+                vec![rustls::pki_types::CertificateDer::from_pem_slice(
+                    c.as_bytes(),
+                )?],
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(k.as_bytes())?,
+            )?,
+        }))
+    }
+}
+
+use std::sync::Arc;
+
+/// A blocking MLLP-over-TLS client.
+struct TlsClient {
+    tls: rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl TlsClient {
+    fn connect(addr: std::net::SocketAddr, config: Arc<rustls::ClientConfig>) -> Result<TlsClient> {
+        let tcp = std::net::TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        tcp.set_read_timeout(Some(IO_TIMEOUT))?;
+        tcp.set_write_timeout(Some(IO_TIMEOUT))?;
+        tcp.set_nodelay(true)?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?.to_owned();
+        let conn = rustls::ClientConnection::new(config, name)?;
+        Ok(TlsClient {
+            tls: rustls::StreamOwned::new(conn, tcp),
+            buf: Vec::new(),
+        })
+    }
+
+    /// Send one message and read its answer.
+    fn exchange(&mut self, msg: &[u8]) -> Result<Ack> {
+        use std::io::{Read as _, Write as _};
+        let mut f = vec![SB];
+        f.extend_from_slice(msg);
+        f.extend_from_slice(&[EB, CR]);
+        self.tls.write_all(&f)?;
+        self.tls.flush()?;
+        loop {
+            if let Some(start) = self.buf.iter().position(|&b| b == SB) {
+                if let Some(end) = self.buf[start..].windows(2).position(|w| w == [EB, CR]) {
+                    let frame = self.buf[start + 1..start + end].to_vec();
+                    self.buf.drain(..start + end + 2);
+                    return Ok(Ack::parse(&frame));
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            let n = self.tls.read(&mut chunk)?;
+            if n == 0 {
+                return Err("connection closed before an answer".into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// A sender with a certificate from the listener's client CA gets AA; one
+/// without a certificate or with one from another CA gets no answer (the
+/// handshake fails); a plain-TCP sender is closed without a byte and
+/// logged. Only the good sender's messages are counted.
+#[test]
+fn mllp_over_tls_accepts_only_clients_of_the_ca() -> Result {
+    let pki_dir = tempfile::tempdir()?;
+    let pki = Pki::new(pki_dir.path())?;
+    let g = Gateway::start(&mllp_source("secure", &pki.tls_line(true)))?;
+    let addr = g.addr("secure");
+
+    let mut good = TlsClient::connect(addr, pki.client_config(Some(&pki.client))?)?;
+    for i in 0..5 {
+        let ack = good.exchange(&oru(&format!("TLS{i}")))?;
+        assert_eq!(
+            (ack.code.as_str(), ack.control_id.as_str()),
+            ("AA", format!("TLS{i}").as_str())
+        );
+    }
+
+    for (what, cert) in [
+        ("no certificate", None),
+        ("another CA", Some(&pki.stranger)),
+    ] {
+        let refused = TlsClient::connect(addr, pki.client_config(cert)?)
+            .and_then(|mut c| c.exchange(&oru("NOPE")));
+        assert!(
+            refused.is_err(),
+            "{what}: got an answer {:?}",
+            refused.map(|a| a.raw)
+        );
+    }
+
+    let mut plain = Client::connect(addr)?;
+    plain.send_frame(&oru("PLAIN"))?;
+    let mut got = Vec::new();
+    let read = {
+        use std::io::Read as _;
+        plain.stream.read_to_end(&mut got)
+    };
+    assert!(
+        got.is_empty(),
+        "a plain sender got bytes: {got:?} ({read:?})"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || g.stderr().contains("not TLS")),
+        "no log line for the plain sender:\n{}",
+        g.stderr()
+    );
+
+    let st = g.status_json()?;
+    assert_accounting(&st);
+    assert_eq!(st["sources"]["secure"]["acked"], 5, "{st}");
+    assert_eq!(st["sources"]["secure"]["received"], 5, "{st}");
+    Ok(())
+}

@@ -44,6 +44,7 @@ mod model;
 mod parse;
 mod raw;
 mod report;
+mod tls;
 mod validate;
 
 use std::io::Read;
@@ -56,6 +57,7 @@ pub use model::{
     GatewayConfig, LogConfig, LogLevel, MllpSource, OverrideAction, PseudonymScope, Sources,
     StoreConfig, SyncConfig, ValidateConfig,
 };
+pub use tls::MllpTls;
 
 /// The embedded default configuration, with a comment for every key. It is
 /// also the example config: `wardlink print-default-config` prints it.

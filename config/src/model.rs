@@ -420,6 +420,8 @@ pub struct MllpSource {
     pub duplicate_window: Duration,
     /// Send MLLP release 2 commit acknowledgement blocks.
     pub commit_blocks: bool,
+    /// MLLP over TLS (`tls = { cert, key, client_ca }`); `None`: plain TCP.
+    pub tls: Option<crate::MllpTls>,
 }
 
 impl Default for MllpSource {
@@ -434,6 +436,7 @@ impl Default for MllpSource {
             idle_timeout: defaults::MLLP_IDLE_TIMEOUT,
             duplicate_window: defaults::MLLP_DUPLICATE_WINDOW,
             commit_blocks: defaults::MLLP_COMMIT_BLOCKS,
+            tls: None,
         }
     }
 }

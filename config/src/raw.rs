@@ -592,6 +592,8 @@ pub(crate) struct RawMllp {
     pub(crate) duplicate_window: Field<Duration>,
     #[serde(default = "default_mllp_commit_blocks")]
     pub(crate) commit_blocks: Field<bool>,
+    #[serde(default)]
+    pub(crate) tls: Field<crate::tls::RawTls>,
 }
 
 impl Default for RawMllp {
@@ -605,6 +607,7 @@ impl Default for RawMllp {
             idle_timeout: default_mllp_idle_timeout(),
             duplicate_window: default_mllp_duplicate_window(),
             commit_blocks: default_mllp_commit_blocks(),
+            tls: Field::default(),
         }
     }
 }

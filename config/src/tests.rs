@@ -64,7 +64,7 @@ fn the_key_lists_come_from_the_structs() {
             "retry_backoff_max"
         ]
     );
-    assert_eq!(schema().len(), 32);
+    assert_eq!(schema().len(), 33);
     assert_eq!(keys_of::<crate::admin::RawAdmin>(), ["enabled", "listen"]);
 }
 

@@ -941,6 +941,7 @@ fn mllp(report: &mut Report<'_>, scope: &Scope, raw: &RawMllp, claims: &mut Clai
             )
             .copied()
             .unwrap_or(defaults.commit_blocks),
+        tls: section(report, scope, "tls", &raw.tls, crate::tls::validate).flatten(),
     }
 }
 

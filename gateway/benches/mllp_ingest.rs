@@ -275,6 +275,7 @@ fn run_slice(variant: Variant, connections: usize, secs: f64) -> Slice {
             idle_timeout: Duration::from_secs(60),
             duplicate_window: Duration::from_secs(86_400),
             commit_blocks: false,
+            tls: None,
         }))
         .unwrap();
     let addr = listener.local_addr();

@@ -26,9 +26,20 @@ use wardlink_devices::Submitter;
 
 use crate::status::ListenerInfo;
 
-/// The listener options of a configured MLLP source.
-pub fn mllp_options(s: &MllpSource) -> MllpOptions {
-    MllpOptions {
+/// The listener options of a configured MLLP source, with its TLS
+/// certificates read from their files.
+///
+/// # Errors
+/// A TLS file cannot be read or used.
+pub fn mllp_options(s: &MllpSource) -> anyhow::Result<MllpOptions> {
+    let tls = match &s.tls {
+        None => None,
+        Some(t) => Some(
+            wardlink_devices::mllp::tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())
+                .map_err(|e| anyhow::anyhow!("source.mllp `{}`: {e}", s.name))?,
+        ),
+    };
+    Ok(MllpOptions {
         name: Arc::from(s.name.as_str()),
         listen: s.listen,
         allow: s.allow.clone(),
@@ -37,7 +48,8 @@ pub fn mllp_options(s: &MllpSource) -> MllpOptions {
         idle_timeout: s.idle_timeout,
         duplicate_window: s.duplicate_window,
         commit_blocks: s.commit_blocks,
-    }
+        tls,
+    })
 }
 
 /// One running source.
@@ -108,14 +120,14 @@ impl Sources {
         let Some(submitter) = self.submitter.clone() else {
             anyhow::bail!("the sources are stopping");
         };
-        let listener = MllpListener::bind(mllp_options(source))
+        let listener = MllpListener::bind(mllp_options(source)?)
             .await
             .map_err(|e| {
                 anyhow::Error::new(e)
                     .context(format!("source.mllp `{}`: cannot listen", source.name))
             })?;
         let addr = listener.local_addr();
-        tracing::info!(source = %source.name, %addr, "mllp listener bound");
+        tracing::info!(source = %source.name, %addr, tls = source.tls.is_some(), "mllp listener bound");
         self.links.set(
             &source.name,
             "mllp",

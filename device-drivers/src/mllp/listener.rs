@@ -37,8 +37,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -48,6 +48,7 @@ use super::ack::{
 };
 use super::codec::{Decoded, DiscardReason, CARRIAGE_RETURN, END_BLOCK, START_BLOCK};
 use super::connection::{MllpConnection, WriteError};
+use super::tls::MllpStream;
 use crate::hl7::{decode_text, ErrorCode, ErrorLocation, Msh};
 use crate::received::{Dedup, Kind, Received, RefuseReason, Rejection, Reply, Submitter};
 
@@ -82,6 +83,9 @@ pub struct MllpOptions {
     /// not). Only for peers configured for it: a release 1 peer takes the
     /// block for a garbage message.
     pub commit_blocks: bool,
+    /// MLLP over TLS with this server configuration ([`super::tls`]);
+    /// `None`: plain TCP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The listening socket could not be opened.
@@ -102,8 +106,29 @@ pub struct MllpListener {
     listener: TcpListener,
     /// The address actually bound (port 0 resolved).
     local_addr: SocketAddr,
-    /// What to accept and how.
-    options: MllpOptions,
+    /// What to accept and how; replaced by [`MllpUpdater::update`].
+    options: Arc<watch::Sender<Arc<MllpOptions>>>,
+}
+
+/// Changes a running listener's options (a reload): connections accepted
+/// from then on get the new ones (allowlist, limits, TLS certificates);
+/// established connections keep theirs and are not dropped. `name` and
+/// `listen` cannot change this way: a changed address is a new listener.
+#[derive(Debug, Clone)]
+pub struct MllpUpdater {
+    options: Arc<watch::Sender<Arc<MllpOptions>>>,
+}
+
+impl MllpUpdater {
+    /// Use `options` for the connections accepted from now on.
+    pub fn update(&self, options: MllpOptions) {
+        self.options.send_replace(Arc::new(options));
+    }
+
+    /// The options in use now.
+    pub fn current(&self) -> Arc<MllpOptions> {
+        self.options.borrow().clone()
+    }
 }
 
 /// The write limit when `idle_timeout` is zero (no idle limit): a peer that
@@ -152,8 +177,15 @@ impl MllpListener {
         Ok(MllpListener {
             listener,
             local_addr,
-            options,
+            options: Arc::new(watch::Sender::new(Arc::new(options))),
         })
+    }
+
+    /// A handle to change the options while the listener runs.
+    pub fn updater(&self) -> MllpUpdater {
+        MllpUpdater {
+            options: self.options.clone(),
+        }
     }
 
     /// The address the listener is bound to.
@@ -168,11 +200,13 @@ impl MllpListener {
         let MllpListener {
             listener,
             local_addr,
-            options,
+            options: updates,
         } = self;
-        let options = Arc::new(options);
+        let mut updates = updates.subscribe();
+        let mut options = updates.borrow_and_update().clone();
         let source = options.name.clone();
-        let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));
+        let mut max_connections = options.max_connections.max(1);
+        let permits = Arc::new(Semaphore::new(max_connections));
         let tracker = TaskTracker::new();
         let mut backoff = ACCEPT_BACKOFF_MIN;
         tracing::debug!(%source, addr = %local_addr, "Accepting MLLP connections");
@@ -226,14 +260,31 @@ impl MllpListener {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(%source, %peer, error = %e, "Cannot set TCP_NODELAY");
             }
-            let handler = Handler::new(
-                options.clone(),
-                submitter.clone(),
-                shutdown.clone(),
-                stream,
-                peer,
-            );
+            // A reload may have changed the options: new connections get
+            // the new ones, and the connection limit follows.
+            if updates.has_changed().unwrap_or(false) {
+                options = updates.borrow_and_update().clone();
+                let new_max = options.max_connections.max(1);
+                resize(&permits, max_connections, new_max);
+                max_connections = new_max;
+                tracing::info!(%source, "MLLP listener options changed; new connections use them");
+            }
+            let options = options.clone();
+            let submitter = submitter.clone();
+            let shutdown = shutdown.clone();
             tracker.spawn(async move {
+                let stream = match &options.tls {
+                    None => MllpStream::Plain(stream),
+                    Some(config) => match super::tls::accept(stream, config.clone()).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(source = %options.name, %peer, error = %e, "TLS connection refused; closing it");
+                            drop(permit);
+                            return;
+                        }
+                    },
+                };
+                let handler = Handler::new(options, submitter, shutdown, stream, peer);
                 handler.run().await;
                 drop(permit);
             });
@@ -245,6 +296,23 @@ impl MllpListener {
         tracing::debug!(%source, connections = tracker.len(), "MLLP listener stopping; waiting for connections");
         tracker.wait().await;
         tracing::debug!(%source, "MLLP listener stopped");
+    }
+}
+
+/// Change the number of connection permits from `old` to `new`. Growing adds
+/// permits at once; shrinking takes the difference out as connections end
+/// (established connections are never cut).
+fn resize(permits: &Arc<Semaphore>, old: usize, new: usize) {
+    if new > old {
+        permits.add_permits(new - old);
+    } else if new < old {
+        let permits = permits.clone();
+        let n = u32::try_from(old - new).unwrap_or(u32::MAX);
+        tokio::spawn(async move {
+            if let Ok(p) = permits.acquire_many_owned(n).await {
+                p.forget();
+            }
+        });
     }
 }
 
@@ -323,7 +391,7 @@ impl Handler {
         options: Arc<MllpOptions>,
         submitter: Submitter,
         shutdown: CancellationToken,
-        stream: TcpStream,
+        stream: MllpStream,
         peer: SocketAddr,
     ) -> Handler {
         let max = if is_allowed(&options.allow, &peer) {
