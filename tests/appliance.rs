@@ -635,3 +635,145 @@ fn mllp_over_tls_accepts_only_clients_of_the_ca() -> Result {
     assert_eq!(st["sources"]["secure"]["received"], 5, "{st}");
     Ok(())
 }
+
+// --- SIGHUP reload -------------------------------------------------------------
+
+fn hup(g: &Gateway) -> Result {
+    let ok = Command::new("kill")
+        .args(["-HUP", &g.pid().to_string()])
+        .status()?;
+    assert!(ok.success());
+    Ok(())
+}
+
+/// Under load on four long-lived connections: a reload with a changed
+/// config (a new listener, a changed limit) applies (the new listener
+/// answers), an invalid config is rejected with the reason in the log and
+/// the old config keeps running, a reload that removes the new listener
+/// closes it; no connection is dropped and every message sent got AA and is
+/// counted once.
+#[test]
+fn sighup_reload_under_load_loses_no_ack() -> Result {
+    let mut g = Gateway::start(&mllp_source("main", ""))?;
+    let addr = g.addr("main");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let senders: Vec<_> = (0..4)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || -> std::result::Result<usize, String> {
+                let mut c = Client::connect(addr).map_err(|e| e.to_string())?;
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let id = format!("L{t}-{n}");
+                    let ack = c.exchange(&oru(&id)).map_err(|e| format!("{id}: {e}"))?;
+                    if ack.code != "AA" || ack.control_id != id {
+                        return Err(format!("{id}: {}", ack.raw));
+                    }
+                    n += 1;
+                }
+                Ok(n)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // 1. A changed config: a new listener, and a changed limit on the old.
+    std::fs::write(
+        &g.config,
+        config_text(
+            &g.state_dir(),
+            &format!(
+                "{}{}",
+                mllp_source("main", "max_connections = 32"),
+                mllp_source("added", "")
+            ),
+        ),
+    )?;
+    hup(&g)?;
+    assert!(
+        wait_until(Duration::from_secs(10), || g
+            .runtime()
+            .is_some_and(|rt| rt.to_string().contains("\"added\""))),
+        "the new listener did not appear:\n{}",
+        g.stderr()
+    );
+    let mut added = Client::connect(g.addr("added"))?;
+    assert_eq!(added.exchange(&oru("NEW1"))?.code, "AA");
+
+    // 2. An invalid config: rejected with the reason, the old one runs on.
+    std::fs::write(
+        &g.config,
+        config_text(
+            &g.state_dir(),
+            &format!("{}max_connections = 0\n", mllp_source("main", "")),
+        ),
+    )?;
+    hup(&g)?;
+    assert!(
+        wait_until(Duration::from_secs(10), || g
+            .stderr()
+            .contains("Reload rejected")),
+        "no rejection in the log:\n{}",
+        g.stderr()
+    );
+    let log = g.stderr();
+    assert!(
+        log.contains("source.mllp[0].max_connections"),
+        "the reason is not in the log:\n{log}"
+    );
+    assert_eq!(added.exchange(&oru("NEW2"))?.code, "AA");
+
+    // 3. Remove the added listener again: it closes, main runs on.
+    std::fs::write(
+        &g.config,
+        config_text(&g.state_dir(), &mllp_source("main", "")),
+    )?;
+    hup(&g)?;
+    assert!(
+        wait_until(Duration::from_secs(10), || g
+            .runtime()
+            .is_some_and(|rt| !rt.to_string().contains("\"added\""))),
+        "the removed listener is still listed"
+    );
+    assert!(
+        added.is_closed(Duration::from_secs(5)),
+        "the removed listener's connection stayed open"
+    );
+
+    // 4. A de-identification override: the pipeline takes it from its
+    //    next batch on.
+    std::fs::write(
+        &g.config,
+        config_text(
+            &g.state_dir(),
+            &format!(
+                "[deid.overrides]\n\"PV1-3\" = \"remove\"\n\n{}",
+                mllp_source("main", "")
+            ),
+        ),
+    )?;
+    hup(&g)?;
+    assert!(
+        wait_until(Duration::from_secs(10), || g.stderr().contains(
+            "the pipeline now uses the reloaded de-identification settings"
+        )),
+        "the override did not reach the pipeline:\n{}",
+        g.stderr()
+    );
+
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut sent = 0;
+    for s in senders {
+        sent += s.join().map_err(|_| "sender panicked")??;
+    }
+    assert!(sent > 50, "too little load: {sent}");
+    let st = g.status_json()?;
+    assert_accounting(&st);
+    assert_eq!(st["sources"]["main"]["acked"], sent as i64, "{st}");
+    assert_eq!(st["sources"]["main"]["received"], sent as i64, "{st}");
+    assert_eq!(st["sources"]["added"]["acked"], 2, "{st}");
+    let status = g.signal_and_wait("-TERM", Duration::from_secs(20))?;
+    assert!(status.success());
+    Ok(())
+}

@@ -24,7 +24,10 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use std::path::PathBuf;
+
 use anyhow::Context as _;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use wardlink_config::Config;
 use wardlink_devices::link::Links;
@@ -51,6 +54,18 @@ pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 /// configuration problem), the store cannot be opened, a listener cannot
 /// bind, or the runtime file cannot be written. Each error says which and why.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with_reload(config, None, shutdown).await
+}
+
+/// [`run`], and on SIGHUP re-read `config_path` and apply it ([`reload`]).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_reload(
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let state_dir = config.gateway.state_dir.clone();
     let sync_setup = crate::sync::prepare(&config)?;
     let conn = store::open_for_writing(&state_dir, config.store.max_bytes)
@@ -120,12 +135,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             return Err(e);
         }
     };
+    let runtime_admin = admin.as_ref().map(|a| a.local_addr().to_string());
     Runtime {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
         started_at_ms: unix_ms(SystemTime::now()),
         listeners: sources.listeners(),
-        admin: admin.as_ref().map(|a| a.local_addr().to_string()),
+        admin: runtime_admin.clone(),
     }
     .write(&state_dir)
     .with_context(|| format!("cannot write the runtime file in {}", state_dir.display()))?;
@@ -145,7 +161,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     });
     tracing::info!("wardlink ready");
 
-    shutdown.cancelled().await;
+    let mut config = config;
+    let mut hangup = signal(SignalKind::hangup())
+        .map_err(|e| tracing::warn!(error = %e, "cannot handle SIGHUP; reload needs a restart"))
+        .ok();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(()) = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+        let mut running = Running {
+            config: &mut config,
+            sources: &mut sources,
+            processor: &processor,
+            admin: runtime_admin.clone(),
+        };
+        reload(config_path.as_deref(), &mut running).await;
+    }
     tracing::info!("stopping: no new connections; answering frames in flight");
     notify::send(&[sd_notify::NotifyState::Stopping]);
     let _ = notifier.await;
@@ -168,6 +205,114 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Runtime::remove(&state_dir);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What a reload may change.
+struct Running<'a> {
+    /// The configuration in effect.
+    config: &'a mut Config,
+    /// The sources.
+    sources: &'a mut Sources,
+    /// The pipeline runner (de-identification and validation settings).
+    processor: &'a Processor,
+    /// The admin endpoint's address, for the runtime file.
+    admin: Option<String>,
+}
+
+/// SIGHUP: re-read the configuration file and apply what can change while
+/// running: the sources (added, removed, changed: allowlists, limits, TLS
+/// certificates) and the pipeline's de-identification and validation
+/// settings. An invalid file, or a change that cannot be applied (a port
+/// taken, a TLS file unusable, a key missing), is rejected with the reason
+/// in the log and changes nothing. Other sections (`[gateway]`, `[store]`,
+/// `[sync]`, `[admin]`, `[log]`) take effect at the next restart; a change
+/// there is logged as such. Established connections are never dropped by a
+/// reload, and a frame in flight is always answered.
+async fn reload(path: Option<&std::path::Path>, running: &mut Running<'_>) {
+    let mut states = vec![sd_notify::NotifyState::Reloading];
+    if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+        states.push(now);
+    }
+    notify::send(&states);
+    let outcome = apply_reload(path, running).await;
+    match &outcome {
+        Ok(changes) if changes.is_empty() => {
+            tracing::info!("Configuration reloaded; nothing to change");
+        }
+        Ok(changes) => {
+            for c in changes {
+                tracing::info!(change = %c, "Configuration reloaded");
+            }
+        }
+        Err(e) => {
+            tracing::error!("Reload rejected; the running configuration stays unchanged: {e:#}")
+        }
+    }
+    notify::send(&[sd_notify::NotifyState::Ready]);
+}
+
+async fn apply_reload(
+    path: Option<&std::path::Path>,
+    running: &mut Running<'_>,
+) -> anyhow::Result<Vec<String>> {
+    let Some(path) = path else {
+        anyhow::bail!("started without --config: there is no file to re-read");
+    };
+    tracing::info!(path = %path.display(), "SIGHUP: reloading the configuration");
+    let file = path.to_path_buf();
+    let loaded = tokio::task::spawn_blocking(move || wardlink_config::load_file(&file))
+        .await
+        .context("reading the configuration")?
+        .map_err(|e| anyhow::anyhow!("the configuration is invalid:\n{e}"))?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let new = loaded.config;
+    let old = &*running.config;
+    let mut changes = Vec::new();
+    for (section, changed) in [
+        ("[gateway]", new.gateway != old.gateway),
+        ("[store]", new.store != old.store),
+        ("[sync]", new.sync != old.sync),
+        ("[admin]", new.admin != old.admin),
+        ("[log]", new.log != old.log),
+    ] {
+        if changed {
+            tracing::warn!(
+                section,
+                "Changed in the file; takes effect at the next restart"
+            );
+        }
+    }
+    // The pipeline first: building it can fail (a key file), and nothing
+    // has changed yet.
+    let pipeline = if new.deid != old.deid || new.validate != old.validate {
+        let cfg = new.clone();
+        Some(
+            tokio::task::spawn_blocking(move || crate::settings::gateway_pipeline(&cfg))
+                .await
+                .context("building the pipeline")??,
+        )
+    } else {
+        None
+    };
+    changes.extend(running.sources.reload(&new).await?);
+    if let Some(p) = pipeline {
+        running.processor.replace_pipeline(p);
+        changes.push("de-identification and validation settings changed".into());
+    }
+    let state_dir = &running.config.gateway.state_dir;
+    if let Some(mut rt) = Runtime::read(state_dir) {
+        rt.listeners = running.sources.listeners();
+        rt.admin = running.admin.clone();
+        if let Err(e) = rt.write(state_dir) {
+            tracing::warn!(error = %e, "cannot update the runtime file");
+        }
+    }
+    running.config.sources = new.sources;
+    running.config.deid = new.deid;
+    running.config.validate = new.validate;
+    Ok(changes)
 }
 
 async fn join_writer(writer: StoreWriter) {

@@ -89,9 +89,12 @@ impl AdminState {
     /// # Errors
     /// The store cannot be read.
     pub fn snapshot(&self) -> Result<Snapshot, store::StoreError> {
-        let report = status::report(&self.state_dir, &self.sources, &self.sync)?;
-        let quarantine_by_code = quarantine_by_code(&self.state_dir)?;
         let links = self.links.snapshot();
+        // Sources added by a reload are in the link registry.
+        let mut names = self.sources.clone();
+        names.extend(links.keys().filter(|n| !self.sources.contains(n)).cloned());
+        let report = status::report(&self.state_dir, &names, &self.sync)?;
+        let quarantine_by_code = quarantine_by_code(&self.state_dir)?;
         let now = unix_ms(SystemTime::now());
         let committed = self.writer.committed_at_ms.load(Ordering::Relaxed);
         let mut alarms = report.alarms.clone();
