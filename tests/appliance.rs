@@ -777,3 +777,156 @@ fn sighup_reload_under_load_loses_no_ack() -> Result {
     assert!(status.success());
     Ok(())
 }
+
+// --- journald -----------------------------------------------------------------
+
+/// Under systemd (JOURNAL_STREAM names stderr) the daemon logs natively to
+/// the journal socket with structured fields. The test owns the socket: the
+/// daemon runs in a private mount namespace (`unshare`) where the test's
+/// directory is mounted on /run/systemd/journal. A duplicate and a
+/// quarantined message produce info lines with SOURCE, DEVICE, a hashed
+/// CONTROL_ID and PRIORITY; no control id, name or MRN appears in clear.
+#[test]
+fn logs_go_to_journald_with_structured_fields_and_no_phi() -> Result {
+    use std::os::unix::fs::MetadataExt as _;
+    if !Command::new("unshare")
+        .args(["-rm", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        eprintln!("SKIPPED: no unprivileged mount namespace (unshare -rm) on this machine");
+        return Ok(());
+    }
+    let mut g = Gateway::prepare(&mllp_source("ward", ""))?;
+    let journal_dir = g.dir.path().join("journal");
+    std::fs::create_dir(&journal_dir)?;
+    let journal = UnixDatagram::bind(journal_dir.join("socket"))?;
+    journal.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let stderr = std::fs::File::create(&g.stderr_path)?;
+    let meta = stderr.metadata()?;
+    let script = "mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/journal \
+                  && mount --bind \"$JOURNAL_DIR\" /run/systemd/journal && exec \"$@\"";
+    g.child = Some(
+        Command::new("unshare")
+            .args(["-rm", "sh", "-c", script, "sh"])
+            .arg(wardlink_bin())
+            .args(["run", "--config"])
+            .arg(&g.config)
+            .env("JOURNAL_DIR", &journal_dir)
+            .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()?,
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || g.runtime().is_some()),
+        "did not start:\n{}",
+        g.stderr()
+    );
+    let mut c = Client::connect(g.addr("ward"))?;
+    assert_eq!(c.exchange(&oru("JRN00042"))?.code, "AA");
+    assert_eq!(c.exchange(&oru("JRN00042"))?.code, "AA"); // duplicate: an info line
+    assert_eq!(c.exchange(&oru_without_obx("JRNQ7"))?.code, "AA"); // quarantined: an info line
+
+    // Each datagram is one entry in journald's native protocol; rendered
+    // here as KEY=value lines.
+    let mut entries: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut buf = vec![0u8; 65536];
+    while Instant::now() < deadline {
+        if let Ok(n) = journal.recv(&mut buf) {
+            entries.push(
+                parse_journal_entry(&buf[..n])
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}\n"))
+                    .collect(),
+            );
+        }
+        let seen = |needle: &str| entries.iter().any(|e| e.contains(needle));
+        if seen("Duplicate of a stored message") && seen("message quarantined") {
+            break;
+        }
+    }
+    let field = |e: &str, k: &str| {
+        e.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .map(str::to_string)
+    };
+    let dup = entries
+        .iter()
+        .find(|e| e.contains("Duplicate of a stored message"))
+        .ok_or_else(|| format!("no duplicate line in {entries:?}\nstderr:\n{}", g.stderr()))?;
+    assert_eq!(field(dup, "SOURCE").as_deref(), Some("ward"), "{dup}");
+    assert_eq!(field(dup, "PRIORITY").as_deref(), Some("5"), "{dup}");
+    assert_eq!(
+        field(dup, "SYSLOG_IDENTIFIER").as_deref(),
+        Some("wardlink"),
+        "{dup}"
+    );
+    assert!(
+        field(dup, "DEVICE").is_some_and(|d| d.starts_with("127.0.0.1:")),
+        "{dup}"
+    );
+    let hashed = field(dup, "CONTROL_ID").ok_or("no CONTROL_ID")?;
+    assert!(
+        hashed.len() == 12 && hashed.chars().all(|c| c.is_ascii_hexdigit()),
+        "{hashed}"
+    );
+    let q = entries
+        .iter()
+        .find(|e| e.contains("message quarantined"))
+        .ok_or("no quarantine line")?;
+    assert_eq!(
+        field(q, "RULE").as_deref(),
+        Some("SEGMENT_REQUIRED_MISSING"),
+        "{q}"
+    );
+    let all = entries.join("\n");
+    for secret in ["JRN00042", "JRNQ7", "Sharma", "Priya", "MRN", "19780412"] {
+        assert!(!all.contains(secret), "{secret} in the journal:\n{all}");
+    }
+    // Nothing went to stderr meanwhile: the journal took it.
+    assert!(
+        !g.stderr().contains("Duplicate of a stored message"),
+        "{}",
+        g.stderr()
+    );
+    Ok(())
+}
+
+/// Parse one datagram of journald's native protocol (`systemd.journal-fields`
+/// transport): `KEY=value\n`, or `KEY\n` + 64-bit little-endian length +
+/// value + `\n` for values that may hold newlines.
+fn parse_journal_entry(mut b: &[u8]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let Some(nl) = b.iter().position(|&c| c == b'\n') else {
+            break;
+        };
+        let line = &b[..nl];
+        if let Some(eq) = line.iter().position(|&c| c == b'=') {
+            out.push((
+                String::from_utf8_lossy(&line[..eq]).into_owned(),
+                String::from_utf8_lossy(&line[eq + 1..]).into_owned(),
+            ));
+            b = &b[nl + 1..];
+        } else {
+            let key = String::from_utf8_lossy(line).into_owned();
+            let rest = &b[nl + 1..];
+            if rest.len() < 8 {
+                break;
+            }
+            let mut len = [0u8; 8];
+            len.copy_from_slice(&rest[..8]);
+            let len = usize::try_from(u64::from_le_bytes(len)).unwrap_or(usize::MAX);
+            let Some(value) = rest.get(8..8 + len) else {
+                break;
+            };
+            out.push((key, String::from_utf8_lossy(value).into_owned()));
+            b = rest.get(8 + len + 1..).unwrap_or(&[]);
+        }
+    }
+    out
+}

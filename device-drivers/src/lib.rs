@@ -10,6 +10,7 @@
 //!   listener, connection and client (I/O).
 //! - [`link`]: the per-source link-state registry every source kind fills
 //!   (listening, connected, connecting, down), read by status and metrics.
+//! - [`logid`]: identifiers as logged (hashed control ids).
 //! - [`sim`]: message generators for tests, benchmarks and `wardlink simulate`.
 //!
 //! Every source follows the same shape: a pure protocol core (frame decoder,
@@ -20,6 +21,7 @@
 
 pub mod hl7;
 pub mod link;
+pub mod logid;
 pub mod mllp;
 pub mod received;
 pub mod sim;

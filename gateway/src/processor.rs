@@ -306,7 +306,10 @@ fn process_one(
         }
         Ok(Outcome::Quarantine { reason, issues }) => {
             stats.quarantined.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(source = %m.source, message_id = m.id, %reason, "message quarantined");
+            // The reason's text may quote a field's value: only its rule
+            // code goes out at info level.
+            tracing::info!(source = %m.source, message_id = m.id, rule = crate::admin::reason_code(&reason), "message quarantined");
+            tracing::debug!(source = %m.source, message_id = m.id, %reason, "quarantine reason");
             ProcessedResult::Quarantine {
                 reason,
                 issues_json: serde_json::to_string(&issues).unwrap_or_else(|_| "[]".into()),

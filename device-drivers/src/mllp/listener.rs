@@ -50,6 +50,7 @@ use super::codec::{Decoded, DiscardReason, CARRIAGE_RETURN, END_BLOCK, START_BLO
 use super::connection::{MllpConnection, WriteError};
 use super::tls::MllpStream;
 use crate::hl7::{decode_text, ErrorCode, ErrorLocation, Msh};
+use crate::logid::Hashed;
 use crate::received::{Dedup, Kind, Received, RefuseReason, Rejection, Reply, Submitter};
 
 /// How an MLLP source listens and what it accepts.
@@ -258,7 +259,7 @@ impl MllpListener {
             };
             // Nagle plus the peer's delayed ACK cost ~40 ms per answer.
             if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(%source, %peer, error = %e, "Cannot set TCP_NODELAY");
+                tracing::debug!(%source, device = %peer, error = %e, "Cannot set TCP_NODELAY");
             }
             // A reload may have changed the options: new connections get
             // the new ones, and the connection limit follows.
@@ -278,7 +279,7 @@ impl MllpListener {
                     Some(config) => match super::tls::accept(stream, config.clone()).await {
                         Ok(s) => s,
                         Err(e) => {
-                            tracing::warn!(source = %options.name, %peer, error = %e, "TLS connection refused; closing it");
+                            tracing::warn!(source = %options.name, device = %peer, error = %e, "TLS connection refused; closing it");
                             drop(permit);
                             return;
                         }
@@ -414,7 +415,7 @@ impl Handler {
     }
 
     async fn run(mut self) {
-        tracing::debug!(source = %self.source(), peer = %self.peer, "MLLP connection accepted");
+        tracing::debug!(source = %self.source(), device = %self.peer, "MLLP connection accepted");
         if !is_allowed(&self.options.allow, &self.peer) {
             self.refuse_not_allowed().await;
             return;
@@ -444,17 +445,17 @@ impl Handler {
                         return;
                     }
                     Err(e) => {
-                        tracing::info!(source = %self.source(), peer = %self.peer, error = %e, "Cannot answer; closing the connection");
+                        tracing::info!(source = %self.source(), device = %self.peer, error = %e, "Cannot answer; closing the connection");
                         return;
                     }
                 }
             }
             if self.conn.is_eof() {
-                tracing::debug!(source = %self.source(), peer = %self.peer, "Peer closed the connection");
+                tracing::debug!(source = %self.source(), device = %self.peer, "Peer closed the connection");
                 return;
             }
             if self.shutdown.is_cancelled() {
-                tracing::debug!(source = %self.source(), peer = %self.peer, "Closing the connection: shutting down");
+                tracing::debug!(source = %self.source(), device = %self.peer, "Closing the connection: shutting down");
                 return;
             }
             // Wait for bytes. Only the choice happens inside `select!`; the
@@ -473,7 +474,7 @@ impl Handler {
             match wake {
                 Wake::Read => last_activity = Instant::now(),
                 Wake::ReadFailed(e) => {
-                    tracing::info!(source = %self.source(), peer = %self.peer, error = %e, "Read failed; closing the connection");
+                    tracing::info!(source = %self.source(), device = %self.peer, error = %e, "Read failed; closing the connection");
                     return;
                 }
                 Wake::Idle if Instant::now().duration_since(last_activity) < idle => {
@@ -483,7 +484,7 @@ impl Handler {
                     idle_timer.as_mut().reset(due);
                 }
                 Wake::Idle => {
-                    tracing::info!(source = %self.source(), peer = %self.peer, idle_secs = idle.as_secs_f64(), "Connection idle; closing it");
+                    tracing::info!(source = %self.source(), device = %self.peer, idle_secs = idle.as_secs_f64(), "Connection idle; closing it");
                     return;
                 }
                 Wake::Shutdown => {}
@@ -498,7 +499,7 @@ impl Handler {
             Decoded::CommitAck | Decoded::CommitNak => {
                 // MLLP R2: the peer commits (or not) an answer we sent. We
                 // never resend answers, so this is informational.
-                tracing::debug!(source = %self.source(), peer = %self.peer, positive = matches!(decoded, Decoded::CommitAck), "Commit block from peer");
+                tracing::debug!(source = %self.source(), device = %self.peer, positive = matches!(decoded, Decoded::CommitAck), "Commit block from peer");
                 Ok(Flow::Continue)
             }
             Decoded::Discarded {
@@ -506,11 +507,11 @@ impl Handler {
                 ..
             } => {
                 // Some senders send empty frames as keep-alives.
-                tracing::debug!(source = %self.source(), peer = %self.peer, "Empty MLLP frame ignored");
+                tracing::debug!(source = %self.source(), device = %self.peer, "Empty MLLP frame ignored");
                 Ok(Flow::Continue)
             }
             Decoded::Discarded { bytes, why } => {
-                tracing::warn!(source = %self.source(), peer = %self.peer, bytes, why = why.as_str(), "Discarded bytes that were not a complete MLLP frame");
+                tracing::warn!(source = %self.source(), device = %self.peer, bytes, why = why.as_str(), "Discarded bytes that were not a complete MLLP frame");
                 Ok(Flow::Continue)
             }
             Decoded::Oversize { max, head } => {
@@ -518,7 +519,7 @@ impl Handler {
                 // right level), if the MSH segment fits in it whole.
                 let msh = complete_msh(&head);
                 let control_id = msh.as_ref().map(|m| decode_text(m.control_id()));
-                tracing::warn!(source = %self.source(), peer = %self.peer, control_id = control_id.as_deref().unwrap_or(""), max_bytes = max, "Frame larger than max_message_bytes; refusing it and closing the connection");
+                tracing::warn!(source = %self.source(), device = %self.peer, control_id = %Hashed(control_id.as_deref().unwrap_or("")), max_bytes = max, "Frame larger than max_message_bytes; refusing it and closing the connection");
                 self.submitter
                     .rejected(self.source().clone(), Rejection::TooLarge);
                 let text = format!(
@@ -572,14 +573,14 @@ impl Handler {
         // while the listener is stopping.
         match self.submitter.submit(received).await {
             Reply::Stored { id } => {
-                tracing::debug!(source = %self.source(), peer = %self.peer, %control_id, id, "Stored");
+                tracing::debug!(source = %self.source(), device = %self.peer, control_id = %Hashed(&control_id), id, "Stored");
                 self.write(&positive).await?;
             }
             Reply::Duplicate {
                 original_id,
                 original_answer,
             } => {
-                tracing::info!(source = %self.source(), peer = %self.peer, %control_id, original_id, "Duplicate of a stored message; answering with the original answer");
+                tracing::info!(source = %self.source(), device = %self.peer, control_id = %Hashed(&control_id), original_id, "Duplicate of a stored message; answering with the original answer");
                 match original_answer {
                     Some(original) => {
                         let replay = self.replay(&msh, plan, &original);
@@ -589,7 +590,7 @@ impl Handler {
                 }
             }
             Reply::Refused { reason } => {
-                tracing::warn!(source = %self.source(), peer = %self.peer, %control_id, %reason, "Store refused the message; answering with a reject");
+                tracing::warn!(source = %self.source(), device = %self.peer, control_id = %Hashed(&control_id), %reason, "Store refused the message; answering with a reject");
                 if reason == RefuseReason::Dropped {
                     // The store never saw it through; nobody else counts it.
                     self.submitter
@@ -605,7 +606,7 @@ impl Handler {
                 self.write(&answer).await?;
             }
             Reply::Invalid { reason } => {
-                tracing::warn!(source = %self.source(), peer = %self.peer, %control_id, %reason, "Store found the message invalid; answering with an error");
+                tracing::warn!(source = %self.source(), device = %self.peer, control_id = %Hashed(&control_id), %reason, "Store found the message invalid; answering with an error");
                 let err = ErrDetail {
                     code: ErrorCode::ApplicationInternal,
                     location: ErrorLocation::msh(None),
@@ -625,7 +626,7 @@ impl Handler {
         msh: Option<&Msh<'_>>,
         error: &crate::hl7::HeaderError,
     ) -> Result<Flow, WriteError> {
-        tracing::warn!(source = %self.source(), peer = %self.peer, error = %error, location = %error.location(), "Unusable message header; answering with an error");
+        tracing::warn!(source = %self.source(), device = %self.peer, error = %error, location = %error.location(), "Unusable message header; answering with an error");
         self.submitter
             .rejected(self.source().clone(), Rejection::BadHeader);
         let text = format!("{error}; the message was not stored");
@@ -644,7 +645,7 @@ impl Handler {
         };
         let msh = Msh::read(&payload).ok();
         let plan = msh.as_ref().map_or(AckPlan::ORIGINAL, AckPlan::for_message);
-        tracing::info!(source = %self.source(), peer = %self.peer, "Refusing a buffered frame: shutting down");
+        tracing::info!(source = %self.source(), device = %self.peer, "Refusing a buffered frame: shutting down");
         self.submitter
             .rejected(self.source().clone(), Rejection::Refused);
         let text = RefuseReason::ShuttingDown.to_string();
@@ -661,7 +662,7 @@ impl Handler {
     /// A peer outside the allowlist: read its first frame (bounded, within
     /// the idle timeout), answer it `AR`, close.
     async fn refuse_not_allowed(mut self) {
-        tracing::warn!(source = %self.source(), peer = %self.peer, "Peer not in the allowlist; refusing it");
+        tracing::warn!(source = %self.source(), device = %self.peer, "Peer not in the allowlist; refusing it");
         self.submitter
             .rejected(self.source().clone(), Rejection::NotAllowed);
         let deadline = deadline_after(self.options.idle_timeout);
