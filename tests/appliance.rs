@@ -629,10 +629,36 @@ fn mllp_over_tls_accepts_only_clients_of_the_ca() -> Result {
         g.stderr()
     );
 
+    // Renewed certificates under the same paths (here from a new CA), then
+    // SIGHUP: new connections get the new server certificate; the
+    // connection established before keeps working.
+    let renewed_dir = tempfile::tempdir()?;
+    let renewed = Pki::new(renewed_dir.path())?;
+    for f in ["ca.pem", "server.pem", "server.key"] {
+        std::fs::copy(renewed_dir.path().join(f), pki_dir.path().join(f))?;
+    }
+    let ok = Command::new("kill")
+        .args(["-HUP", &g.pid().to_string()])
+        .status()?;
+    assert!(ok.success());
+    assert!(
+        wait_until(Duration::from_secs(10), || g
+            .stderr()
+            .contains("TLS certificates re-read")),
+        "no reload:\n{}",
+        g.stderr()
+    );
+    let mut fresh = TlsClient::connect(addr, renewed.client_config(Some(&renewed.client))?)?;
+    assert_eq!(fresh.exchange(&oru("TLS-NEW"))?.code, "AA");
+    let stale = TlsClient::connect(addr, pki.client_config(Some(&pki.client))?)
+        .and_then(|mut c| c.exchange(&oru("TLS-OLD")));
+    assert!(stale.is_err(), "the old certificate is still served");
+    assert_eq!(good.exchange(&oru("TLS5"))?.code, "AA");
+
     let st = g.status_json()?;
     assert_accounting(&st);
-    assert_eq!(st["sources"]["secure"]["acked"], 5, "{st}");
-    assert_eq!(st["sources"]["secure"]["received"], 5, "{st}");
+    assert_eq!(st["sources"]["secure"]["acked"], 7, "{st}");
+    assert_eq!(st["sources"]["secure"]["received"], 7, "{st}");
     Ok(())
 }
 

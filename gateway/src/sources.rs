@@ -199,7 +199,9 @@ impl Sources {
         for (name, source) in &wanted {
             match self.running.get(*name) {
                 Some(r) if r.config.listen == source.listen => {
-                    if r.config != **source {
+                    // TLS files are re-read on every reload: renewed
+                    // certificates keep their paths.
+                    if r.config != **source || source.tls.is_some() {
                         updates.push((source, mllp_options(source)?));
                     }
                 }
@@ -229,9 +231,14 @@ impl Sources {
         for (source, options) in updates {
             if let Some(r) = self.running.get_mut(&source.name) {
                 r.updater.update(options);
+                let what = if r.config == **source {
+                    "TLS certificates re-read"
+                } else {
+                    "changed"
+                };
                 r.config = (*source).clone();
                 changes.push(format!(
-                    "source {} changed (new connections use it)",
+                    "source {}: {what} (new connections use it)",
                     source.name
                 ));
             }
