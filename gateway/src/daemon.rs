@@ -146,6 +146,11 @@ pub async fn run_with_reload(
     .write(&state_dir)
     .with_context(|| format!("cannot write the runtime file in {}", state_dir.display()))?;
 
+    // Installed before READY=1: systemd may send SIGHUP (reload) as soon as
+    // the service is ready, and SIGHUP's default action ends the process.
+    let mut hangup = signal(SignalKind::hangup())
+        .map_err(|e| tracing::warn!(error = %e, "cannot handle SIGHUP; reload needs a restart"))
+        .ok();
     // READY=1 (with the first STATUS=) is sent by the notifier: the config
     // is valid, the store open and every listener bound by now.
     let notifier = Notifier {
@@ -162,9 +167,6 @@ pub async fn run_with_reload(
     tracing::info!("wardlink ready");
 
     let mut config = config;
-    let mut hangup = signal(SignalKind::hangup())
-        .map_err(|e| tracing::warn!(error = %e, "cannot handle SIGHUP; reload needs a restart"))
-        .ok();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
