@@ -61,3 +61,8 @@ fi
 # --- end of packaging ----------------------------------------------------------
 
 echo "test dependencies ready: $VENV ($("$VENV/bin/python" --version))"
+
+# --- appliance (issue 8): /metrics is checked with Prometheus's own
+# `promtool check metrics` (Debian package prometheus) and the status page is
+# loaded in headless Chromium (Debian package chromium).
+apt_install prometheus chromium

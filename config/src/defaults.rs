@@ -66,3 +66,5 @@ pub const MQTT_NAME: &str = "mqtt";
 pub const MQTT_KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// `source.mqtt[].max_payload_bytes`: 256 KiB.
 pub const MQTT_MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+/// `admin.listen`'s port (on 127.0.0.1).
+pub const ADMIN_PORT: u16 = 9425;

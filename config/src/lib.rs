@@ -37,6 +37,7 @@
 
 #![deny(missing_docs)]
 
+mod admin;
 pub mod defaults;
 pub mod dicom;
 mod error;
@@ -45,11 +46,13 @@ mod parse;
 mod raw;
 mod report;
 mod serial;
+mod tls;
 mod validate;
 
 use std::io::Read;
 use std::path::Path;
 
+pub use admin::AdminConfig;
 pub use dicom::{DicomDeidConfig, DicomSource};
 pub use error::{ConfigError, Problem};
 pub use model::{
@@ -62,6 +65,7 @@ pub use serial::{
     SerialSource, StopBits,
 };
 
+pub use tls::MllpTls;
 pub use validate::mqtt::{
     Capture, MqttBroker, MqttPayload, MqttSource, MqttTopic, MqttValue, TopicLevel,
 };

@@ -29,6 +29,8 @@ pub struct Config {
     pub sync: SyncConfig,
     /// `[source.*]`: the listeners that receive data.
     pub sources: Sources,
+    /// `[admin]`: the local status page and `/metrics`.
+    pub admin: crate::AdminConfig,
 }
 
 /// `[gateway]`.
@@ -430,6 +432,8 @@ pub struct MllpSource {
     pub duplicate_window: Duration,
     /// Send MLLP release 2 commit acknowledgement blocks.
     pub commit_blocks: bool,
+    /// MLLP over TLS (`tls = { cert, key, client_ca }`); `None`: plain TCP.
+    pub tls: Option<crate::MllpTls>,
 }
 
 impl Default for MllpSource {
@@ -444,6 +448,7 @@ impl Default for MllpSource {
             idle_timeout: defaults::MLLP_IDLE_TIMEOUT,
             duplicate_window: defaults::MLLP_DUPLICATE_WINDOW,
             commit_blocks: defaults::MLLP_COMMIT_BLOCKS,
+            tls: None,
         }
     }
 }

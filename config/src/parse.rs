@@ -60,6 +60,7 @@ fn remove_unknown_keys(root: &mut DeTable<'_>, report: &mut Report<'_>) {
         ("deid", keys_of::<RawDeid>()),
         ("validate", keys_of::<RawValidate>()),
         ("sync", keys_of::<RawSync>()),
+        ("admin", keys_of::<crate::admin::RawAdmin>()),
     ] {
         if let Some(table) = table_mut(root, name) {
             check_keys(table, name, keys, report);

@@ -224,6 +224,8 @@ pub(crate) struct RawConfig {
     pub(crate) sync: Field<RawSync>,
     #[serde(default)]
     pub(crate) source: Field<RawSources>,
+    #[serde(default)]
+    pub(crate) admin: Field<crate::admin::RawAdmin>,
 }
 
 /// `[gateway]`
@@ -599,6 +601,8 @@ pub(crate) struct RawMllp {
     pub(crate) duplicate_window: Field<Duration>,
     #[serde(default = "default_mllp_commit_blocks")]
     pub(crate) commit_blocks: Field<bool>,
+    #[serde(default)]
+    pub(crate) tls: Field<crate::tls::RawTls>,
 }
 
 impl Default for RawMllp {
@@ -612,6 +616,7 @@ impl Default for RawMllp {
             idle_timeout: default_mllp_idle_timeout(),
             duplicate_window: default_mllp_duplicate_window(),
             commit_blocks: default_mllp_commit_blocks(),
+            tls: Field::default(),
         }
     }
 }

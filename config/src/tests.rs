@@ -34,6 +34,7 @@ fn schema() -> Vec<(&'static str, &'static str)> {
             keys_of::<crate::validate::mqtt::RawValue>(),
         ),
         ("[deid.dicom]", keys_of::<crate::dicom::RawDeidDicom>()),
+        ("[admin]", keys_of::<crate::admin::RawAdmin>()),
     ] {
         keys.extend(fields.iter().map(|k| (table, *k)));
     }
@@ -44,7 +45,7 @@ fn schema() -> Vec<(&'static str, &'static str)> {
 fn the_key_lists_come_from_the_structs() {
     assert_eq!(
         keys_of::<RawConfig>(),
-        ["gateway", "log", "store", "deid", "validate", "sync", "source"]
+        ["gateway", "log", "store", "deid", "validate", "sync", "source", "admin"]
     );
     assert_eq!(keys_of::<RawSources>(), ["mllp", "serial", "mqtt", "dicom"]);
     assert_eq!(
@@ -79,8 +80,9 @@ fn the_key_lists_come_from_the_structs() {
         ]
     );
     // 30 before [[source.mqtt]] (12 keys), its topics (9) and values (5);
-    // [deid.dicom] (5).
-    assert_eq!(schema().len(), 61);
+    // [deid.dicom] (5); [admin] (2) and MLLP `tls` (1).
+    assert_eq!(schema().len(), 64);
+    assert_eq!(keys_of::<crate::admin::RawAdmin>(), ["enabled", "listen"]);
 }
 
 #[test]

@@ -84,6 +84,17 @@ const FIX_RETRY_BACKOFF_MAX: &str =
 pub(crate) fn validate(raw: &RawConfig, report: &mut Report<'_>) -> Config {
     let root = Scope::root();
     let mut claims = Claims::default();
+    let sources = section(report, &root, "source", &raw.source, |r, s, raw| Sources {
+        mllp: mllp_list(r, s, &raw.mllp, &mut claims),
+        serial: crate::serial::serial_list(r, s, &raw.serial, &mut claims),
+        mqtt: mqtt::mqtt_list(r, s, &raw.mqtt, &mut claims),
+        dicom: crate::dicom::dicom_list(r, s, &raw.dicom, &mut claims),
+    })
+    .unwrap_or_default();
+    let admin = section(report, &root, "admin", &raw.admin, |r, s, raw| {
+        crate::admin::validate(r, s, raw, &mut claims)
+    })
+    .unwrap_or_default();
     Config {
         gateway: section(report, &root, "gateway", &raw.gateway, gateway).unwrap_or_default(),
         log: section(report, &root, "log", &raw.log, log).unwrap_or_default(),
@@ -91,13 +102,8 @@ pub(crate) fn validate(raw: &RawConfig, report: &mut Report<'_>) -> Config {
         deid: section(report, &root, "deid", &raw.deid, deid).unwrap_or_default(),
         validate: section(report, &root, "validate", &raw.validate, limits).unwrap_or_default(),
         sync: section(report, &root, "sync", &raw.sync, sync).unwrap_or_default(),
-        sources: section(report, &root, "source", &raw.source, |r, s, raw| Sources {
-            mllp: mllp_list(r, s, &raw.mllp, &mut claims),
-            serial: crate::serial::serial_list(r, s, &raw.serial, &mut claims),
-            mqtt: mqtt::mqtt_list(r, s, &raw.mqtt, &mut claims),
-            dicom: crate::dicom::dicom_list(r, s, &raw.dicom, &mut claims),
-        })
-        .unwrap_or_default(),
+        sources,
+        admin,
     }
 }
 
@@ -944,6 +950,7 @@ fn mllp(report: &mut Report<'_>, scope: &Scope, raw: &RawMllp, claims: &mut Clai
             )
             .copied()
             .unwrap_or(defaults.commit_blocks),
+        tls: section(report, scope, "tls", &raw.tls, crate::tls::validate).flatten(),
     }
 }
 

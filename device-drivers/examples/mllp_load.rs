@@ -41,6 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         idle_timeout: Duration::from_secs(30),
         duplicate_window: Duration::from_secs(60),
         commit_blocks: false,
+        tls: None,
     })
     .await?;
     let addr = listener.local_addr();

@@ -55,6 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         idle_timeout: Duration::from_secs(60),
         duplicate_window: Duration::ZERO,
         commit_blocks: false,
+        tls: None,
     })
     .await?;
     println!("listening on {}", listener.local_addr());

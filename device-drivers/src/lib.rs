@@ -21,8 +21,9 @@
 //!   equipment sources (serial, MQTT) store as `Kind::Reading`.
 //! - [`mqtt`]: MQTT subscriptions — payload decoder (pure), the source with
 //!   commit-before-PUBACK and reconnect, and `tap`.
-//! - [`link`]: link state (connected / disconnected since) of sources that
-//!   hold a connection.
+//! - [`link`]: the per-source link-state registry every source kind fills
+//!   (listening, connected, connecting, down), read by status and metrics.
+//! - [`logid`]: identifiers as logged (hashed control ids).
 //! - [`sim`]: message generators for tests, benchmarks and `wardlink simulate`.
 //!
 //! Every source follows the same shape: a pure protocol core (frame decoder,
@@ -35,6 +36,7 @@ pub mod dicom;
 pub mod hl7;
 pub mod lines;
 pub mod link;
+pub mod logid;
 pub mod medibus;
 pub mod mllp;
 pub mod mqtt;

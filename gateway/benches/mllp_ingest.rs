@@ -11,6 +11,12 @@
 //! - `wardlink + pipeline`: the same with the pipeline thread processing the
 //!   stored messages concurrently, as in the daemon.
 //!
+//! TLS (issue 8): `WARDLINK_BENCH_TLS=1 cargo bench -p wardlink --bench
+//! mllp_ingest` runs only the real store at 8 connections, plain MLLP and
+//! MLLP over TLS (rustls, ring, TLS 1.3, a self-signed certificate) in
+//! interleaved slices, and prints TLS throughput as a share of plain
+//! (target >= 0.85).
+//!
 //! Run: `cargo bench -p wardlink --bench mllp_ingest`
 //! (`WARDLINK_BENCH_SECS=6` to measure longer; default 3 s per cell). The
 //! variants of one connection count run interleaved in short slices, so
@@ -23,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use wardlink::store::{self, StoreWriter, WriterOptions};
@@ -173,6 +179,7 @@ fn start_store(
                     group_commit_max: 512,
                     raw_retention: Duration::from_secs(7 * 86_400),
                     outbox_max_bytes: None,
+                    heartbeat: None,
                 },
                 rt.clone(),
             )
@@ -212,6 +219,41 @@ fn start_store(
     }
 }
 
+/// A client's byte stream: plain TCP or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Server and client TLS configurations for the TLS variant.
+#[derive(Clone)]
+struct TlsPair {
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+}
+
+/// A self-signed certificate for 127.0.0.1, loaded the way the daemon
+/// loads it (PEM files), and a client that trusts it.
+fn tls_pair(dir: &std::path::Path) -> TlsPair {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let server = wardlink_devices::mllp::tls::server_config(&cert, &key, None).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    TlsPair {
+        server,
+        client: Arc::new(client),
+    }
+}
+
 /// One client connection: send, wait for the ACK, repeat; record latencies
 /// once `measuring` is set.
 async fn client(
@@ -219,9 +261,22 @@ async fn client(
     conn: usize,
     measuring: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    tls: Option<Arc<rustls::ClientConfig>>,
 ) -> Vec<u32> {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.set_nodelay(true).unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let mut s: Box<dyn Io> = match tls {
+        None => Box::new(tcp),
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+            Box::new(
+                tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await
+                    .unwrap(),
+            )
+        }
+    };
     let mut lat = Vec::with_capacity(1 << 16);
     let mut buf = vec![0u8; 4096];
     let mut generator = Hl7Generator::new(conn as u64 + 1);
@@ -229,6 +284,7 @@ async fn client(
         let msg = framed(&mut generator);
         let t = Instant::now();
         s.write_all(&msg).await.unwrap();
+        s.flush().await.unwrap();
         // Read until the end of one framed ACK.
         let mut have = 0;
         loop {
@@ -250,7 +306,7 @@ async fn client(
     lat
 }
 
-fn run_slice(variant: Variant, connections: usize, secs: f64) -> Slice {
+fn run_slice(variant: Variant, connections: usize, secs: f64, tls: Option<&TlsPair>) -> Slice {
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -274,6 +330,7 @@ fn run_slice(variant: Variant, connections: usize, secs: f64) -> Slice {
             idle_timeout: Duration::from_secs(60),
             duplicate_window: Duration::from_secs(86_400),
             commit_blocks: false,
+            tls: tls.map(|t| t.server.clone()),
         }))
         .unwrap();
     let addr = listener.local_addr();
@@ -282,7 +339,15 @@ fn run_slice(variant: Variant, connections: usize, secs: f64) -> Slice {
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..connections)
-        .map(|c| client_rt.spawn(client(addr, c, measuring.clone(), stop.clone())))
+        .map(|c| {
+            client_rt.spawn(client(
+                addr,
+                c,
+                measuring.clone(),
+                stop.clone(),
+                tls.map(|t| t.client.clone()),
+            ))
+        })
         .collect();
     std::thread::sleep(Duration::from_millis(500)); // warm-up
     measuring.store(true, Ordering::Relaxed);
@@ -325,6 +390,10 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
+    if std::env::var_os("WARDLINK_BENCH_TLS").is_some() {
+        tls_main(secs);
+        return;
+    }
     println!(
         "MLLP ingest, window 1, {} B IHE PCD-01 ORU^R01, {secs} s per cell in 3 interleaved slices, client and server on this machine",
         framed(&mut Hl7Generator::new(0)).len() - 3
@@ -350,7 +419,7 @@ fn main() {
         let mut sums: Vec<Slice> = variants.iter().map(|_| Slice::default()).collect();
         for _ in 0..rounds {
             for (i, &variant) in variants.iter().enumerate() {
-                sums[i].add(run_slice(variant, c, secs / f64::from(rounds)));
+                sums[i].add(run_slice(variant, c, secs / f64::from(rounds), None));
                 if matches!(variant, Variant::Wardlink | Variant::WardlinkWithPipeline) {
                     wardlink_rss = peak_rss_mb();
                 }
@@ -397,5 +466,49 @@ fn main() {
     println!(
         "peak resident memory (VmHWM, client included) after the last wardlink slice: {wardlink_rss:.1} MB (target < 48 MB); after all runs: {:.1} MB",
         peak_rss_mb()
+    );
+}
+
+/// `WARDLINK_BENCH_TLS=1`: plain against TLS at 8 connections, real store,
+/// interleaved slices.
+fn tls_main(secs: f64) {
+    let certs = tempfile::tempdir().unwrap();
+    let pair = tls_pair(certs.path());
+    let connections = 8;
+    let rounds = 4;
+    println!(
+        "MLLP ingest over TLS (rustls, ring) vs plain, real store, window 1, {connections} connections, {secs} s per variant in {rounds} interleaved slices"
+    );
+    println!(
+        "{:<26} {:>5} {:>10} {:>8} {:>8} {:>9}",
+        "variant", "conns", "msg/s", "p50 ms", "p99 ms", "avg group"
+    );
+    let mut plain = Slice::default();
+    let mut tls = Slice::default();
+    for _ in 0..rounds {
+        plain.add(run_slice(
+            Variant::Wardlink,
+            connections,
+            secs / f64::from(rounds),
+            None,
+        ));
+        tls.add(run_slice(
+            Variant::Wardlink,
+            connections,
+            secs / f64::from(rounds),
+            Some(&pair),
+        ));
+    }
+    let plain = plain.cell(Variant::Wardlink, connections);
+    let tls = tls.cell(Variant::Wardlink, connections);
+    for (name, c) in [("plain MLLP", &plain), ("MLLP over TLS", &tls)] {
+        println!(
+            "{:<26} {:>5} {:>10.0} {:>8.3} {:>8.3} {:>9.1}",
+            name, c.connections, c.msgs_per_sec, c.p50_ms, c.p99_ms, c.avg_group
+        );
+    }
+    println!(
+        "TLS / plain throughput at {connections} conns = {:.2} (target >= 0.85)",
+        tls.msgs_per_sec / plain.msgs_per_sec
     );
 }

@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use wardlink::pipeline::{Pipeline, PipelineSettings, SiteKeys};
 use wardlink::processor::Processor;
 use wardlink::store::{self, StoreWriter, WriterOptions};
-use wardlink_devices::link::{LinkReporter, LinkState, LinkStatus};
+use wardlink_devices::link::{LinkReport, LinkReporter, LinkStatus};
 use wardlink_devices::mqtt::MqttSourceTask;
 use wardlink_devices::sim::bed_sensors::{self, BedSensors};
 
@@ -136,7 +136,7 @@ async fn create_session(cfg: &wardlink_config::MqttSource) {
     let (submitter, _rx) = wardlink_devices::channel(16);
     let up = Arc::new(tokio::sync::Notify::new());
     let u = up.clone();
-    let link: LinkReporter = Arc::new(move |s: LinkState| {
+    let link: LinkReporter = Arc::new(move |s: LinkReport| {
         if s.status == LinkStatus::Connected {
             u.notify_one();
         }
@@ -172,6 +172,7 @@ async fn wardlink(broker: &Broker, n: u64, with_pipeline: bool) -> (f64, u64) {
             group_commit_max,
             raw_retention: Duration::from_secs(86_400),
             outbox_max_bytes: None,
+            heartbeat: None,
         },
         tokio::runtime::Handle::current(),
     )

@@ -176,7 +176,7 @@ fn gateway_config(state: &Path, collector: Option<(&str, &str)>) -> String {
         ),
     };
     format!(
-        "[gateway]\nstate_dir = \"{}\"\n\n{sync}[[source.mllp]]\nname = \"bench\"\nlisten = \"127.0.0.1:0\"\n",
+        "[gateway]\nstate_dir = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n{sync}[[source.mllp]]\nname = \"bench\"\nlisten = \"127.0.0.1:0\"\n",
         state.display()
     )
 }
@@ -214,6 +214,7 @@ async fn fill(config_text: &str, n: usize) -> i64 {
             group_commit_max: 512,
             raw_retention: Duration::from_secs(7 * 86_400),
             outbox_max_bytes: None,
+            heartbeat: None,
         },
         tokio::runtime::Handle::current(),
     )

@@ -279,6 +279,7 @@ pub async fn run(
             "# wardlink demo: the gateway, uploading to the demo's collector.\n\
              [gateway]\nstate_dir = \"{}\"\n\n\
              [log]\nlevel = \"warn\"\n\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n\n\
              [sync]\ncollector_url = \"{url}\"\ncollector_public_key = \"{collector_key}\"\n\
              batch_max_age = \"1s\"\nretry_backoff_max = \"5s\"\n\n\
              [[source.mllp]]\nname = \"demo\"\nlisten = \"127.0.0.1:0\"\n",

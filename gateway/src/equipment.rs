@@ -176,13 +176,16 @@ fn start_mqtt(config: &Config, submitter: &Submitter, board: &LinkBoard) -> anyh
 async fn start_dicom(
     config: &Config,
     submitter: &Submitter,
-    _board: &LinkBoard,
+    board: &LinkBoard,
 ) -> anyhow::Result<Group> {
     let bound = crate::dicom_source::bind(config).await?;
     let mut g = Group {
         infos: crate::dicom_source::infos(&bound, config),
         ..Group::default()
     };
+    for info in &g.infos {
+        board.listening(&info.source, "dicom", &info.addr);
+    }
     crate::dicom_source::spawn(&mut g.tasks, bound, submitter, &g.stop);
     Ok(g)
 }

@@ -22,12 +22,16 @@
 //! - [`settings`]: from the validated config to the pipeline's settings and keys.
 //! - [`simulate`]: `wardlink simulate` (device simulators on real ports);
 //!   [`tap`]: `wardlink tap`, a source's decoded readings printed live.
+//! - [`admin`]: the local admin endpoint: the status page and `/metrics`.
+//! - [`notify`]: the systemd notify protocol (ready, status line, watchdog);
+//!   [`sources`]: the supervisor that starts, reloads and stops the sources.
 //! - [`cli`]: the command-line definition; [`cli_docs`]: the manual pages
 //!   and shell completions generated from it; [`logging`]: tracing to stderr.
 //!
 //! The binary (`src/main.rs`) is glue: it parses the command line, loads the
 //! configuration and calls into these modules.
 
+pub mod admin;
 pub mod cli;
 pub mod cli_docs;
 pub mod cli_tools;
@@ -38,6 +42,7 @@ pub mod equipment;
 pub mod links;
 pub mod logging;
 pub mod mqtt;
+pub mod notify;
 pub mod pipeline;
 pub mod processor;
 pub mod quarantine;
@@ -45,6 +50,7 @@ pub mod review;
 pub mod serial;
 pub mod settings;
 pub mod simulate;
+pub mod sources;
 pub mod status;
 pub mod store;
 pub mod sync;

@@ -2,7 +2,9 @@
 //! `disconnected`, each with its "since"), published by the daemon in
 //! `<state_dir>/links.json` for `wardlink status`. Generic: any source kind
 //! whose peer can come and go (a serial port, a broker connection) reports
-//! through the one [`LinkBoard`] of the daemon.
+//! through the one [`LinkBoard`] of the daemon, which also keeps the
+//! in-process registry ([`Links`]) that the status page, `/metrics` and the
+//! systemd status line read up to date.
 //!
 //! Changes are rare (connects, drops), so each rewrites the small file
 //! (write, rename); `status` reads it while the daemon runs.
@@ -12,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use wardlink_devices::link::{LinkReporter, LinkState};
+use wardlink_devices::link::{LinkReport, LinkReporter, LinkState, Links};
 
 use crate::store::unix_ms;
 
@@ -39,15 +41,17 @@ pub struct LinkInfo {
 pub struct LinkBoard {
     path: PathBuf,
     links: Arc<Mutex<BTreeMap<String, LinkInfo>>>,
+    registry: Links,
 }
 
 impl LinkBoard {
     /// A board that publishes to `<state_dir>/links.json` (an old file is
     /// removed now, so `status` never shows a previous run's links).
-    pub fn new(state_dir: &Path) -> Self {
+    pub fn new(state_dir: &Path, registry: Links) -> Self {
         let board = Self {
             path: state_dir.join(LINKS_FILE),
             links: Arc::default(),
+            registry,
         };
         let _ = std::fs::remove_file(&board.path);
         board
@@ -55,7 +59,18 @@ impl LinkBoard {
 
     /// Record a source's state and publish the board (write, rename).
     /// A failed write is logged: status then shows an older state.
-    pub fn set(&self, source: &str, info: LinkInfo) {
+    pub fn set(&self, source: &str, kind: &'static str, info: LinkInfo) {
+        let state = match info.state.as_str() {
+            "connected" => LinkState::Connected,
+            "connecting" | "no_answer" => LinkState::Connecting,
+            _ => LinkState::Down,
+        };
+        let detail = match (&info.peer, &info.detail) {
+            (Some(p), Some(d)) => format!("{p}: {d}"),
+            (Some(x), None) | (None, Some(x)) => x.clone(),
+            (None, None) => info.state.clone(),
+        };
+        self.registry.set(source, kind, state, &detail);
         let json = {
             let mut links = match self.links.lock() {
                 Ok(l) => l,
@@ -78,6 +93,7 @@ impl LinkBoard {
     pub fn set_serial(&self, source: &str, state: &wardlink_devices::serial::LinkState) {
         self.set(
             source,
+            "serial",
             LinkInfo {
                 state: state.status.as_str().to_owned(),
                 since_ms: unix_ms(state.since),
@@ -91,9 +107,10 @@ impl LinkBoard {
     /// [`wardlink_devices::link`] (MQTT).
     pub fn reporter(&self) -> LinkReporter {
         let board = self.clone();
-        Arc::new(move |s: LinkState| {
+        Arc::new(move |s: LinkReport| {
             board.set(
                 &s.source,
+                "mqtt",
                 LinkInfo {
                     state: s.status.as_str().to_owned(),
                     since_ms: unix_ms(s.since),
@@ -102,6 +119,14 @@ impl LinkBoard {
                 },
             );
         })
+    }
+}
+
+impl LinkBoard {
+    /// Record a listening source (a DICOM node) in the registry only:
+    /// `status` lists listeners from the runtime file already.
+    pub fn listening(&self, source: &str, kind: &'static str, addr: &str) {
+        self.registry.set(source, kind, LinkState::Listening, addr);
     }
 }
 

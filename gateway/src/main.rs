@@ -248,7 +248,8 @@ fn run(path: Option<&Path>) -> ExitCode {
         Err(code) => return code,
     };
     logging::init(config.log.level.as_str());
-    let result = match until_signal(|shutdown| daemon::run(config, shutdown)) {
+    let path = path.map(Path::to_path_buf);
+    let result = match until_signal(|shutdown| daemon::run_with_reload(config, path, shutdown)) {
         Ok(r) => r,
         Err(code) => return code,
     };

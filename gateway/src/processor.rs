@@ -59,6 +59,8 @@ pub struct ProcessorStats {
 #[derive(Debug)]
 pub struct Processor {
     stop: Arc<AtomicBool>,
+    /// A pipeline to use from the next batch on (a reload).
+    next: Arc<std::sync::Mutex<Option<Pipeline>>>,
     doorbell: Arc<Doorbell>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<ProcessorStats>,
@@ -79,19 +81,32 @@ impl Processor {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(ProcessorStats::default());
         let (flag, bell, st) = (stop.clone(), doorbell.clone(), stats.clone());
+        let next = Arc::new(std::sync::Mutex::new(None));
+        let slot = next.clone();
         let thread = std::thread::Builder::new()
             .name("pipeline".into())
-            .spawn(move || run(&conn, &pipeline, &jobs, &bell, &flag, &st))
+            .spawn(move || run(&conn, pipeline, &slot, &jobs, &bell, &flag, &st))
             .map_err(|source| StoreError::StateDir {
                 path: state_dir.to_path_buf(),
                 source,
             })?;
         Ok(Processor {
             stop,
+            next,
             doorbell,
             thread: Some(thread),
             stats,
         })
+    }
+
+    /// Use `pipeline` (e.g. changed de-identification overrides after a
+    /// reload) from the next batch on; the batch in hand finishes with the
+    /// old one. Messages already processed are not processed again.
+    pub fn replace_pipeline(&self, pipeline: Pipeline) {
+        if let Ok(mut slot) = self.next.lock() {
+            *slot = Some(pipeline);
+        }
+        self.doorbell.ring();
     }
 
     /// The runner's figures.
@@ -134,7 +149,8 @@ struct Pending {
 
 fn run(
     conn: &Connection,
-    pipeline: &Pipeline,
+    mut pipeline: Pipeline,
+    next: &std::sync::Mutex<Option<Pipeline>>,
     jobs: &mpsc::Sender<Job>,
     doorbell: &Doorbell,
     stop: &AtomicBool,
@@ -151,6 +167,10 @@ fn run(
         .flatten()
         .unwrap_or(0);
     while !stop.load(Ordering::Relaxed) {
+        if let Some(p) = next.lock().ok().and_then(|mut slot| slot.take()) {
+            pipeline = p;
+            tracing::info!("the pipeline now uses the reloaded de-identification settings");
+        }
         let batch = match load_awaiting(conn, cursor) {
             Ok(b) => b,
             Err(e) => {
@@ -168,7 +188,7 @@ fn run(
         let next_cursor = batch.iter().map(|m| m.id).filter(|&id| id > cursor).max();
         let processed: Vec<Processed> = batch
             .into_iter()
-            .map(|m| process_one(pipeline, conn, &mut seen, m, stats))
+            .map(|m| process_one(&pipeline, conn, &mut seen, m, stats))
             .collect();
         let (done, committed) = oneshot::channel();
         let job = Job {
@@ -298,7 +318,10 @@ fn process_one(
         }
         Ok(Outcome::Quarantine { reason, issues }) => {
             stats.quarantined.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(source = %m.source, message_id = m.id, %reason, "message quarantined");
+            // The reason's text may quote a field's value: only its rule
+            // code goes out at info level.
+            tracing::info!(source = %m.source, message_id = m.id, rule = crate::admin::reason_code(&reason), "message quarantined");
+            tracing::debug!(source = %m.source, message_id = m.id, %reason, "quarantine reason");
             ProcessedResult::Quarantine {
                 reason,
                 issues_json: serde_json::to_string(&issues).unwrap_or_else(|_| "[]".into()),

@@ -36,6 +36,9 @@ pub struct Runtime {
     pub started_at_ms: i64,
     /// Every bound listener.
     pub listeners: Vec<ListenerInfo>,
+    /// The admin endpoint's bound address (status page, `/metrics`), if on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
 }
 
 /// One bound listener.
@@ -304,6 +307,12 @@ impl Report {
                         listeners.join(", ")
                     }
                 );
+                if let Some(a) = &d.admin {
+                    let _ = writeln!(
+                        out,
+                        "status page: http://{a}/ (metrics: http://{a}/metrics)"
+                    );
+                }
             }
             None => {
                 let _ = writeln!(out, "daemon: not running");

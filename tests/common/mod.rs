@@ -42,7 +42,7 @@ pub struct Gateway {
 /// The config of a test gateway: `extra` is appended (e.g. `[[source.mllp]]` tables).
 pub fn config_text(state_dir: &Path, extra: &str) -> String {
     format!(
-        "[gateway]\nstate_dir = \"{}\"\n\n[log]\nlevel = \"debug\"\n\n{extra}\n",
+        "[gateway]\nstate_dir = \"{}\"\n\n[log]\nlevel = \"debug\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n{extra}\n",
         state_dir.display()
     )
 }
@@ -463,6 +463,8 @@ pub struct Collector {
     pub config: PathBuf,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The admin endpoint (status page, `/metrics`): `http://127.0.0.1:PORT`.
+    pub admin_url: String,
 }
 
 impl Collector {
@@ -475,6 +477,7 @@ impl Collector {
             dir,
             config,
             url: String::new(),
+            admin_url: String::new(),
         };
         c.write_config("127.0.0.1:0")?;
         c.spawn()?;
@@ -485,7 +488,7 @@ impl Collector {
         std::fs::write(
             &self.config,
             format!(
-                "listen = \"{listen}\"\ndatabase = \"sqlite://{0}/data/collector.db\"\nkey_file = \"{0}/data/collector.key\"\n",
+                "listen = \"{listen}\"\ndatabase = \"sqlite://{0}/data/collector.db\"\nkey_file = \"{0}/data/collector.key\"\nadmin_listen = \"127.0.0.1:0\"\n",
                 self.dir.path().display()
             ),
         )?;
@@ -522,13 +525,25 @@ impl Collector {
                 .map_while(|l| l.ok())
             {
                 if let Some(url) = line.strip_prefix("wardlink-collector listening on ") {
-                    let _ = tx.send(url.to_string());
+                    let _ = tx.send((false, url.to_string()));
+                }
+                if let Some(url) = line.strip_prefix("wardlink-collector admin on ") {
+                    let _ = tx.send((true, url.to_string()));
                 }
             }
         });
-        let url = rx
-            .recv_timeout(Duration::from_secs(30))
-            .map_err(|_| format!("the collector did not start:\n{}", self.stderr()))?;
+        let mut url = String::new();
+        self.admin_url.clear();
+        while url.is_empty() || self.admin_url.is_empty() {
+            let (admin, u) = rx
+                .recv_timeout(Duration::from_secs(30))
+                .map_err(|_| format!("the collector did not start:\n{}", self.stderr()))?;
+            if admin {
+                self.admin_url = u;
+            } else {
+                url = u;
+            }
+        }
         // Restarts come back on the same port.
         if self.url.is_empty() {
             self.write_config(url.trim_start_matches("http://"))?;

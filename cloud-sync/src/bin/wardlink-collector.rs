@@ -227,7 +227,24 @@ fn run_serve(config: CollectorConfig) -> Result<(), Failure> {
         tracing::info!(%addr, public_key = %key.public_key(), "Collector listening");
         // One line on stdout that scripts and tests parse for the bound port.
         println!("wardlink-collector listening on {scheme}://{addr}");
-        serve(
+        let admin = match config.admin_listen {
+            None => None,
+            Some(a) => {
+                let l = tokio::net::TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("admin_listen: cannot listen on {a}"))?;
+                let admin_addr = l.local_addr()?;
+                tracing::info!(addr = %admin_addr, "Admin endpoint (status page, /metrics) listening");
+                println!("wardlink-collector admin on http://{admin_addr}");
+                let router = wardlink_sync::collector::admin::router(store.clone());
+                Some(tokio::spawn(async move {
+                    let _ = axum::serve(l, router)
+                        .with_graceful_shutdown(stop_signal())
+                        .await;
+                }))
+            }
+        };
+        let served = serve(
             store.clone(),
             key,
             listener,
@@ -237,7 +254,11 @@ fn run_serve(config: CollectorConfig) -> Result<(), Failure> {
             stop_signal(),
         )
         .await
-        .context("serving")?;
+        .context("serving");
+        if let Some(task) = admin {
+            task.abort();
+        }
+        served?;
         Ok(store)
     });
     // Let queued writes finish; then every connection is closed cleanly.

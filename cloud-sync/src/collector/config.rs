@@ -9,6 +9,7 @@
 //! tls_cert_file = "/etc/wardlink-collector/cert.pem"   # HTTPS: both or neither
 //! tls_key_file = "/etc/wardlink-collector/key.pem"
 //! tls_client_ca_file = "/etc/wardlink-collector/gateways-ca.pem"   # optional mTLS
+//! admin_listen = "127.0.0.1:9426"      # status page and /metrics; "" (default) = off
 //! ```
 //!
 //! Without `--config` the built-in default above is used: plain HTTP on
@@ -47,6 +48,11 @@ max_body_bytes = 268435456
 # that present a certificate issued by this CA (PEM). Batches are still
 # checked against each gateway's enrolled signing key.
 # tls_client_ca_file = "/etc/wardlink-collector/gateways-ca.pem"
+# The local admin endpoint: a status page at / (gateways, last seen, sequence
+# gaps, backlog) and Prometheus metrics at /metrics, plain HTTP without
+# authentication (ids and counts only): keep it on loopback or a management
+# network. "" = off (the default), e.g. "127.0.0.1:9426".
+admin_listen = ""
 "#;
 
 /// Errors in the configuration file.
@@ -101,6 +107,7 @@ struct Raw {
     tls_key_file: Option<PathBuf>,
     #[serde(default)]
     tls_client_ca_file: Option<PathBuf>,
+    admin_listen: String,
 }
 
 fn default_listen() -> String {
@@ -144,6 +151,8 @@ impl std::fmt::Debug for Database {
 pub struct CollectorConfig {
     /// The listen address (port 0: any free port; the bound one is printed).
     pub listen: SocketAddr,
+    /// The admin endpoint's address (status page, `/metrics`); `None`: off.
+    pub admin_listen: Option<SocketAddr>,
     /// The database.
     pub database: Database,
     /// The receipt-signing key file.
@@ -253,9 +262,22 @@ pub fn parse(text: &str, path: &Path) -> Result<CollectorConfig, ConfigError> {
             ))
         }
     };
+    let admin_listen = match raw.admin_listen.trim() {
+        "" => None,
+        a => Some(a.parse().map_err(|_| {
+            invalid(
+                "admin_listen",
+                format!(
+                    "{:?} is not IP:PORT (e.g. 127.0.0.1:9426), or \"\" for off",
+                    raw.admin_listen
+                ),
+            )
+        })?),
+    };
     Ok(CollectorConfig {
         tls,
         listen,
+        admin_listen,
         database,
         key_file: raw.key_file,
         max_batch_bytes: size("max_batch_bytes", raw.max_batch_bytes)?,

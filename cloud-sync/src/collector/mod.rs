@@ -12,10 +12,13 @@
 //! - [`http`]: the axum routes: upload, feed, gateways.
 //! - [`tls`]: HTTPS with rustls (ring), handshakes off the accept loop.
 //! - [`cli_docs`]: manual pages and shell completions from the binary's CLI.
+//! - [`admin`]: the local admin endpoint (`admin_listen`): `/metrics` and a
+//!   page listing the gateways, their last seen time, gaps and backlog.
 //!
 //! The binary `wardlink-collector` (`src/bin/wardlink-collector.rs`) is glue
 //! around [`serve`] and the admin commands here.
 
+pub mod admin;
 pub mod cli_docs;
 pub mod config;
 pub mod http;

@@ -18,10 +18,10 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 
 use super::codec::{Decoded, MllpCodec};
+use super::tls::MllpStream;
 
 /// How much to make room for before each read. Large enough that a busy
 /// pipelining sender's frames come in with few reads, small enough to keep
@@ -46,11 +46,11 @@ pub(crate) enum WriteError {
     TimedOut(Duration),
 }
 
-/// A TCP stream speaking MLLP.
+/// A TCP (or TLS) stream speaking MLLP.
 #[derive(Debug)]
 pub(crate) struct MllpConnection {
-    /// The socket (TCP_NODELAY set by the listener).
-    stream: TcpStream,
+    /// The socket (TCP_NODELAY set by the listener), maybe under TLS.
+    stream: MllpStream,
     /// Bytes read and not yet decoded.
     buf: BytesMut,
     /// The frame decoder and its scan state.
@@ -62,7 +62,7 @@ pub(crate) struct MllpConnection {
 impl MllpConnection {
     /// Wrap an accepted stream; frames larger than `max_payload` are
     /// reported as oversize.
-    pub(crate) fn new(stream: TcpStream, max_payload: usize) -> MllpConnection {
+    pub(crate) fn new(stream: MllpStream, max_payload: usize) -> MllpConnection {
         MllpConnection {
             stream,
             buf: BytesMut::new(),
@@ -109,7 +109,13 @@ impl MllpConnection {
         bytes: &[u8],
         limit: Duration,
     ) -> Result<(), WriteError> {
-        match tokio::time::timeout(limit, self.stream.write_all(bytes)).await {
+        // The flush matters under TLS (records leave the TLS buffer); on
+        // plain TCP it is a no-op.
+        let write = async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(limit, write).await {
             Ok(result) => Ok(result?),
             Err(_) => Err(WriteError::TimedOut(limit)),
         }

@@ -37,8 +37,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -48,7 +48,9 @@ use super::ack::{
 };
 use super::codec::{Decoded, DiscardReason, CARRIAGE_RETURN, END_BLOCK, START_BLOCK};
 use super::connection::{MllpConnection, WriteError};
+use super::tls::MllpStream;
 use crate::hl7::{decode_text, ErrorCode, ErrorLocation, Msh};
+use crate::logid::Hashed;
 use crate::received::{Dedup, Kind, Received, RefuseReason, Rejection, Reply, Submitter};
 
 /// How an MLLP source listens and what it accepts.
@@ -82,6 +84,9 @@ pub struct MllpOptions {
     /// not). Only for peers configured for it: a release 1 peer takes the
     /// block for a garbage message.
     pub commit_blocks: bool,
+    /// MLLP over TLS with this server configuration ([`super::tls`]);
+    /// `None`: plain TCP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The listening socket could not be opened.
@@ -102,8 +107,29 @@ pub struct MllpListener {
     listener: TcpListener,
     /// The address actually bound (port 0 resolved).
     local_addr: SocketAddr,
-    /// What to accept and how.
-    options: MllpOptions,
+    /// What to accept and how; replaced by [`MllpUpdater::update`].
+    options: Arc<watch::Sender<Arc<MllpOptions>>>,
+}
+
+/// Changes a running listener's options (a reload): connections accepted
+/// from then on get the new ones (allowlist, limits, TLS certificates);
+/// established connections keep theirs and are not dropped. `name` and
+/// `listen` cannot change this way: a changed address is a new listener.
+#[derive(Debug, Clone)]
+pub struct MllpUpdater {
+    options: Arc<watch::Sender<Arc<MllpOptions>>>,
+}
+
+impl MllpUpdater {
+    /// Use `options` for the connections accepted from now on.
+    pub fn update(&self, options: MllpOptions) {
+        self.options.send_replace(Arc::new(options));
+    }
+
+    /// The options in use now.
+    pub fn current(&self) -> Arc<MllpOptions> {
+        self.options.borrow().clone()
+    }
 }
 
 /// The write limit when `idle_timeout` is zero (no idle limit): a peer that
@@ -152,8 +178,15 @@ impl MllpListener {
         Ok(MllpListener {
             listener,
             local_addr,
-            options,
+            options: Arc::new(watch::Sender::new(Arc::new(options))),
         })
+    }
+
+    /// A handle to change the options while the listener runs.
+    pub fn updater(&self) -> MllpUpdater {
+        MllpUpdater {
+            options: self.options.clone(),
+        }
     }
 
     /// The address the listener is bound to.
@@ -168,11 +201,13 @@ impl MllpListener {
         let MllpListener {
             listener,
             local_addr,
-            options,
+            options: updates,
         } = self;
-        let options = Arc::new(options);
+        let mut updates = updates.subscribe();
+        let mut options = updates.borrow_and_update().clone();
         let source = options.name.clone();
-        let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));
+        let mut max_connections = options.max_connections.max(1);
+        let permits = Arc::new(Semaphore::new(max_connections));
         let tracker = TaskTracker::new();
         let mut backoff = ACCEPT_BACKOFF_MIN;
         tracing::debug!(%source, addr = %local_addr, "Accepting MLLP connections");
@@ -224,16 +259,33 @@ impl MllpListener {
             };
             // Nagle plus the peer's delayed ACK cost ~40 ms per answer.
             if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(%source, %peer, error = %e, "Cannot set TCP_NODELAY");
+                tracing::debug!(%source, device = %peer, error = %e, "Cannot set TCP_NODELAY");
             }
-            let handler = Handler::new(
-                options.clone(),
-                submitter.clone(),
-                shutdown.clone(),
-                stream,
-                peer,
-            );
+            // A reload may have changed the options: new connections get
+            // the new ones, and the connection limit follows.
+            if updates.has_changed().unwrap_or(false) {
+                options = updates.borrow_and_update().clone();
+                let new_max = options.max_connections.max(1);
+                resize(&permits, max_connections, new_max);
+                max_connections = new_max;
+                tracing::info!(%source, "MLLP listener options changed; new connections use them");
+            }
+            let options = options.clone();
+            let submitter = submitter.clone();
+            let shutdown = shutdown.clone();
             tracker.spawn(async move {
+                let stream = match &options.tls {
+                    None => MllpStream::Plain(stream),
+                    Some(config) => match super::tls::accept(stream, config.clone()).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(source = %options.name, device = %peer, error = %e, "TLS connection refused; closing it");
+                            drop(permit);
+                            return;
+                        }
+                    },
+                };
+                let handler = Handler::new(options, submitter, shutdown, stream, peer);
                 handler.run().await;
                 drop(permit);
             });
@@ -245,6 +297,23 @@ impl MllpListener {
         tracing::debug!(%source, connections = tracker.len(), "MLLP listener stopping; waiting for connections");
         tracker.wait().await;
         tracing::debug!(%source, "MLLP listener stopped");
+    }
+}
+
+/// Change the number of connection permits from `old` to `new`. Growing adds
+/// permits at once; shrinking takes the difference out as connections end
+/// (established connections are never cut).
+fn resize(permits: &Arc<Semaphore>, old: usize, new: usize) {
+    if new > old {
+        permits.add_permits(new - old);
+    } else if new < old {
+        let permits = permits.clone();
+        let n = u32::try_from(old - new).unwrap_or(u32::MAX);
+        tokio::spawn(async move {
+            if let Ok(p) = permits.acquire_many_owned(n).await {
+                p.forget();
+            }
+        });
     }
 }
 
@@ -323,7 +392,7 @@ impl Handler {
         options: Arc<MllpOptions>,
         submitter: Submitter,
         shutdown: CancellationToken,
-        stream: TcpStream,
+        stream: MllpStream,
         peer: SocketAddr,
     ) -> Handler {
         let max = if is_allowed(&options.allow, &peer) {
@@ -346,7 +415,7 @@ impl Handler {
     }
 
     async fn run(mut self) {
-        tracing::debug!(source = %self.source(), peer = %self.peer, "MLLP connection accepted");
+        tracing::debug!(source = %self.source(), device = %self.peer, "MLLP connection accepted");
         if !is_allowed(&self.options.allow, &self.peer) {
             self.refuse_not_allowed().await;
             return;
@@ -376,17 +445,17 @@ impl Handler {
                         return;
                     }
                     Err(e) => {
-                        tracing::info!(source = %self.source(), peer = %self.peer, error = %e, "Cannot answer; closing the connection");
+                        tracing::info!(source = %self.source(), device = %self.peer, error = %e, "Cannot answer; closing the connection");
                         return;
                     }
                 }
             }
             if self.conn.is_eof() {
-                tracing::debug!(source = %self.source(), peer = %self.peer, "Peer closed the connection");
+                tracing::debug!(source = %self.source(), device = %self.peer, "Peer closed the connection");
                 return;
             }
             if self.shutdown.is_cancelled() {
-                tracing::debug!(source = %self.source(), peer = %self.peer, "Closing the connection: shutting down");
+                tracing::debug!(source = %self.source(), device = %self.peer, "Closing the connection: shutting down");
                 return;
             }
             // Wait for bytes. Only the choice happens inside `select!`; the
@@ -405,7 +474,7 @@ impl Handler {
             match wake {
                 Wake::Read => last_activity = Instant::now(),
                 Wake::ReadFailed(e) => {
-                    tracing::info!(source = %self.source(), peer = %self.peer, error = %e, "Read failed; closing the connection");
+                    tracing::info!(source = %self.source(), device = %self.peer, error = %e, "Read failed; closing the connection");
                     return;
                 }
                 Wake::Idle if Instant::now().duration_since(last_activity) < idle => {
@@ -415,7 +484,7 @@ impl Handler {
                     idle_timer.as_mut().reset(due);
                 }
                 Wake::Idle => {
-                    tracing::info!(source = %self.source(), peer = %self.peer, idle_secs = idle.as_secs_f64(), "Connection idle; closing it");
+                    tracing::info!(source = %self.source(), device = %self.peer, idle_secs = idle.as_secs_f64(), "Connection idle; closing it");
                     return;
                 }
                 Wake::Shutdown => {}
@@ -430,7 +499,7 @@ impl Handler {
             Decoded::CommitAck | Decoded::CommitNak => {
                 // MLLP R2: the peer commits (or not) an answer we sent. We
                 // never resend answers, so this is informational.
-                tracing::debug!(source = %self.source(), peer = %self.peer, positive = matches!(decoded, Decoded::CommitAck), "Commit block from peer");
+                tracing::debug!(source = %self.source(), device = %self.peer, positive = matches!(decoded, Decoded::CommitAck), "Commit block from peer");
                 Ok(Flow::Continue)
             }
             Decoded::Discarded {
@@ -438,11 +507,11 @@ impl Handler {
                 ..
             } => {
                 // Some senders send empty frames as keep-alives.
-                tracing::debug!(source = %self.source(), peer = %self.peer, "Empty MLLP frame ignored");
+                tracing::debug!(source = %self.source(), device = %self.peer, "Empty MLLP frame ignored");
                 Ok(Flow::Continue)
             }
             Decoded::Discarded { bytes, why } => {
-                tracing::warn!(source = %self.source(), peer = %self.peer, bytes, why = why.as_str(), "Discarded bytes that were not a complete MLLP frame");
+                tracing::warn!(source = %self.source(), device = %self.peer, bytes, why = why.as_str(), "Discarded bytes that were not a complete MLLP frame");
                 Ok(Flow::Continue)
             }
             Decoded::Oversize { max, head } => {
@@ -450,7 +519,7 @@ impl Handler {
                 // right level), if the MSH segment fits in it whole.
                 let msh = complete_msh(&head);
                 let control_id = msh.as_ref().map(|m| decode_text(m.control_id()));
-                tracing::warn!(source = %self.source(), peer = %self.peer, control_id = control_id.as_deref().unwrap_or(""), max_bytes = max, "Frame larger than max_message_bytes; refusing it and closing the connection");
+                tracing::warn!(source = %self.source(), device = %self.peer, control_id = %Hashed(control_id.as_deref().unwrap_or("")), max_bytes = max, "Frame larger than max_message_bytes; refusing it and closing the connection");
                 self.submitter
                     .rejected(self.source().clone(), Rejection::TooLarge);
                 let text = format!(
@@ -504,14 +573,14 @@ impl Handler {
         // while the listener is stopping.
         match self.submitter.submit(received).await {
             Reply::Stored { id } => {
-                tracing::debug!(source = %self.source(), peer = %self.peer, %control_id, id, "Stored");
+                tracing::debug!(source = %self.source(), device = %self.peer, control_id = %Hashed(&control_id), id, "Stored");
                 self.write(&positive).await?;
             }
             Reply::Duplicate {
                 original_id,
                 original_answer,
             } => {
-                tracing::info!(source = %self.source(), peer = %self.peer, %control_id, original_id, "Duplicate of a stored message; answering with the original answer");
+                tracing::info!(source = %self.source(), device = %self.peer, control_id = %Hashed(&control_id), original_id, "Duplicate of a stored message; answering with the original answer");
                 match original_answer {
                     Some(original) => {
                         let replay = self.replay(&msh, plan, &original);
@@ -521,7 +590,7 @@ impl Handler {
                 }
             }
             Reply::Refused { reason } => {
-                tracing::warn!(source = %self.source(), peer = %self.peer, %control_id, %reason, "Store refused the message; answering with a reject");
+                tracing::warn!(source = %self.source(), device = %self.peer, control_id = %Hashed(&control_id), %reason, "Store refused the message; answering with a reject");
                 if reason == RefuseReason::Dropped {
                     // The store never saw it through; nobody else counts it.
                     self.submitter
@@ -537,7 +606,7 @@ impl Handler {
                 self.write(&answer).await?;
             }
             Reply::Invalid { reason } => {
-                tracing::warn!(source = %self.source(), peer = %self.peer, %control_id, %reason, "Store found the message invalid; answering with an error");
+                tracing::warn!(source = %self.source(), device = %self.peer, control_id = %Hashed(&control_id), %reason, "Store found the message invalid; answering with an error");
                 let err = ErrDetail {
                     code: ErrorCode::ApplicationInternal,
                     location: ErrorLocation::msh(None),
@@ -557,7 +626,7 @@ impl Handler {
         msh: Option<&Msh<'_>>,
         error: &crate::hl7::HeaderError,
     ) -> Result<Flow, WriteError> {
-        tracing::warn!(source = %self.source(), peer = %self.peer, error = %error, location = %error.location(), "Unusable message header; answering with an error");
+        tracing::warn!(source = %self.source(), device = %self.peer, error = %error, location = %error.location(), "Unusable message header; answering with an error");
         self.submitter
             .rejected(self.source().clone(), Rejection::BadHeader);
         let text = format!("{error}; the message was not stored");
@@ -576,7 +645,7 @@ impl Handler {
         };
         let msh = Msh::read(&payload).ok();
         let plan = msh.as_ref().map_or(AckPlan::ORIGINAL, AckPlan::for_message);
-        tracing::info!(source = %self.source(), peer = %self.peer, "Refusing a buffered frame: shutting down");
+        tracing::info!(source = %self.source(), device = %self.peer, "Refusing a buffered frame: shutting down");
         self.submitter
             .rejected(self.source().clone(), Rejection::Refused);
         let text = RefuseReason::ShuttingDown.to_string();
@@ -593,7 +662,7 @@ impl Handler {
     /// A peer outside the allowlist: read its first frame (bounded, within
     /// the idle timeout), answer it `AR`, close.
     async fn refuse_not_allowed(mut self) {
-        tracing::warn!(source = %self.source(), peer = %self.peer, "Peer not in the allowlist; refusing it");
+        tracing::warn!(source = %self.source(), device = %self.peer, "Peer not in the allowlist; refusing it");
         self.submitter
             .rejected(self.source().clone(), Rejection::NotAllowed);
         let deadline = deadline_after(self.options.idle_timeout);

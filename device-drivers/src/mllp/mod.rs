@@ -9,6 +9,8 @@
 //! - `listener` (I/O): [`MllpListener`] — accept under a connection limit,
 //!   one task per connection, submit each frame to the store, answer after
 //!   the reply, shut down cleanly.
+//! - [`tls`] (I/O): MLLP over TLS (rustls): the server configuration from
+//!   PEM files, the accept that closes plain senders, the stream type.
 //! - `client` (I/O): [`MllpClient`], for tests, benchmarks and the
 //!   simulator.
 //!
@@ -23,11 +25,12 @@ mod client;
 pub mod codec;
 mod connection;
 pub(crate) mod listener;
+pub mod tls;
 
 pub use ack::{AckCode, AckLevel, AckPlan, ErrDetail};
 pub use client::{ClientError, MllpClient, DEFAULT_TIMEOUT};
 pub use codec::{Decoded, DiscardReason, MllpCodec};
-pub use listener::{BindError, MllpListener, MllpOptions, WRITE_TIMEOUT_WITHOUT_IDLE};
+pub use listener::{BindError, MllpListener, MllpOptions, MllpUpdater, WRITE_TIMEOUT_WITHOUT_IDLE};
 
 #[cfg(test)]
 mod tests;

@@ -66,6 +66,7 @@ fn options() -> MllpOptions {
         idle_timeout: Duration::from_secs(10),
         duplicate_window: Duration::from_secs(60),
         commit_blocks: false,
+        tls: None,
     }
 }
 

@@ -45,7 +45,7 @@ use wardlink_config::MqttSource;
 
 use super::decode::decode;
 use super::options::{peer, session_options, OptionsError};
-use crate::link::{LinkReporter, LinkState, LinkStatus};
+use crate::link::{LinkReport, LinkReporter, LinkStatus};
 use crate::received::{Dedup, Header, Kind, Received, Rejection, Reply, Submitter};
 
 /// First wait before reconnecting.
@@ -124,7 +124,7 @@ impl MqttSourceTask {
         } = self;
         let name: Arc<str> = Arc::from(config.name.as_str());
         let report = |status: LinkStatus, error: Option<String>| {
-            link(LinkState {
+            link(LinkReport {
                 source: name.clone(),
                 status,
                 since: SystemTime::now(),

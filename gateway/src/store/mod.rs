@@ -89,6 +89,7 @@
 //! checkpoints on its own connection, which do not block the writer.
 
 pub mod checkpoint;
+pub mod latency;
 pub mod outbox;
 pub mod schema;
 pub mod writer;

@@ -52,6 +52,11 @@ pub struct WriterOptions {
     pub raw_retention: Duration,
     /// The outbox's quota (`sync.outbox_max_bytes`); `None` = none.
     pub outbox_max_bytes: Option<u64>,
+    /// Commit a tiny heartbeat row whenever nothing else was committed for
+    /// this long, so that [`WriterStats::committed_at_ms`] keeps proving the
+    /// store commits while no data arrives (the systemd watchdog reads it).
+    /// `None`: no heartbeat (no watchdog).
+    pub heartbeat: Option<Duration>,
 }
 
 /// Live figures of the writer, shared with the daemon (status, watchdog)
@@ -65,8 +70,18 @@ pub struct WriterStats {
     /// Commits that failed.
     pub failed_groups: AtomicU64,
     /// When the loop last completed a turn (ms since the epoch): a wedged
-    /// store stops this clock, which is what the watchdog watches.
+    /// store stops this clock.
     pub alive_at_ms: AtomicI64,
+    /// When a durable (`synchronous=FULL`) commit last succeeded, a group of
+    /// messages or a heartbeat (ms since the epoch; 0 before the first). An
+    /// unwritable, locked or wedged store stops this clock, which is what the
+    /// systemd watchdog pings are based on.
+    pub committed_at_ms: AtomicI64,
+    /// How long each group's commit took (insert, commit, WAL fsync): the
+    /// time an ACK waits for the store.
+    pub commit_latency: super::latency::LatencyHistogram,
+    /// Upload failures reported by the uploader since the start.
+    pub upload_failures: AtomicU64,
 }
 
 /// The pipeline's result for one raw message, applied by the writer.
@@ -294,6 +309,8 @@ struct Writer {
     outbox_bytes: i64,
     /// Whether the outbox is at its quota (new messages are refused).
     outbox_full: bool,
+    /// When the last durable commit succeeded (for the heartbeat).
+    last_commit: Instant,
     /// Set if the connection could not be put back to `synchronous=FULL`:
     /// every commit is then refused rather than acknowledged without fsync.
     not_durable: Option<String>,
@@ -330,6 +347,7 @@ impl Writer {
             stats,
             carry: HashMap::new(),
             last_prune: Instant::now(),
+            last_commit: Instant::now(),
             bells,
             outbox_bytes,
             outbox_full: false,
@@ -371,12 +389,17 @@ impl Writer {
     ) {
         let max = self.options.group_commit_max.max(1);
         let mut group: Vec<ToStore> = Vec::with_capacity(max);
+        let idle = self
+            .options
+            .heartbeat
+            .map_or(IDLE_WAKEUP, |h| h.min(IDLE_WAKEUP));
         loop {
             self.stats
                 .alive_at_ms
                 .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
+            self.heartbeat_if_due();
             let next = runtime.block_on(async {
-                tokio::time::timeout(IDLE_WAKEUP, async {
+                tokio::time::timeout(idle, async {
                     // Biased: sources (whose senders wait for an ACK) go
                     // before pipeline results (which nobody waits on).
                     tokio::select! {
@@ -433,6 +456,7 @@ impl Writer {
     fn commit_group(&mut self, group: &mut Vec<ToStore>, requests: &mut mpsc::Receiver<ToStore>) {
         let max = self.options.group_commit_max.max(1);
         let mut late = || requests.try_recv().ok();
+        let started = Instant::now();
         let written = match &self.not_durable {
             Some(why) => Err(rusqlite::Error::InvalidParameterName(format!(
                 "the store cannot guarantee durability ({why})"
@@ -449,8 +473,10 @@ impl Writer {
         let count = group.len() as u64;
         match written {
             Ok(replies) => {
+                self.stats.commit_latency.observe(started.elapsed());
                 self.carry.clear();
                 self.stats.groups.fetch_add(1, Ordering::Relaxed);
+                self.committed();
                 if replies
                     .iter()
                     .any(|r| matches!(r, Some(Reply::Stored { .. })))
@@ -582,9 +608,54 @@ impl Writer {
                 let _ = done.send(result);
             }
             SyncJob::Failed { error, alarm } => {
+                self.stats.upload_failures.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = outbox::record_failure(&self.conn, &error, alarm, now) {
                     tracing::warn!(error = %e, "Recording the upload failure for status failed");
                 }
+            }
+        }
+    }
+
+    /// Record that a durable commit just succeeded.
+    fn committed(&mut self) {
+        self.last_commit = Instant::now();
+        self.stats
+            .committed_at_ms
+            .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
+    }
+
+    /// With a heartbeat configured and nothing committed for that long,
+    /// commit one small row (`meta.heartbeat_at`) with `synchronous=FULL`,
+    /// like a group: it succeeds only if the store can take a write lock,
+    /// write and fsync, so the watchdog pings stop when it cannot.
+    fn heartbeat_if_due(&mut self) {
+        let Some(every) = self.options.heartbeat else {
+            return;
+        };
+        if self.last_commit.elapsed() < every {
+            return;
+        }
+        if self.not_durable.is_some() {
+            return;
+        }
+        let now = unix_ms(SystemTime::now());
+        let result = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .and_then(|tx| {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('heartbeat_at', ?1)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [now],
+                )?;
+                tx.commit()
+            });
+        match result {
+            Ok(()) => self.committed(),
+            Err(e) => {
+                // Try again at the next turn, not in a tight loop.
+                self.last_commit = Instant::now() - every / 2;
+                tracing::error!(error = %e, "The store heartbeat cannot commit; watchdog pings stop");
             }
         }
     }
@@ -890,11 +961,63 @@ mod tests {
                 group_commit_max: 512,
                 raw_retention: Duration::from_secs(3600),
                 outbox_max_bytes: None,
+                heartbeat: None,
             },
             tokio::runtime::Handle::current(),
         )
         .unwrap();
         (submitter, w)
+    }
+
+    /// The heartbeat keeps `committed_at_ms` moving while idle, and a lock
+    /// held on the database by another connection stops it (what the
+    /// watchdog pings rely on); it moves again once the lock is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn heartbeat_proves_commits_and_stops_on_a_locked_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_for_writing(dir.path(), None).unwrap();
+        conn.busy_timeout(Duration::from_millis(100)).unwrap();
+        let (submitter, rx) = channel(16);
+        let writer = StoreWriter::spawn(
+            conn,
+            rx,
+            WriterOptions {
+                group_commit_max: 512,
+                raw_retention: Duration::from_secs(3600),
+                outbox_max_bytes: None,
+                heartbeat: Some(Duration::from_millis(50)),
+            },
+            tokio::runtime::Handle::current(),
+        )
+        .unwrap();
+        let stats = writer.stats();
+        let at = || stats.committed_at_ms.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let first = at();
+        assert!(first > 0, "no heartbeat committed");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(at() > first, "the heartbeat did not commit again");
+
+        let mut other = rusqlite::Connection::open(crate::store::db_path(dir.path())).unwrap();
+        let lock = other
+            .transaction_with_behavior(TransactionBehavior::Exclusive)
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let locked_at = at();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            at(),
+            locked_at,
+            "committed while another connection held the lock"
+        );
+        lock.rollback().unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(at() > locked_at, "the heartbeat did not resume");
+
+        drop(submitter);
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -989,6 +1112,7 @@ mod tests {
                 group_commit_max: 8,
                 raw_retention: Duration::from_secs(7 * 86_400),
                 outbox_max_bytes: None,
+                heartbeat: None,
             },
             Arc::default(),
             Bells::default(),
@@ -1180,6 +1304,7 @@ mod tests {
                 group_commit_max: 512,
                 raw_retention: Duration::from_secs(3600),
                 outbox_max_bytes: Some(1 << 20),
+                heartbeat: None,
             },
             tokio::runtime::Handle::current(),
         )
@@ -1213,6 +1338,7 @@ mod tests {
                 group_commit_max: 8,
                 raw_retention: Duration::from_secs(3600),
                 outbox_max_bytes: Some(1 << 20),
+                heartbeat: None,
             },
             tokio::runtime::Handle::current(),
         )
