@@ -260,13 +260,21 @@ fn a_malformed_payload_is_quarantined_with_its_reason_and_the_source_keeps_runni
     let status = g.status_json()?;
     assert_eq!(source_counter(&status, "acked"), 6, "{status}");
     assert_accounting(&status);
-    // The weight after the bad ones became an observation with its unit.
-    let weights: i64 = conn.query_row(
-        "SELECT count(*) FROM outbox WHERE event LIKE '%\"29463-7\"%' AND event LIKE '%\"unit\":\"kg\"%'",
-        [],
-        |r| r.get(0),
-    )?;
-    assert_eq!(weights, 1);
+    // The weight after the bad ones became an observation with its unit
+    // (the pipeline may take it in a later batch than the bad ones).
+    let weights = || -> i64 {
+        conn.query_row(
+            "SELECT count(*) FROM outbox WHERE event LIKE '%\"29463-7\"%' AND event LIKE '%\"unit\":\"kg\"%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(-1)
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || weights() == 1),
+        "weight observations: {}",
+        weights()
+    );
     Ok(())
 }
 
