@@ -265,6 +265,34 @@ impl Submitter {
         })
     }
 
+    /// Queue a unit for the store now (waiting only while the channel is
+    /// full) and return the wait for its answer. Units queued one after the
+    /// other are stored in that order, while their answers are awaited
+    /// elsewhere (MQTT: many messages in flight, acknowledged in order).
+    /// The answer maps a closed channel or a dropped reply as
+    /// [`Submitter::submit`] does.
+    pub async fn enqueue(
+        &self,
+        received: Received,
+    ) -> impl std::future::Future<Output = Reply> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let sent = self
+            .tx
+            .send(ToStore::Commit { received, reply })
+            .await
+            .is_ok();
+        async move {
+            if !sent {
+                return Reply::Refused {
+                    reason: RefuseReason::ShuttingDown,
+                };
+            }
+            answer.await.unwrap_or(Reply::Refused {
+                reason: RefuseReason::Dropped,
+            })
+        }
+    }
+
     /// Count a rejection. Best effort: if the store is gone or its queue is
     /// full the count is lost, never the caller's time.
     pub fn rejected(&self, source: Arc<str>, why: Rejection) {

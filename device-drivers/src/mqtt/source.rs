@@ -179,8 +179,9 @@ impl MqttSourceTask {
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let received = to_received(&config, &name, &p);
-                    let s = submitter.clone();
-                    let reply = tokio::spawn(async move { s.submit(received).await });
+                    // Queued here, in arrival order, so the store keeps the
+                    // broker's order; only the wait for the answer runs apart.
+                    let reply = tokio::spawn(submitter.enqueue(received).await);
                     let generation = gate.generation.load(Ordering::Acquire);
                     let item = Pending {
                         generation,
