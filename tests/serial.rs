@@ -365,3 +365,48 @@ fn tap_names_the_problem_with_an_unknown_source() -> Result {
     );
     Ok(())
 }
+
+/// SIGHUP with a changed `[[source.serial]]` (the port moved to another
+/// device): the serial source is restarted on the new path and its readings
+/// come from the new device; an MLLP-free config keeps answering status.
+#[test]
+fn a_reload_moves_a_serial_source_to_a_new_port() -> Result {
+    let dir = tempfile::tempdir()?;
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+    let _a = Ventilator::start(&first, &[])?;
+    let _b = Ventilator::start(&second, &["--name", "Savina 300"])?;
+    let g = Gateway::start(&serial_source(&first, ""))?;
+    let from = |prefix: &str| {
+        readings(&g)
+            .iter()
+            .filter(|d| d["device"].as_str().is_some_and(|s| s.starts_with(prefix)))
+            .count()
+    };
+    assert!(
+        wait_until(WAIT, || from("Evita 4") >= 2),
+        "no readings from the first port:\n{}",
+        g.stderr()
+    );
+    assert_eq!(from("Savina 300"), 0);
+    std::fs::write(
+        &g.config,
+        common::config_text(&g.dir.path().join("state"), &serial_source(&second, "")),
+    )?;
+    let hup = Command::new("kill")
+        .args(["-HUP", &g.pid().to_string()])
+        .status()?;
+    assert!(hup.success());
+    assert!(
+        wait_until(WAIT, || from("Savina 300") >= 2),
+        "no readings from the new port after the reload:\n{}",
+        g.stderr()
+    );
+    assert!(
+        g.stderr().contains("serial ports reopened"),
+        "{}",
+        g.stderr()
+    );
+    assert_eq!(link_state(&g).as_deref(), Some("connected"));
+    assert_accounting(&g.status_json()?);
+    Ok(())
+}

@@ -107,6 +107,7 @@ struct Raw {
     tls_key_file: Option<PathBuf>,
     #[serde(default)]
     tls_client_ca_file: Option<PathBuf>,
+    #[serde(default)]
     admin_listen: String,
 }
 
@@ -311,6 +312,18 @@ mod tests {
             assert!(DEFAULT_TOML.contains(&format!("\n# {key} = ")), "{key}");
         }
         assert_eq!(c.tls, None);
+    }
+
+    /// Every key is optional: an empty file and a file with one key are the
+    /// default otherwise (the demo writes only listen, database, key_file).
+    #[test]
+    fn every_key_is_optional() {
+        let p = Path::new("c.toml");
+        let empty = parse("", p).unwrap();
+        let builtin = CollectorConfig::builtin().unwrap();
+        assert_eq!(empty.listen, builtin.listen);
+        assert_eq!(empty.tls, None);
+        parse("listen = \"127.0.0.1:0\"", p).unwrap();
     }
 
     #[test]
