@@ -20,14 +20,14 @@
 //! (`max_inflight_messages 1000`; mosquitto's default of 20 caps any QoS 1
 //! consumer far lower, see docs/configuration.md).
 //!
-//! Figures (2-core development machine shared with other builds, 2026-11-23,
-//! 50,000 messages): baseline 183,000 messages/s. The wardlink variant did
-//! NOT reach the 20,000/s target and did not finish: after about 90 s it had
-//! stored 15,358 readings and recognised 26,249 DUP redeliveries, i.e. the
-//! broker kept resending in-flight messages (the connection was re-made
-//! repeatedly under a full-speed backlog; cause not found yet). A debug
-//! daemon on the same backlog reconnected never but stored only about 500
-//! readings/s. Both are open work (see the branch's report).
+//! Figures (2-core machine, 2026-12-04, 100,000 messages, one run):
+//! baseline 638,700 messages/s; wardlink 71,200/s (0.11x baseline, 249
+//! commits of 402 messages); wardlink + pipeline 69,100/s (0.11x). Target
+//! 20,000/s. Before the fix of 2026-12-04 the source stalled once its
+//! backlog passed its internal queues (99 messages/s on 20,000; see
+//! `mqtt::source`, "The poll loop never waits").
+//!
+//! `RUST_LOG=wardlink_devices=info` prints the source's log (reconnects).
 //!
 //! Run: `cargo bench -p wardlink --bench mqtt_ingest`
 //! (`WARDLINK_BENCH_READINGS=200000` for a longer run; default 100000).
@@ -210,6 +210,13 @@ fn main() {
     if broker::mosquitto_bin().is_none() {
         eprintln!("mqtt_ingest: mosquitto is not installed (scripts/install-test-deps.sh)");
         return;
+    }
+    if std::env::var_os("RUST_LOG").is_some() {
+        // e.g. RUST_LOG=wardlink_devices=info,rumqttc=warn: why a connection ended.
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
     }
     let n = readings();
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -4,14 +4,23 @@
 //!
 //! Design:
 //! - **Commit before PUBACK** (architecture.md invariant 1). The session
-//!   uses manual acks. The poll loop never waits for the store: for each
-//!   publish it starts the submit (a task awaiting [`Submitter::submit`])
-//!   and queues `(generation, publish, pending reply)` to the *acker* task,
-//!   which awaits the replies **in arrival order** (MQTT 3.1.1 §4.6 wants
-//!   PUBACKs in the order of the PUBLISHes) and sends a PUBACK only for
-//!   `Stored` or `Duplicate`. The group commit in the store writer turns
-//!   many queued publishes into one fsync, so the in-flight window the
-//!   broker allows is what bounds throughput, not one fsync per message.
+//!   uses manual acks. Three tasks, in a line:
+//!   the *poll loop* drives rumqttc's event loop and hands every publish
+//!   to the *feeder*, which queues it for the store in arrival order
+//!   ([`Submitter::enqueue`]) and passes the pending answer to the
+//!   *acker*, which awaits the answers **in arrival order** (MQTT 3.1.1
+//!   §4.6 wants PUBACKs in the order of the PUBLISHes) and sends a PUBACK
+//!   only for `Stored` or `Duplicate`. The group commit in the store
+//!   writer turns many queued publishes into one fsync, so the in-flight
+//!   window the broker allows is what bounds throughput.
+//! - **The poll loop never waits** for the store or the acker. The PUBACKs
+//!   reach the wire only while it polls rumqttc's event loop; a poll loop
+//!   waiting for room in a full queue while the acker waits for room in
+//!   rumqttc's request channel is a cycle that stalls the session (each
+//!   ack then timed out and the broker resent everything). What it holds
+//!   instead is bounded by the broker: at most one unacknowledged publish
+//!   per packet id (65,535), and at most [`MAX_UNACKED_BYTES`] of payload;
+//!   a broker that sends more than that is disconnected and redelivers.
 //! - **No ack crosses a reconnect.** A packet id belongs to one connection's
 //!   view of the session; after a drop the broker resends unacknowledged
 //!   messages (DUP set). Each queued publish carries the connection
@@ -32,14 +41,15 @@
 //!   [`BACKOFF_MAX`]; every change of link state goes to the
 //!   [`LinkReporter`] (`wardlink status`: connected / disconnected since).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS, SubscribeFilter};
 use tokio::sync::{mpsc, Notify};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wardlink_config::MqttSource;
 
@@ -54,11 +64,18 @@ pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// How far back a resent (DUP) publish is compared with stored ones.
 pub const DUP_WINDOW: Duration = Duration::from_secs(10 * 60);
-/// Publishes whose commit is pending, at most (beyond it the poll loop
-/// waits: back-pressure from the store reaches the broker's flow control).
+/// Answers the acker may be waiting for, at most (beyond it the feeder
+/// waits; the acker always progresses, because the poll loop never waits).
 const MAX_PENDING: usize = 8192;
 /// rumqttc's request channel (acks and subscribes).
 const REQUEST_CAPACITY: usize = 4096;
+/// Payload received but not yet acknowledged, at most. A broker keeps its
+/// in-flight window far below this (mosquitto: 20 messages by default);
+/// one that exceeds it is disconnected and redelivers what was not acked.
+pub const MAX_UNACKED_BYTES: usize = 64 * 1024 * 1024;
+/// How long the acker retries a PUBACK while rumqttc's request channel is
+/// full before it gives the connection up (the broker then redelivers).
+const ACK_STALL: Duration = Duration::from_secs(30);
 /// On stop: how long to wait for pending commits and their PUBACKs.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -78,14 +95,25 @@ struct AckGate {
     /// Held while checking the generation and queuing an ack, and while
     /// bumping it and cleaning the event loop.
     lock: Mutex<()>,
-    /// The store refused: drop the connection so the broker redelivers.
+    /// The store refused, or an ack could not be handed over: drop the
+    /// connection so the broker redelivers.
     refused: Notify,
+    /// Payload bytes received and not yet acknowledged (or given up).
+    unacked_bytes: AtomicUsize,
 }
 
+/// A publish on its way to the store (poll loop → feeder).
+struct Incoming {
+    generation: u64,
+    publish: Publish,
+    received: Received,
+}
+
+/// A publish whose store answer is awaited (feeder → acker).
 struct Pending {
     generation: u64,
     publish: Publish,
-    reply: JoinHandle<Reply>,
+    reply: Pin<Box<dyn Future<Output = Reply> + Send>>,
 }
 
 impl MqttSourceTask {
@@ -135,7 +163,17 @@ impl MqttSourceTask {
         report(LinkStatus::Connecting, None);
         let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
         let gate = Arc::new(AckGate::default());
+        // Unbounded by count, bounded by the broker's window and
+        // MAX_UNACKED_BYTES: see "The poll loop never waits".
+        let (incoming_tx, incoming_rx) = mpsc::unbounded_channel::<Incoming>();
         let (pending_tx, pending_rx) = mpsc::channel::<Pending>(MAX_PENDING);
+        let feeding = CancellationToken::new();
+        let feeder = tokio::spawn(feeder(
+            incoming_rx,
+            pending_tx,
+            submitter.clone(),
+            feeding.clone(),
+        ));
         let mut acker = tokio::spawn(acker(
             pending_rx,
             client.clone(),
@@ -178,28 +216,33 @@ impl MqttSourceTask {
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let received = to_received(&config, &name, &p);
-                    // Queued here, in arrival order, so the store keeps the
-                    // broker's order; only the wait for the answer runs apart.
-                    let reply = tokio::spawn(submitter.enqueue(received).await);
-                    let generation = gate.generation.load(Ordering::Acquire);
-                    let item = Pending {
-                        generation,
+                    let size = p.payload.len();
+                    let unacked = gate.unacked_bytes.fetch_add(size, Ordering::AcqRel) + size;
+                    let item = Incoming {
+                        generation: gate.generation.load(Ordering::Acquire),
+                        received: to_received(&config, &name, &p),
                         publish: p,
-                        reply,
                     };
-                    if pending_tx.send(item).await.is_err() {
-                        break; // the acker ended: nothing can be acknowledged
+                    if incoming_tx.send(item).is_err() {
+                        break; // the feeder ended: nothing can be stored
+                    }
+                    if unacked > MAX_UNACKED_BYTES {
+                        // Handled like any lost connection (below): what
+                        // was not acknowledged is delivered again.
+                        let error = format!("the broker sent more than {MAX_UNACKED_BYTES} bytes without waiting for acknowledgements; lower its in-flight window (mosquitto: max_inflight_messages)");
+                        lost(&gate, &mut eventloop);
+                        tracing::warn!(source = %name, broker = %peer, %error, retry_in_ms = backoff.as_millis() as u64, "MQTT connection dropped; reconnecting");
+                        report(LinkStatus::Disconnected, Some(error));
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
                     }
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    {
-                        // See "No ack crosses a reconnect" above.
-                        let _held = gate.lock.lock().unwrap_or_else(|p| p.into_inner());
-                        gate.generation.fetch_add(1, Ordering::AcqRel);
-                        eventloop.clean();
-                    }
+                    lost(&gate, &mut eventloop);
                     tracing::warn!(source = %name, broker = %peer, %error, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost; reconnecting");
                     report(LinkStatus::Disconnected, Some(error));
                     tokio::select! {
@@ -213,13 +256,17 @@ impl MqttSourceTask {
         // Stop: no new publishes are submitted (the broker keeps them);
         // those whose commit is pending get their PUBACK if the connection
         // still stands.
-        drop(pending_tx);
+        // The feeder ends after its current item; the acker after the
+        // feeder. Both may need the event loop polled meanwhile (below).
+        feeding.cancel();
+        drop(incoming_tx);
         let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
             loop {
                 tokio::select! {
                     _ = &mut acker => break,
                     ev = eventloop.poll() => if ev.is_err() {
                         // Down: the remaining acks cannot go out; the broker resends.
+                        lost(&gate, &mut eventloop);
                         let _ = (&mut acker).await;
                         break;
                     },
@@ -227,6 +274,7 @@ impl MqttSourceTask {
             }
         })
         .await;
+        feeder.abort();
         if drained.is_err() {
             acker.abort();
             tracing::warn!(source = %name, "MQTT source: pending commits did not finish in time; the broker will resend them");
@@ -234,6 +282,48 @@ impl MqttSourceTask {
         disconnect(&client, &mut eventloop).await;
         report(LinkStatus::Disconnected, Some("stopped".into()));
         tracing::info!(source = %name, "MQTT source stopped");
+    }
+}
+
+/// A connection ended (or is given up): acks queued for it must not reach
+/// the next one. See "No ack crosses a reconnect" above.
+fn lost(gate: &AckGate, eventloop: &mut EventLoop) {
+    let _held = gate.lock.lock().unwrap_or_else(|p| p.into_inner());
+    gate.generation.fetch_add(1, Ordering::AcqRel);
+    eventloop.clean();
+    // The broker redelivers everything unacknowledged; the count restarts
+    // with what it sends now. (Answers still pending for the old
+    // connection subtract nothing: see `acker`.)
+    gate.unacked_bytes.store(0, Ordering::Release);
+}
+
+/// Queue each publish for the store in arrival order, and pass the wait for
+/// its answer to the acker. Stops taking new publishes when `stop` is
+/// cancelled (the broker keeps them); what it queued goes on to the acker.
+async fn feeder(
+    mut incoming: mpsc::UnboundedReceiver<Incoming>,
+    pending: mpsc::Sender<Pending>,
+    submitter: Submitter,
+    stop: CancellationToken,
+) {
+    loop {
+        let item = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            item = incoming.recv() => match item {
+                Some(item) => item,
+                None => break,
+            },
+        };
+        let reply = Box::pin(submitter.enqueue(item.received).await);
+        let pending_item = Pending {
+            generation: item.generation,
+            publish: item.publish,
+            reply,
+        };
+        if pending.send(pending_item).await.is_err() {
+            break;
+        }
     }
 }
 
@@ -304,15 +394,22 @@ async fn acker(
     name: Arc<str>,
 ) {
     while let Some(item) = pending.recv().await {
-        let reply = match item.reply.await {
-            Ok(r) => r,
-            Err(_) => Reply::Refused {
-                reason: crate::RefuseReason::Dropped,
-            },
-        };
+        let reply = item.reply.await;
+        if gate.generation.load(Ordering::Acquire) == item.generation {
+            // Saturating: a reconnect may have reset the count meanwhile.
+            let size = item.publish.payload.len();
+            let _ = gate
+                .unacked_bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                    Some(b.saturating_sub(size))
+                });
+        }
         match reply {
             Reply::Stored { .. } | Reply::Duplicate { .. } => {
-                send_ack(&client, &gate, item.generation, &item.publish).await;
+                if !send_ack(&client, &gate, item.generation, &item.publish).await {
+                    tracing::warn!(source = %name, "MQTT: the PUBACK could not be handed to the client for {} s; reconnecting so the broker delivers again", ACK_STALL.as_secs());
+                    gate.refused.notify_one();
+                }
             }
             Reply::Refused { reason } => {
                 tracing::warn!(source = %name, %reason, "MQTT message not stored; no PUBACK");
@@ -329,21 +426,29 @@ async fn acker(
 }
 
 /// Hand the PUBACK to rumqttc, unless the connection it belongs to is gone.
-async fn send_ack(client: &AsyncClient, gate: &AckGate, generation: u64, publish: &Publish) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+/// False when rumqttc's request channel stayed full for [`ACK_STALL`] (the
+/// ack is given up; the caller drops the connection so the broker resends).
+async fn send_ack(
+    client: &AsyncClient,
+    gate: &AckGate,
+    generation: u64,
+    publish: &Publish,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + ACK_STALL;
     loop {
         {
             let _held = gate.lock.lock().unwrap_or_else(|p| p.into_inner());
             if gate.generation.load(Ordering::Acquire) != generation {
-                return; // stale: the broker resends it on the new connection
+                return true; // stale: the broker resends it on the new connection
             }
             if client.try_ack(publish).is_ok() {
-                return;
+                return true;
             }
         }
-        // rumqttc's request channel is full (or closed at shutdown).
+        // rumqttc's request channel is full (the poll loop drains it) or
+        // closed (stopping).
         if tokio::time::Instant::now() >= deadline {
-            return;
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
