@@ -418,6 +418,91 @@ fn an_unsupported_sop_class_is_refused_and_the_association_goes_on() -> Result {
 
 // --- a raw client, for what real clients do not do on purpose -------------
 
+/// The runtime file lists `source` (a reload that adds it has bound it).
+fn has_listener(g: &Gateway, source: &str) -> bool {
+    g.runtime().is_some_and(|rt| {
+        rt["listeners"]
+            .as_array()
+            .is_some_and(|ls| ls.iter().any(|l| l["source"] == source))
+    })
+}
+
+fn reload_with(g: &Gateway, sources: &str) -> Result {
+    std::fs::write(&g.config, config_text(&g.state_dir(), sources))?;
+    let ok = Command::new("kill")
+        .args(["-HUP", &g.pid().to_string()])
+        .status()?;
+    assert!(ok.success());
+    Ok(())
+}
+
+/// SIGHUP restarts only the DICOM sources whose configuration changed: an
+/// association open on an unchanged node keeps working while another node
+/// is added, changed and removed, and the added node answers.
+#[test]
+fn a_reload_keeps_associations_on_unchanged_dicom_nodes() -> Result {
+    let g = Gateway::start(&dicom_source("imaging", ""))?;
+    let mut held = Raw::associate(g.addr("imaging"))?;
+    assert_eq!(held.echo(1)?, 0x0000);
+
+    // Added.
+    let both = format!(
+        "{}{}",
+        dicom_source("imaging", ""),
+        dicom_source("second", "")
+    );
+    reload_with(&g, &both)?;
+    assert!(
+        wait_until(Duration::from_secs(10), || has_listener(&g, "second")),
+        "the added node was not bound:\n{}",
+        g.stderr()
+    );
+    let mut fresh = Raw::associate(g.addr("second"))?;
+    assert_eq!(fresh.echo(1)?, 0x0000, "the added node answers");
+    assert_eq!(
+        held.echo(2)?,
+        0x0000,
+        "the held association survived an add"
+    );
+
+    // Changed (its allowlist of callers), then removed.
+    let changed = format!(
+        "{}{}",
+        dicom_source("imaging", ""),
+        dicom_source("second", "allow_ae = [\"RAW\", \"OTHER\"]")
+    );
+    reload_with(&g, &changed)?;
+    assert!(
+        wait_until(Duration::from_secs(10), || g
+            .stderr()
+            .contains("`second` changed: restarted")),
+        "no restart of the changed node:\n{}",
+        g.stderr()
+    );
+    assert_eq!(
+        held.echo(3)?,
+        0x0000,
+        "the held association survived a change"
+    );
+    reload_with(&g, &dicom_source("imaging", ""))?;
+    assert!(
+        wait_until(Duration::from_secs(10), || !has_listener(&g, "second")),
+        "the removed node is still listed:\n{}",
+        g.stderr()
+    );
+    assert_eq!(
+        held.echo(4)?,
+        0x0000,
+        "the held association survived a removal"
+    );
+    let log = g.stderr();
+    assert!(
+        !log.contains("`imaging` changed") && !log.contains("`imaging` added"),
+        "the unchanged node was restarted:\n{log}"
+    );
+    Ok(())
+}
+
 struct Raw {
     s: TcpStream,
 }

@@ -316,8 +316,9 @@ async fn apply_reload(
     } else {
         None
     };
+    let equipment = running.equipment.prepare_reload(&new)?;
     changes.extend(running.sources.reload(&new).await?);
-    changes.extend(running.equipment.reload(&new).await?);
+    changes.extend(running.equipment.reload(&new, equipment).await);
     if let Some(p) = pipeline {
         running.processor.replace_pipeline(p);
         changes.push("de-identification and validation settings changed".into());

@@ -1,5 +1,5 @@
 //! The daemon's side of `[[source.dicom]]`: config → listener options, bind
-//! every DICOM listener, spawn them. Kept out of `daemon.rs` so that each
+//! a DICOM listener, spawn it. Kept out of `daemon.rs` so that each
 //! source kind hooks in with a line or two.
 
 use std::sync::Arc;
@@ -76,51 +76,36 @@ pub fn options(s: &DicomSource) -> DicomOptions {
     }
 }
 
-/// Bound DICOM listeners, not yet serving.
-#[derive(Debug, Default)]
-pub struct Bound(Vec<DicomListener>);
-
-/// Binds every `[[source.dicom]]` listener. Nothing is accepted until
+/// Binds one `[[source.dicom]]` listener. Nothing is accepted until
 /// [`spawn`]; connections wait in the backlog meanwhile.
 ///
 /// # Errors
-/// A listener cannot bind; the error names the source.
-pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
-    let mut bound = Vec::new();
-    for source in &config.sources.dicom {
-        let mut o = options(source);
-        o.mpps_known = mpps_known(config, &source.name);
-        let l = DicomListener::bind(o)
-            .await
-            .with_context(|| format!("source.dicom `{}`: cannot listen", source.name))?;
-        tracing::info!(source = %source.name, addr = %l.local_addr(), ae_title = %source.ae_title, "dicom listener bound");
-        bound.push(l);
+/// The listener cannot bind; the error names the source.
+pub async fn bind(config: &Config, source: &DicomSource) -> anyhow::Result<DicomListener> {
+    let mut o = options(source);
+    o.mpps_known = mpps_known(config, &source.name);
+    let l = DicomListener::bind(o)
+        .await
+        .with_context(|| format!("source.dicom `{}`: cannot listen", source.name))?;
+    tracing::info!(source = %source.name, addr = %l.local_addr(), ae_title = %source.ae_title, "dicom listener bound");
+    Ok(l)
+}
+
+/// The runtime file's entry for a bound listener.
+pub fn info(listener: &DicomListener, source: &DicomSource) -> ListenerInfo {
+    ListenerInfo {
+        source: source.name.clone(),
+        kind: "dicom".into(),
+        addr: listener.local_addr().to_string(),
     }
-    Ok(Bound(bound))
 }
 
-/// The runtime file's entries for the bound listeners.
-pub fn infos(bound: &Bound, config: &Config) -> Vec<ListenerInfo> {
-    bound
-        .0
-        .iter()
-        .zip(&config.sources.dicom)
-        .map(|(l, s)| ListenerInfo {
-            source: s.name.clone(),
-            kind: "dicom".into(),
-            addr: l.local_addr().to_string(),
-        })
-        .collect()
-}
-
-/// Starts serving every bound listener on `tasks`.
+/// Starts serving a bound listener on `tasks`.
 pub fn spawn(
     tasks: &mut JoinSet<()>,
-    bound: Bound,
+    listener: DicomListener,
     submitter: &Submitter,
     shutdown: &CancellationToken,
 ) {
-    for l in bound.0 {
-        tasks.spawn(l.run(submitter.clone(), shutdown.clone()));
-    }
+    tasks.spawn(listener.run(submitter.clone(), shutdown.clone()));
 }

@@ -71,12 +71,28 @@ impl LinkBoard {
             (None, None) => info.state.clone(),
         };
         self.registry.set(source, kind, state, &detail);
+        self.publish(|links| {
+            links.insert(source.to_owned(), info);
+        });
+    }
+
+    /// Forget a source that the configuration no longer has.
+    pub fn remove(&self, source: &str) {
+        self.registry.remove(source);
+        self.publish(|links| {
+            links.remove(source);
+        });
+    }
+
+    /// Change the board and write it out (write, rename). A failed write is
+    /// logged: status then shows an older state.
+    fn publish(&self, change: impl FnOnce(&mut BTreeMap<String, LinkInfo>)) {
         let json = {
             let mut links = match self.links.lock() {
                 Ok(l) => l,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            links.insert(source.to_owned(), info);
+            change(&mut links);
             serde_json::to_vec_pretty(&*links)
         };
         let written = json.map_err(std::io::Error::other).and_then(|json| {
@@ -127,6 +143,11 @@ impl LinkBoard {
     /// `status` lists listeners from the runtime file already.
     pub fn listening(&self, source: &str, kind: &'static str, addr: &str) {
         self.registry.set(source, kind, LinkState::Listening, addr);
+    }
+
+    /// Record a listening source that could not bind (`detail` says why).
+    pub fn not_listening(&self, source: &str, kind: &'static str, detail: &str) {
+        self.registry.set(source, kind, LinkState::Down, detail);
     }
 }
 
