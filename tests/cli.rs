@@ -158,3 +158,37 @@ fn run_without_a_config_uses_the_embedded_default() -> Result {
     let _ = child.wait();
     result
 }
+
+/// `wardlink deid FILE | head` ends quietly when `head` has read enough:
+/// no panic ("failed printing to stdout: Broken pipe", exit 101).
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() -> Result {
+    use std::io::Read as _;
+    use std::os::unix::process::ExitStatusExt as _;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("many.hl7");
+    let msg = "MSH|^~\\&|LAB|H|WL|H|20250101120000||ORU^R01|C1|P|2.5\rPID|1||MRN1^^^H||DOE^JOHN\rOBX|1|NM|8867-4^HR^LN||72|/min\r";
+    std::fs::write(&file, msg.repeat(5000))?;
+    let mut child = std::process::Command::new(wardlink_bin())
+        .arg("deid")
+        .arg(&file)
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let mut first = [0u8; 64];
+    child
+        .stdout
+        .take()
+        .ok_or("stdout")?
+        .read_exact(&mut first)?; // then closed
+    let out = child.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        out.status
+    );
+    Ok(())
+}

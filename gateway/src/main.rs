@@ -20,6 +20,9 @@ const EXIT_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. } | Command::Demo { .. }) {
+        end_quietly_on_a_closed_pipe();
+    }
     match cli.command {
         Command::Run { config } => run(config.as_deref()),
         Command::CheckConfig { file } => check_config(&file),
@@ -39,6 +42,23 @@ fn main() -> ExitCode {
         Command::Simulate(cmd) => wardlink::cli_tools::simulate(cmd),
         Command::Tap(args) => wardlink::cli_tools::tap(args),
         Command::CliDocs(docs) => cli_docs(&docs),
+    }
+}
+
+/// The commands that print (`deid`, `quarantine list`, `status`, `tap`, ...)
+/// end like any Unix tool when their reader goes away (`| head`): killed by
+/// SIGPIPE, quietly. Rust ignores SIGPIPE at start, so a closed pipe would
+/// otherwise make `println!` panic. Not for the daemon (`run`, `demo`),
+/// which must survive a closed peer; its sockets never raise SIGPIPE anyway.
+fn end_quietly_on_a_closed_pipe() {
+    #[expect(
+        unsafe_code,
+        reason = "restoring a signal's default disposition, before any thread starts"
+    )]
+    // SAFETY: `signal` with SIG_DFL installs no handler code; it runs here,
+    // at the top of main, before this process starts any other thread.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
