@@ -956,3 +956,73 @@ fn parse_journal_entry(mut b: &[u8]) -> Vec<(String, String)> {
     }
     out
 }
+
+/// `[log] level` from the file applies at start and again on reload (when
+/// `RUST_LOG` is not set): at `warn`, the info lines of a reload are gone,
+/// and the error of a rejected reload still shows.
+#[test]
+fn the_log_level_comes_from_the_config_and_follows_a_reload() -> Result {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let config = dir.path().join("wardlink.toml");
+    let at = |level: &str| {
+        config_text(&state, &mllp_source("main", ""))
+            .replace("level = \"debug\"", &format!("level = \"{level}\""))
+    };
+    std::fs::write(&config, at("info"))?;
+    let log = dir.path().join("stderr");
+    let mut child = Command::new(wardlink_bin())
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .env("WARDLINK_LOG", "stderr")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let result = (|| -> Result {
+        assert!(
+            wait_until(Duration::from_secs(15), || text()
+                .contains("wardlink ready")),
+            "no info line at level info:\n{}",
+            text()
+        );
+        assert!(
+            !text().contains("DEBUG"),
+            "debug lines at level info:\n{}",
+            text()
+        );
+        let hup = || {
+            Command::new("kill")
+                .args(["-HUP", &child.id().to_string()])
+                .status()
+        };
+        std::fs::write(&config, at("warn"))?;
+        hup()?;
+        assert!(
+            wait_until(Duration::from_secs(10), || text()
+                .contains("reloading the configuration")),
+            "{}",
+            text()
+        );
+        std::fs::write(&config, "[source.nope]\n")?;
+        hup()?;
+        assert!(
+            wait_until(Duration::from_secs(10), || text()
+                .contains("Reload rejected")),
+            "the error of a rejected reload shows at warn:\n{}",
+            text()
+        );
+        assert_eq!(
+            text().matches("reloading the configuration").count(),
+            1,
+            "the second reload's info line is filtered at warn:\n{}",
+            text()
+        );
+        Ok(())
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}

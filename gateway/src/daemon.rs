@@ -295,7 +295,6 @@ async fn apply_reload(
         ("[store]", new.store != old.store),
         ("[sync]", new.sync != old.sync),
         ("[admin]", new.admin != old.admin),
-        ("[log]", new.log != old.log),
     ] {
         if changed {
             tracing::warn!(
@@ -336,7 +335,12 @@ async fn apply_reload(
             tracing::warn!(error = %e, "cannot update the runtime file");
         }
     }
+    if new.log != running.config.log {
+        crate::logging::set_level(new.log.level.as_str());
+        changes.push(format!("[log] level is now {}", new.log.level.as_str()));
+    }
     running.config.sources = new.sources;
+    running.config.log = new.log;
     running.config.deid = new.deid;
     running.config.validate = new.validate;
     Ok(changes)

@@ -18,10 +18,11 @@
 //! text and control ids in clear appear at debug level at most.
 
 use std::io::IsTerminal as _;
+use std::sync::OnceLock;
 
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{reload, EnvFilter, Registry};
 
 /// Where the logs go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,29 +33,68 @@ pub enum Target {
     Stderr,
 }
 
-/// Install the global subscriber. Safe to call more than once (later calls
-/// are ignored). Returns where the logs go.
+/// Swaps the level filter of the installed subscriber.
+type FilterHandle = reload::Handle<EnvFilter, Registry>;
+
+/// The installed subscriber's filter, when `init` installed one.
+static FILTER: OnceLock<FilterHandle> = OnceLock::new();
+
+/// Install the global subscriber at `level`; a later call changes the level
+/// (the daemon logs at info until its config is read, then at `log.level`;
+/// a reload applies a changed `log.level`). `RUST_LOG`, when set, wins over
+/// every `level`. Returns where the logs go.
 pub fn init(level: &str) -> Target {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    if journal_wanted() {
-        if let Ok(layer) = tracing_journald::layer() {
-            let layer = layer
-                .with_field_prefix(None)
-                .with_syslog_identifier("wardlink".into());
-            let _ = tracing_subscriber::registry()
-                .with(filter)
-                .with(layer)
-                .try_init();
-            return Target::Journal;
-        }
+    let target = if journal_wanted() && tracing_journald::layer().is_ok() {
+        Target::Journal
+    } else {
+        Target::Stderr
+    };
+    if FILTER.get().is_some() {
+        set_level(level);
+        return target;
     }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .try_init();
-    Target::Stderr
+    let (filter, handle) = reload::Layer::new(filter_for(level));
+    let installed = match target {
+        Target::Journal => match tracing_journald::layer() {
+            Ok(layer) => tracing_subscriber::registry()
+                .with(filter)
+                .with(
+                    layer
+                        .with_field_prefix(None)
+                        .with_syslog_identifier("wardlink".into()),
+                )
+                .try_init(),
+            Err(_) => return target,
+        },
+        Target::Stderr => tracing_subscriber::registry()
+            .with(filter)
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_target(false),
+            )
+            .try_init(),
+    };
+    if installed.is_ok() {
+        let _ = FILTER.set(handle);
+    }
+    target
+}
+
+/// Change the level of the installed subscriber (no-op when `RUST_LOG` is
+/// set, or when no subscriber was installed here).
+pub fn set_level(level: &str) {
+    if std::env::var_os("RUST_LOG").is_some() {
+        return;
+    }
+    if let Some(handle) = FILTER.get() {
+        let _ = handle.modify(|f| *f = filter_for(level));
+    }
+}
+
+fn filter_for(level: &str) -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level))
 }
 
 /// Whether to log to the journal: forced by `WARDLINK_LOG`, else when
