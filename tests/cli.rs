@@ -192,3 +192,42 @@ fn output_into_a_closed_pipe_ends_quietly() -> Result {
     );
     Ok(())
 }
+
+/// `wardlink simulate hl7 --to ADDR` sends realistic HL7 over MLLP on
+/// several connections, prints each control id, type and ACK code, and
+/// exits 0 only when every message was accepted.
+#[test]
+fn simulate_hl7_sends_to_a_listener_and_reports_the_acks() -> Result {
+    let g = Gateway::start(&mllp_source("main", ""))?;
+    let addr = g.addr("main").to_string();
+    let out = Command::new(wardlink_bin())
+        .args(["simulate", "hl7", "--to", &addr, "--count", "30"])
+        .args(["--connections", "3", "--rate", "0", "--mix", "mixed"])
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("sent 30: 30 accepted (AA/CA)"), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 30, "{stdout}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.ends_with(" AA") && (l.contains(" ORU^R01") || l.contains(" ADT^A0"))),
+        "{stdout}"
+    );
+    let status = g.status_json()?;
+    assert_eq!(status["sources"]["main"]["acked"], 30, "{status}");
+    assert_eq!(status["duplicates"], 0, "control ids are unique: {status}");
+
+    // A listener that does not accept this sender: exit 1, counted.
+    let closed = Gateway::start(&mllp_source("main", "allow = [\"10.9.9.0/24\"]"))?;
+    let out = Command::new(wardlink_bin())
+        .args(["simulate", "hl7", "--to", &closed.addr("main").to_string()])
+        .args(["--count", "2", "--rate", "0", "--timeout", "2", "--quiet"])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("sent 2: 0 accepted"), "{stderr}");
+    Ok(())
+}

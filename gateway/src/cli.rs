@@ -144,6 +144,47 @@ pub struct SimulateMedibus {
     pub silent_for: Option<f64>,
 }
 
+/// Options of `wardlink simulate hl7`.
+#[derive(Debug, clap::Args)]
+pub struct SimulateHl7 {
+    /// The MLLP listener to send to, e.g. 127.0.0.1:2575.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub to: String,
+    /// What to send: vital signs (ORU^R01 from a monitor), admissions,
+    /// transfers and discharges (ADT^A01/A02/A03), or a realistic mix.
+    #[arg(long, value_enum, default_value_t = Hl7Mix::Mixed)]
+    pub mix: Hl7Mix,
+    /// Messages per second on each connection; 0 = as fast as the ACKs come.
+    #[arg(long, default_value_t = 2.0)]
+    pub rate: f64,
+    /// Concurrent connections, each one sender.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub connections: u32,
+    /// Stop after this many messages in total (0 = until Ctrl-C).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub count: u64,
+    /// Seed of the generator.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Seconds to wait for each connect and each answer.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub timeout: f64,
+    /// Do not print a line per message (the summary still goes to stderr).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// The messages `simulate hl7` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Hl7Mix {
+    /// ORU^R01 vital signs only.
+    Vitals,
+    /// ADT^A01/A02/A03 only.
+    Adt,
+    /// Mostly vitals, now and then an admission, transfer or discharge.
+    Mixed,
+}
+
 /// `wardlink quarantine` actions.
 #[derive(Debug, Subcommand)]
 pub enum QuarantineAction {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand, ValueEnum};
 use wardlink_devices::sim::bed_sensors::{self, BedSensors, SensorKind};
 
-use super::{mqtt_host_port, on_runtime, EXIT_RUNTIME};
+use super::{mqtt_host_port, on_runtime, EXIT_CHECK_FAILED, EXIT_RUNTIME};
 
 /// The simulators.
 #[derive(Debug, Subcommand)]
@@ -19,6 +19,11 @@ pub enum SimulateCommand {
     /// its port (one line per ventilator), to put in a [[source.serial]]
     /// `path`, and answers polls with realistic values until Ctrl-C.
     Medibus(crate::cli::SimulateMedibus),
+    /// An HL7 v2 sender (a monitor's ORU^R01 vitals and a HIS's ADT) over
+    /// MLLP to --to HOST:PORT: prints each message's control id and the
+    /// acknowledgement code, and a summary; exits 1 if any message was not
+    /// accepted (AE/AR, no answer).
+    Hl7(crate::cli::SimulateHl7),
 }
 
 /// `simulate bed-sensors` options.
@@ -71,6 +76,22 @@ pub enum Kind {
 pub fn simulate(cmd: SimulateCommand) -> ExitCode {
     match cmd {
         SimulateCommand::BedSensors(a) => bed_sensors_cmd(a),
+        SimulateCommand::Hl7(o) => on_runtime(|stop| async move {
+            match crate::simulate::hl7(o, stop).await {
+                Ok(tally) => {
+                    eprintln!("{tally}");
+                    if tally.all_accepted() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(EXIT_CHECK_FAILED)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("wardlink simulate: {e:#}");
+                    ExitCode::from(EXIT_RUNTIME)
+                }
+            }
+        }),
         SimulateCommand::Medibus(o) => on_runtime(|stop| async move {
             match crate::simulate::medibus(o, stop).await {
                 Ok(()) => ExitCode::SUCCESS,
