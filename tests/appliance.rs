@@ -828,6 +828,22 @@ fn logs_go_to_journald_with_structured_fields_and_no_phi() -> Result {
     std::fs::create_dir(&journal_dir)?;
     let journal = UnixDatagram::bind(journal_dir.join("socket"))?;
     journal.set_read_timeout(Some(Duration::from_millis(200)))?;
+    // Drained from the start, as journald does: a datagram socket queues
+    // only a few entries (net.unix.max_dgram_qlen, 10 by default), and a
+    // daemon whose journal is full blocks on its next log line.
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+    let draining = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let drainer = {
+        let (received, draining) = (received.clone(), draining.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while draining.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = journal.recv(&mut buf) {
+                    received.lock().unwrap().push(buf[..n].to_vec());
+                }
+            }
+        })
+    };
     let stderr = std::fs::File::create(&g.stderr_path)?;
     let meta = stderr.metadata()?;
     let script = "mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/journal \
@@ -860,21 +876,26 @@ fn logs_go_to_journald_with_structured_fields_and_no_phi() -> Result {
     // here as KEY=value lines.
     let mut entries: Vec<String> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(15);
-    let mut buf = vec![0u8; 65536];
     while Instant::now() < deadline {
-        if let Ok(n) = journal.recv(&mut buf) {
-            entries.push(
-                parse_journal_entry(&buf[..n])
+        entries = received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                parse_journal_entry(d)
                     .iter()
                     .map(|(k, v)| format!("{k}={v}\n"))
-                    .collect(),
-            );
-        }
+                    .collect()
+            })
+            .collect();
         let seen = |needle: &str| entries.iter().any(|e| e.contains(needle));
         if seen("Duplicate of a stored message") && seen("message quarantined") {
             break;
         }
+        std::thread::sleep(Duration::from_millis(50));
     }
+    draining.store(false, std::sync::atomic::Ordering::Relaxed);
+    drainer.join().map_err(|_| "the journal reader panicked")?;
     let field = |e: &str, k: &str| {
         e.lines()
             .find_map(|l| l.strip_prefix(&format!("{k}=")))

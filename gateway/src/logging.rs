@@ -38,25 +38,29 @@ type FilterHandle = reload::Handle<EnvFilter, Registry>;
 
 /// The installed subscriber's filter, when `init` installed one.
 static FILTER: OnceLock<FilterHandle> = OnceLock::new();
+/// Where the installed subscriber writes.
+static TARGET: OnceLock<Target> = OnceLock::new();
 
 /// Install the global subscriber at `level`; a later call changes the level
 /// (the daemon logs at info until its config is read, then at `log.level`;
 /// a reload applies a changed `log.level`). `RUST_LOG`, when set, wins over
 /// every `level`. Returns where the logs go.
 pub fn init(level: &str) -> Target {
-    let target = if journal_wanted() && tracing_journald::layer().is_ok() {
-        Target::Journal
-    } else {
-        Target::Stderr
-    };
-    if FILTER.get().is_some() {
+    if let Some(target) = TARGET.get() {
         set_level(level);
-        return target;
+        return *target;
     }
+    // Made once: each `layer()` probes the journal's socket with a datagram.
+    let journal = if journal_wanted() {
+        tracing_journald::layer().ok()
+    } else {
+        None
+    };
     let (filter, handle) = reload::Layer::new(filter_for(level));
-    let installed = match target {
-        Target::Journal => match tracing_journald::layer() {
-            Ok(layer) => tracing_subscriber::registry()
+    let (target, installed) = match journal {
+        Some(layer) => (
+            Target::Journal,
+            tracing_subscriber::registry()
                 .with(filter)
                 .with(
                     layer
@@ -64,20 +68,23 @@ pub fn init(level: &str) -> Target {
                         .with_syslog_identifier("wardlink".into()),
                 )
                 .try_init(),
-            Err(_) => return target,
-        },
-        Target::Stderr => tracing_subscriber::registry()
-            .with(filter)
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_ansi(std::io::stderr().is_terminal())
-                    .with_target(false),
-            )
-            .try_init(),
+        ),
+        None => (
+            Target::Stderr,
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::stderr)
+                        .with_ansi(std::io::stderr().is_terminal())
+                        .with_target(false),
+                )
+                .try_init(),
+        ),
     };
     if installed.is_ok() {
         let _ = FILTER.set(handle);
+        let _ = TARGET.set(target);
     }
     target
 }
