@@ -162,10 +162,12 @@ struct Daemon {
 impl Daemon {
     fn start() -> Result<(Daemon, SocketAddr)> {
         let _ = std::fs::remove_file(Path::new(STATE).join("run.json"));
+        // Its log, kept for the error message if it fails to start.
+        let log = tempfile::tempfile()?;
         let child = as_wardlink(&["run", "--config", CONF])?
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log.try_clone()?)
             .spawn()?;
         let mut d = Daemon { child };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -174,7 +176,14 @@ impl Daemon {
                 return Ok((d, addr));
             }
             if let Some(status) = d.child.try_wait()? {
-                return Err(format!("the installed wardlink exited early: {status}").into());
+                use std::io::{Read as _, Seek as _};
+                let mut text = String::new();
+                let mut log = &log;
+                log.rewind()?;
+                log.read_to_string(&mut text)?;
+                return Err(
+                    format!("the installed wardlink exited early: {status}\n{text}").into(),
+                );
             }
             if Instant::now() > deadline {
                 return Err("the installed wardlink did not bind its listener".into());

@@ -402,7 +402,8 @@ fn a_reload_moves_a_serial_source_to_a_new_port() -> Result {
         g.stderr()
     );
     assert!(
-        g.stderr().contains("serial ports reopened"),
+        g.stderr()
+            .contains("[[source.serial]] `vent` changed: restarted"),
         "{}",
         g.stderr()
     );
