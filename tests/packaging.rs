@@ -561,12 +561,19 @@ fn debs_build_install_upgrade_remove_purge() -> Result {
     assert!(conf.contains("\nstate_dir = \"/var/lib/wardlink\"\n"));
     assert!(conf.contains("\nlisten = \"127.0.0.1:2575\"\n"));
     installed_as_specified(&conf)?;
-    // The operator's edit: listen on a free port (so the test does not
-    // depend on 2575 being free); it must survive the upgrade.
-    let edited = conf.replace(
-        "\nlisten = \"127.0.0.1:2575\"\n",
-        "\nlisten = \"127.0.0.1:0\"\n",
-    );
+    // The operator's edit: listen on free ports (so the test does not
+    // depend on 2575 or the admin port 9425 being free); it must survive
+    // the upgrade.
+    assert!(conf.contains("\nlisten = \"127.0.0.1:9425\"\n"));
+    let edited = conf
+        .replace(
+            "\nlisten = \"127.0.0.1:2575\"\n",
+            "\nlisten = \"127.0.0.1:0\"\n",
+        )
+        .replace(
+            "\nlisten = \"127.0.0.1:9425\"\n",
+            "\nlisten = \"127.0.0.1:0\"\n",
+        );
     std::fs::write(CONF, &edited)?;
     let keygen = stdout(&mut as_wardlink(&["keygen", "--config", CONF])?)?;
     assert!(keygen.contains("gateway id: gw-"), "{keygen}");
