@@ -828,6 +828,23 @@ fn logs_go_to_journald_with_structured_fields_and_no_phi() -> Result {
     std::fs::create_dir(&journal_dir)?;
     let journal = UnixDatagram::bind(journal_dir.join("socket"))?;
     journal.set_read_timeout(Some(Duration::from_millis(200)))?;
+    // Read the journal from the start, as journald does: a unix datagram
+    // socket queues only net.unix.max_dgram_qlen datagrams (10 here), and
+    // once they are queued the daemon's logging blocks, and with it
+    // whatever thread logs (the start-up lines alone may be that many).
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+    let reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let reader = {
+        let (received, reading) = (received.clone(), reading.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while reading.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = journal.recv(&mut buf) {
+                    received.lock().unwrap().push(buf[..n].to_vec());
+                }
+            }
+        })
+    };
     let stderr = std::fs::File::create(&g.stderr_path)?;
     let meta = stderr.metadata()?;
     let script = "mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/journal \
@@ -858,23 +875,31 @@ fn logs_go_to_journald_with_structured_fields_and_no_phi() -> Result {
 
     // Each datagram is one entry in journald's native protocol; rendered
     // here as KEY=value lines.
-    let mut entries: Vec<String> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut buf = vec![0u8; 65536];
-    while Instant::now() < deadline {
-        if let Ok(n) = journal.recv(&mut buf) {
-            entries.push(
-                parse_journal_entry(&buf[..n])
+    let render = || -> Vec<String> {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                parse_journal_entry(d)
                     .iter()
                     .map(|(k, v)| format!("{k}={v}\n"))
-                    .collect(),
-            );
-        }
+                    .collect()
+            })
+            .collect()
+    };
+    let mut entries: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        entries = render();
         let seen = |needle: &str| entries.iter().any(|e| e.contains(needle));
         if seen("Duplicate of a stored message") && seen("message quarantined") {
             break;
         }
+        std::thread::sleep(Duration::from_millis(50));
     }
+    reading.store(false, std::sync::atomic::Ordering::Relaxed);
+    reader.join().map_err(|_| "the journal reader panicked")?;
     let field = |e: &str, k: &str| {
         e.lines()
             .find_map(|l| l.strip_prefix(&format!("{k}=")))

@@ -118,6 +118,11 @@ const MIGRATIONS: &[&str] = &[
      );
      INSERT INTO sync_state (id, outbox_bytes)
         SELECT 1, COALESCE(SUM(length(CAST(event AS BLOB))), 0) FROM outbox;",
+    // 4: the MPPS steps a DICOM source reads at start, without scanning
+    // every message. Partial: only MPPS rows enter it, so storing an HL7
+    // message or a reading (the ACK path) never touches it. Building it
+    // reads the table once, at the first start after the upgrade.
+    "CREATE INDEX messages_mpps ON messages (source, id) WHERE kind = 'mpps';",
 ];
 
 /// The newest schema version this binary knows.
