@@ -99,6 +99,13 @@ fn notify_ready_status_and_watchdog_follow_the_store() -> Result {
         pings(&before) >= 4,
         "expected a ping every 100 ms, got {before:?}"
     );
+    // A healthy start raises no alarm (the writer's first heartbeat commits
+    // at once; the notifier does not alarm before the first commit).
+    let log = g.stderr();
+    assert!(
+        !log.contains("watchdog pings stop"),
+        "an alarm before anything was locked:\n{log}"
+    );
 
     // Lock the database as another process would; the heartbeat cannot
     // commit, so the pings stop within half the interval.
