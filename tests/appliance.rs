@@ -144,6 +144,86 @@ fn notify_ready_status_and_watchdog_follow_the_store() -> Result {
     Ok(())
 }
 
+/// Upgrading an existing store: before a migration runs, systemd is asked
+/// for more start time (`EXTEND_TIMEOUT_USEC=`, with a `STATUS=` saying
+/// why), so that a migration reading a big store is not killed by the start
+/// timeout and rolled back at every restart; then READY=1, with the
+/// migration done and the stored message kept. A new store gets no
+/// extension (its first datagram is READY=1, see the test above).
+#[test]
+fn upgrading_a_store_asks_systemd_for_time_before_migrating() -> Result {
+    let mut g = Gateway::start(&mllp_source("lab", ""))?;
+    let mut client = Client::connect(g.addr("lab"))?;
+    assert_eq!(client.exchange(&oru("UPGRADE1"))?.code, "AA");
+    drop(client);
+    assert!(g
+        .signal_and_wait("-TERM", Duration::from_secs(20))?
+        .success());
+    // Back to schema version 3, as an older wardlink left it: version 4
+    // only added the MPPS index.
+    {
+        let conn = g.open_store()?;
+        conn.execute_batch("DROP INDEX messages_mpps; PRAGMA user_version = 3;")?;
+    }
+
+    let notify = NotifySocket::bind(g.dir.path())?;
+    let stderr = std::fs::File::create(&g.stderr_path)?;
+    g.child = Some(
+        Command::new(wardlink_bin())
+            .args(["run", "--config"])
+            .arg(&g.config)
+            .env("NOTIFY_SOCKET", &notify.path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()?,
+    );
+    let mut datagrams = Vec::new();
+    while !datagrams
+        .iter()
+        .any(|d: &String| d.lines().any(|l| l == "READY=1"))
+    {
+        let d = notify
+            .recv(Duration::from_secs(30))
+            .ok_or_else(|| format!("no READY=1 after {datagrams:?}:\n{}", g.stderr()))?;
+        datagrams.push(d);
+    }
+    let first = &datagrams[0];
+    assert!(
+        first.lines().any(|l| l.starts_with("EXTEND_TIMEOUT_USEC=")),
+        "no start-timeout extension before the migration: {datagrams:?}"
+    );
+    assert!(
+        first
+            .lines()
+            .any(|l| l.starts_with("STATUS=") && l.contains("schema version 4")),
+        "{first:?}"
+    );
+    assert!(!first.lines().any(|l| l == "READY=1"), "{first:?}");
+
+    let conn = g.open_store()?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    assert_eq!(version, 4);
+    let index: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'messages_mpps'",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(index, 1);
+    let kept: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM messages WHERE control_id = 'UPGRADE1'",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(kept, 1);
+    drop(conn);
+    assert!(g
+        .signal_and_wait("-TERM", Duration::from_secs(20))?
+        .success());
+    Ok(())
+}
+
 /// A plain HTTP/1.1 GET with timeouts: (status code, body).
 fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
     use std::io::{Read as _, Write as _};
