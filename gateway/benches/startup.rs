@@ -58,14 +58,33 @@
 //!
 //! Figures on the 2-core development machine (24 GB RAM, ext4 on a virtual
 //! disk, both cores shared with other builds), 2026-12-04, 5 starts each,
-//! first / median of the other four, before the store fixes that follow
-//! this benchmark:
-//! - empty store: READY 31.0 / 5.6 ms; idle CPU 0.2 %; VmRSS 15.3 / 15.4 MiB;
-//! - 10,000,000 messages (6.7 GB): READY 15,081 / 1,559 ms (NOT under 1 s:
-//!   the DICOM source's start scanned every message for MPPS steps, from
-//!   the disk on the cold first start); idle CPU 56 / 75 % of a core (the
-//!   pipeline runner scanned every message each time it looked for released
-//!   ones, every second when idle); VmRSS 33.5 / 18.5 MiB.
+//! first (cold) / median of the other four; generating the store took 33-59 s
+//! (6.74 GB), copying it for a run 20-40 s:
+//!
+//! | | empty store | 10,000,000 messages |
+//! |---|---|---|
+//! | spawn to READY=1 | 9.9 / 6.5 ms | 10.6 / 6.9 ms (ratio 1.07 / 1.06) |
+//! | then the first AA | 1.2 / 2.9 ms | 4.8 / 3.1 ms |
+//! | idle CPU, % of a core | 0.4 / 0.2 | 1.4 / 0.2 |
+//! | idle VmRSS | 15.5 / 15.7 MiB | 30.3 / 16.5 MiB |
+//! | VmHWM | 15.5 / 15.7 MiB | 34.4 / 16.5 MiB |
+//!
+//! What the time is: exec, the config, opening the store (a few pages:
+//! nothing at start reads in proportion to the store), binding, the runtime
+//! file. Of the resident memory about 12.7 MiB is the binary's own pages
+//! (RssFile) and 2.7-3.6 MiB heap; the big store's first start is higher
+//! (RssAnon 17.6 MiB) because right after it the pipeline runs the 500
+//! awaiting messages (3,350 events) and the sealer seals those and the 6,700
+//! pending ones (a batch of 5,000 events is about 3.8 MB of JSON in memory
+//! while it is sealed; the heap keeps what it grew to).
+//!
+//! Before the store fixes made after this benchmark (same machine and day):
+//! the 10M store took 15,081 / 1,559 ms to READY=1 (the DICOM source read
+//! its MPPS steps with a scan of every message, from the disk on the cold
+//! start) and used 56 / 75 % of a core while idle (the pipeline runner
+//! scanned every message each time it looked for released ones, every
+//! second); the empty store 31.0 / 5.6 ms. Upgrading that store to the
+//! schema with the MPPS index took 6.1 s once (cold), then 5.5 ms.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark harness")]
 
 use std::collections::HashSet;
