@@ -99,6 +99,13 @@ fn notify_ready_status_and_watchdog_follow_the_store() -> Result {
         pings(&before) >= 4,
         "expected a ping every 100 ms, got {before:?}"
     );
+    // A healthy start raises no alarm (the writer's first heartbeat commits
+    // at once; the notifier does not alarm before the first commit).
+    let log = g.stderr();
+    assert!(
+        !log.contains("watchdog pings stop"),
+        "an alarm before anything was locked:\n{log}"
+    );
 
     // Lock the database as another process would; the heartbeat cannot
     // commit, so the pings stop within half the interval.
@@ -134,6 +141,86 @@ fn notify_ready_status_and_watchdog_follow_the_store() -> Result {
         all.iter().any(|d| d.lines().any(|l| l == "STOPPING=1")),
         "no STOPPING=1: {all:?}"
     );
+    Ok(())
+}
+
+/// Upgrading an existing store: before a migration runs, systemd is asked
+/// for more start time (`EXTEND_TIMEOUT_USEC=`, with a `STATUS=` saying
+/// why), so that a migration reading a big store is not killed by the start
+/// timeout and rolled back at every restart; then READY=1, with the
+/// migration done and the stored message kept. A new store gets no
+/// extension (its first datagram is READY=1, see the test above).
+#[test]
+fn upgrading_a_store_asks_systemd_for_time_before_migrating() -> Result {
+    let mut g = Gateway::start(&mllp_source("lab", ""))?;
+    let mut client = Client::connect(g.addr("lab"))?;
+    assert_eq!(client.exchange(&oru("UPGRADE1"))?.code, "AA");
+    drop(client);
+    assert!(g
+        .signal_and_wait("-TERM", Duration::from_secs(20))?
+        .success());
+    // Back to schema version 3, as an older wardlink left it: version 4
+    // only added the MPPS index.
+    {
+        let conn = g.open_store()?;
+        conn.execute_batch("DROP INDEX messages_mpps; PRAGMA user_version = 3;")?;
+    }
+
+    let notify = NotifySocket::bind(g.dir.path())?;
+    let stderr = std::fs::File::create(&g.stderr_path)?;
+    g.child = Some(
+        Command::new(wardlink_bin())
+            .args(["run", "--config"])
+            .arg(&g.config)
+            .env("NOTIFY_SOCKET", &notify.path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()?,
+    );
+    let mut datagrams = Vec::new();
+    while !datagrams
+        .iter()
+        .any(|d: &String| d.lines().any(|l| l == "READY=1"))
+    {
+        let d = notify
+            .recv(Duration::from_secs(30))
+            .ok_or_else(|| format!("no READY=1 after {datagrams:?}:\n{}", g.stderr()))?;
+        datagrams.push(d);
+    }
+    let first = &datagrams[0];
+    assert!(
+        first.lines().any(|l| l.starts_with("EXTEND_TIMEOUT_USEC=")),
+        "no start-timeout extension before the migration: {datagrams:?}"
+    );
+    assert!(
+        first
+            .lines()
+            .any(|l| l.starts_with("STATUS=") && l.contains("schema version 4")),
+        "{first:?}"
+    );
+    assert!(!first.lines().any(|l| l == "READY=1"), "{first:?}");
+
+    let conn = g.open_store()?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    assert_eq!(version, 4);
+    let index: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'messages_mpps'",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(index, 1);
+    let kept: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM messages WHERE control_id = 'UPGRADE1'",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(kept, 1);
+    drop(conn);
+    assert!(g
+        .signal_and_wait("-TERM", Duration::from_secs(20))?
+        .success());
     Ok(())
 }
 
@@ -828,16 +915,17 @@ fn logs_go_to_journald_with_structured_fields_and_no_phi() -> Result {
     std::fs::create_dir(&journal_dir)?;
     let journal = UnixDatagram::bind(journal_dir.join("socket"))?;
     journal.set_read_timeout(Some(Duration::from_millis(200)))?;
-    // Drained from the start, as journald does: a datagram socket queues
-    // only a few entries (net.unix.max_dgram_qlen, 10 by default), and a
-    // daemon whose journal is full blocks on its next log line.
+    // Read the journal from the start, as journald does: a unix datagram
+    // socket queues only net.unix.max_dgram_qlen datagrams (10 here), and
+    // once they are queued the daemon's logging blocks, and with it
+    // whatever thread logs (the start-up lines alone may be that many).
     let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
-    let draining = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let drainer = {
-        let (received, draining) = (received.clone(), draining.clone());
+    let reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let reader = {
+        let (received, reading) = (received.clone(), reading.clone());
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 65536];
-            while draining.load(std::sync::atomic::Ordering::Relaxed) {
+            while reading.load(std::sync::atomic::Ordering::Relaxed) {
                 if let Ok(n) = journal.recv(&mut buf) {
                     received.lock().unwrap().push(buf[..n].to_vec());
                 }
@@ -874,10 +962,8 @@ fn logs_go_to_journald_with_structured_fields_and_no_phi() -> Result {
 
     // Each datagram is one entry in journald's native protocol; rendered
     // here as KEY=value lines.
-    let mut entries: Vec<String> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        entries = received
+    let render = || -> Vec<String> {
+        received
             .lock()
             .unwrap()
             .iter()
@@ -887,15 +973,20 @@ fn logs_go_to_journald_with_structured_fields_and_no_phi() -> Result {
                     .map(|(k, v)| format!("{k}={v}\n"))
                     .collect()
             })
-            .collect();
+            .collect()
+    };
+    let mut entries: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        entries = render();
         let seen = |needle: &str| entries.iter().any(|e| e.contains(needle));
         if seen("Duplicate of a stored message") && seen("message quarantined") {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    draining.store(false, std::sync::atomic::Ordering::Relaxed);
-    drainer.join().map_err(|_| "the journal reader panicked")?;
+    reading.store(false, std::sync::atomic::Ordering::Relaxed);
+    reader.join().map_err(|_| "the journal reader panicked")?;
     let field = |e: &str, k: &str| {
         e.lines()
             .find_map(|l| l.strip_prefix(&format!("{k}=")))

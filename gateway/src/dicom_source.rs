@@ -14,6 +14,15 @@ use wardlink_devices::Submitter;
 
 use crate::status::ListenerInfo;
 
+/// The stored MPPS steps of a source, through the partial index
+/// `messages_mpps` (schema version 4): it holds only MPPS rows, so this
+/// reads those and nothing else. Without it this ran before `READY=1` as a
+/// full scan of `messages` (seconds on a store of 10 million messages, per
+/// DICOM source). The literal `'mpps'` must stay: it is what lets SQLite use
+/// the partial index.
+pub(crate) const MPPS_KNOWN_SQL: &str = "SELECT control_id, trigger_event FROM messages
+     WHERE kind = 'mpps' AND source = ?1 ORDER BY id";
+
 /// The MPPS steps a source already stored, oldest first (instance UID and
 /// the state each left), read from the store if there is one. A store that
 /// cannot be read gives none: N-SETs of older steps then get 0x0112.
@@ -27,10 +36,7 @@ fn mpps_known(config: &Config, source: &str) -> Vec<(String, StepState)> {
             &path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
         )?;
-        let mut stmt = conn.prepare(
-            "SELECT control_id, trigger_event FROM messages
-             WHERE kind = 'mpps' AND source = ?1 ORDER BY id",
-        )?;
+        let mut stmt = conn.prepare(MPPS_KNOWN_SQL)?;
         let rows = stmt.query_map([source], |r| {
             Ok((
                 r.get::<_, Option<String>>(0)?,

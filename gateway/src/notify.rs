@@ -12,6 +12,11 @@
 //! 5 s; a store that stops committing (disk gone, a lock held by another
 //! process, the writer stuck in an fsync) stops the pings after at most
 //! 10 s, and systemd restarts the service 20 s after the last ping.
+//! The writer commits its first heartbeat as soon as it starts, so the
+//! pings begin right after `READY=1`; until that first commit the notifier
+//! neither pings nor, for half an interval, raises the alarm (before this,
+//! every start logged the alarm and the first ping came a quarter interval
+//! late).
 //!
 //! `STATUS=` is a one-line summary (sources up, backlog) sent with
 //! `READY=1` and then every [`STATUS_EVERY`].
@@ -72,6 +77,7 @@ impl Notifier {
         let mut ticks = tokio::time::interval(tick);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_status = tokio::time::Instant::now();
+        let started_ms = unix_ms(SystemTime::now());
         let mut pinging = true;
         loop {
             tokio::select! {
@@ -79,22 +85,32 @@ impl Notifier {
                 _ = ticks.tick() => {}
             }
             if let Some(w) = self.watchdog {
-                let age_ms =
-                    unix_ms(SystemTime::now()) - self.stats.committed_at_ms.load(Ordering::Relaxed);
-                let fresh = u128::try_from(age_ms.max(0)).unwrap_or(0) <= (w / 2).as_millis();
+                let now = unix_ms(SystemTime::now());
+                let committed = self.stats.committed_at_ms.load(Ordering::Relaxed);
+                let within_half =
+                    |ms: i64| u128::try_from(ms.max(0)).unwrap_or(0) <= (w / 2).as_millis();
+                let age_ms = now - committed;
+                let fresh = within_half(age_ms);
+                // Before the first commit (the writer commits a heartbeat as
+                // soon as it starts) there is nothing to ping for yet, and
+                // for half an interval nothing to alarm about either.
+                let starting = committed == 0 && within_half(now - started_ms);
                 if fresh {
                     send(&[sd_notify::NotifyState::Watchdog]);
                     if !pinging {
                         tracing::info!("The store commits again; watchdog pings resumed");
                     }
-                } else if pinging {
-                    tracing::error!(
-                        last_commit_ms_ago = age_ms,
-                        "ALARM: the store has not committed for half the watchdog interval; \
-                         watchdog pings stop (systemd restarts the service if this persists)"
-                    );
+                    pinging = true;
+                } else if !starting {
+                    if pinging {
+                        tracing::error!(
+                            last_commit_ms_ago = age_ms,
+                            "ALARM: the store has not committed for half the watchdog interval; \
+                             watchdog pings stop (systemd restarts the service if this persists)"
+                        );
+                    }
+                    pinging = false;
                 }
-                pinging = fresh;
             }
             if last_status.elapsed() >= STATUS_EVERY {
                 last_status = tokio::time::Instant::now();

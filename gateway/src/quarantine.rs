@@ -71,11 +71,28 @@ fn open_rw(state_dir: &Path) -> Result<Connection, QuarantineError> {
     Ok(conn)
 }
 
-const ENTRY_SQL: &str = "SELECT m.id, m.source, m.received_at,
-        CASE WHEN m.message_type IS NULL THEN NULL
-             ELSE m.message_type || COALESCE('^' || m.trigger_event, '') END,
-        q.reason, m.control_id, q.issues, m.raw
-     FROM quarantine q JOIN messages m ON m.id = q.message_id";
+/// A quarantined message's entry, with `$tail` (an order or a filter).
+/// `CROSS JOIN` keeps the quarantine the outer loop: a plain `JOIN` made
+/// SQLite scan all of `messages` (no statistics; it preferred `messages`'
+/// id order) for every `list` and `show`.
+macro_rules! entry_sql {
+    ($tail:literal) => {
+        concat!(
+            "SELECT m.id, m.source, m.received_at,
+                CASE WHEN m.message_type IS NULL THEN NULL
+                     ELSE m.message_type || COALESCE('^' || m.trigger_event, '') END,
+                q.reason, m.control_id, q.issues, m.raw
+             FROM quarantine q CROSS JOIN messages m ON m.id = q.message_id",
+            $tail
+        )
+    };
+}
+
+/// `wardlink quarantine list`: in id order.
+pub(crate) const LIST_SQL: &str = entry_sql!(" ORDER BY q.message_id");
+
+/// `wardlink quarantine show`.
+pub(crate) const SHOW_SQL: &str = entry_sql!(" WHERE q.message_id = ?1");
 
 fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     Ok(Entry {
@@ -93,7 +110,7 @@ fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
 /// No store, or SQLite fails.
 pub fn list(state_dir: &Path) -> Result<Vec<Entry>, QuarantineError> {
     let conn = store::open_for_reading(state_dir)?;
-    let mut stmt = conn.prepare(&format!("{ENTRY_SQL} ORDER BY m.id"))?;
+    let mut stmt = conn.prepare(LIST_SQL)?;
     let rows = stmt.query_map([], entry)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -104,7 +121,7 @@ pub fn list(state_dir: &Path) -> Result<Vec<Entry>, QuarantineError> {
 /// No such quarantined message, no store, or SQLite fails.
 pub fn show(state_dir: &Path, id: i64, with_raw: bool) -> Result<Detail, QuarantineError> {
     let conn = store::open_for_reading(state_dir)?;
-    conn.query_row(&format!("{ENTRY_SQL} WHERE m.id = ?1"), [id], |r| {
+    conn.query_row(SHOW_SQL, [id], |r| {
         let issues: String = r.get(6)?;
         let raw: Vec<u8> = r.get(7)?;
         Ok(Detail {

@@ -47,6 +47,8 @@
 //!   (one row: the hash chain, whose `last_event_id` is also the line
 //!   between sealed and unsealed outbox events, the outbox's size, the last
 //!   upload and the last upload error).
+//! - v4: `messages_mpps`, a partial index of the MPPS rows (a DICOM source
+//!   reads its stored MPPS steps at start).
 //!
 //! # States a stored message passes through
 //! `awaiting` (0, stored, not yet through the pipeline) → `quarantined` (1) or
@@ -68,8 +70,18 @@
 //! operator released (the `released` table). Every index on `messages` is
 //! one more B-tree page in the WAL on every commit an ACK waits for
 //! (measured here: about 50 µs each on a single-message commit of about
-//! 300 µs), so `messages` has only the duplicate index on that path, and a
-//! partial index over uploaded rows (for pruning) that new rows never enter.
+//! 300 µs), so `messages` has only the duplicate index on that path, and
+//! partial indexes that new HL7 messages and readings never enter: over
+//! uploaded rows (for pruning) and over MPPS rows (for the DICOM source).
+//!
+//! # No full scans
+//! The store holds millions of rows (a week of a busy site), so nothing
+//! that runs at start, while idle or per status request may scan
+//! `messages`. SQLite has no statistics here (no `ANALYZE`), and with a
+//! plain `JOIN` of a small table (`released`, `quarantine`) to `messages`
+//! it chose to scan `messages` in id order and probe the small table; every
+//! such join is written `small CROSS JOIN messages`, which fixes the order.
+//! A test checks the query plan of each statement on those paths.
 //!
 //! # Open after a crash
 //! SQLite's WAL recovery restores exactly the committed transactions; nothing
@@ -318,6 +330,21 @@ pub fn read_counters(conn: &Connection) -> rusqlite::Result<Vec<(String, Counter
 /// through the pipeline (or was released again, see the `released` table).
 pub const PIPELINE_CURSOR: &str = "pipeline_cursor";
 
+/// See [`oldest_pending`]. `CROSS JOIN` keeps `released` the outer loop
+/// (a plain `JOIN` scanned all of `messages`; see `processor::RELEASED_SQL`).
+pub(crate) const OLDEST_PENDING_SQL: &str = "SELECT source, MIN(received_at) FROM (
+        SELECT source, received_at FROM messages
+         WHERE id > COALESCE((SELECT value FROM meta WHERE key = 'pipeline_cursor'), 0)
+           AND state = 0
+        UNION ALL
+        SELECT m.source, m.received_at FROM released r CROSS JOIN messages m
+            ON m.id = r.message_id
+         WHERE m.state = 0
+        UNION ALL
+        SELECT source, received_at FROM messages
+         WHERE id IN (SELECT message_id FROM outbox)
+     ) GROUP BY source";
+
 /// Arrival time (ms since the epoch) of the oldest message not yet uploaded
 /// (awaiting the pipeline or pending upload), per source.
 ///
@@ -327,19 +354,7 @@ pub const PIPELINE_CURSOR: &str = "pipeline_cursor";
 /// # Errors
 /// SQLite fails.
 pub fn oldest_pending(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
-    let mut stmt = conn.prepare(
-        "SELECT source, MIN(received_at) FROM (
-            SELECT source, received_at FROM messages
-             WHERE id > COALESCE((SELECT value FROM meta WHERE key = 'pipeline_cursor'), 0)
-               AND state = 0
-            UNION ALL
-            SELECT m.source, m.received_at FROM released r JOIN messages m ON m.id = r.message_id
-             WHERE m.state = 0
-            UNION ALL
-            SELECT source, received_at FROM messages
-             WHERE id IN (SELECT message_id FROM outbox)
-         ) GROUP BY source",
-    )?;
+    let mut stmt = conn.prepare(OLDEST_PENDING_SQL)?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     rows.collect()
 }
@@ -356,4 +371,83 @@ pub fn size_on_disk(state_dir: &Path) -> u64 {
         }
     }
     total
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    /// The plan lines of `sql` with `params` bound (a partial index is
+    /// matched against bound values, so they must be real ones).
+    fn plan(conn: &Connection, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt.query_map(params, |r| r.get::<_, String>(3)).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    /// Every statement that runs at start, while idle, per message or per
+    /// status request reads `messages` through its rowid or an index, never
+    /// by scanning it: on a store of 10 million messages a scan takes
+    /// seconds (benches/startup.rs).
+    #[test]
+    fn no_statement_on_a_hot_path_scans_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_for_writing(dir.path(), None).unwrap();
+        let (awaiting, quarantined, uploaded) = (
+            State::Awaiting as i64,
+            State::Quarantined as i64,
+            State::Uploaded as i64,
+        );
+        let statements: Vec<(&str, &str, Vec<&dyn rusqlite::ToSql>)> = vec![
+            (
+                "pipeline: released",
+                crate::processor::RELEASED_SQL,
+                vec![&awaiting, &256],
+            ),
+            (
+                "pipeline: tail",
+                crate::processor::TAIL_SQL,
+                vec![&5, &awaiting, &256],
+            ),
+            ("status: oldest pending", OLDEST_PENDING_SQL, vec![]),
+            (
+                "admin: quarantine by code",
+                crate::admin::QUARANTINE_BY_CODE_SQL,
+                vec![&quarantined],
+            ),
+            ("quarantine list", crate::quarantine::LIST_SQL, vec![]),
+            ("quarantine show", crate::quarantine::SHOW_SQL, vec![&7]),
+            (
+                "dicom start: MPPS steps",
+                crate::dicom_source::MPPS_KNOWN_SQL,
+                vec![&"imaging"],
+            ),
+            (
+                "writer: duplicate",
+                "SELECT id, answer FROM messages WHERE dedup_key = ?1 AND received_at >= ?2
+                 ORDER BY id DESC LIMIT 1",
+                vec![&"A|B|1", &0],
+            ),
+            (
+                "writer: pruning",
+                "DELETE FROM messages WHERE state = ?1 AND state_at < ?2",
+                vec![&uploaded, &0],
+            ),
+        ];
+        for (name, sql, params) in statements {
+            let lines = plan(&conn, sql, &params);
+            let scans: Vec<&String> = lines
+                .iter()
+                .filter(|l| {
+                    *l == "SCAN m"
+                        || *l == "SCAN messages"
+                        || l.starts_with("SCAN m ")
+                        || l.starts_with("SCAN messages ")
+                })
+                .collect();
+            assert!(scans.is_empty(), "{name} scans messages: {lines:?}");
+            assert!(!lines.is_empty(), "{name}: no plan");
+        }
+    }
 }

@@ -118,7 +118,16 @@ const MIGRATIONS: &[&str] = &[
      );
      INSERT INTO sync_state (id, outbox_bytes)
         SELECT 1, COALESCE(SUM(length(CAST(event AS BLOB))), 0) FROM outbox;",
+    // 4: the MPPS steps a DICOM source reads at start, without scanning
+    // every message. Partial: only MPPS rows enter it, so storing an HL7
+    // message or a reading (the ACK path) never touches it. Building it
+    // reads the table once, at the first start after the upgrade.
+    "CREATE INDEX messages_mpps ON messages (source, id) WHERE kind = 'mpps';",
 ];
+
+/// How long systemd is asked to wait for one migration of an existing store
+/// (`EXTEND_TIMEOUT_USEC`): 30 minutes.
+pub const MIGRATION_TIMEOUT_USEC: u32 = 1_800_000_000;
 
 /// The newest schema version this binary knows.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;
@@ -148,8 +157,27 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             known: LATEST,
         });
     }
+    // 0: a new store (its migrations are instant); otherwise an upgrade.
+    let found = current;
     while current < LATEST {
         let step = MIGRATIONS[current as usize];
+        if found > 0 {
+            // Upgrading an existing store: a step may read the whole store
+            // (building an index reads every message: 6 s for 10 million on
+            // this machine's disk, minutes on slow flash). systemd's start
+            // timeout (90 s by default) must not kill it: a killed migration
+            // rolls back and would start over at every restart. Without
+            // NOTIFY_SOCKET this is a no-op.
+            let status = format!(
+                "Migrating the store to schema version {} (once, after an upgrade)",
+                current + 1
+            );
+            crate::notify::send(&[
+                sd_notify::NotifyState::ExtendTimeoutUsec(MIGRATION_TIMEOUT_USEC),
+                sd_notify::NotifyState::Status(&status),
+            ]);
+            tracing::info!(version = current + 1, "{status}");
+        }
         let tx = conn.transaction().map_err(sql)?;
         tx.execute_batch(step).map_err(sql)?;
         tx.pragma_update(None, "user_version", current + 1)

@@ -341,13 +341,20 @@ impl Writer {
                 0
             }
         };
+        // With a heartbeat, the first is due at once: the watchdog pings
+        // follow durable commits, and the first ping should come right after
+        // the start, not a heartbeat interval later.
+        let last_commit = options
+            .heartbeat
+            .and_then(|every| Instant::now().checked_sub(every))
+            .unwrap_or_else(Instant::now);
         let mut w = Writer {
             conn,
             options,
             stats,
             carry: HashMap::new(),
             last_prune: Instant::now(),
-            last_commit: Instant::now(),
+            last_commit,
             bells,
             outbox_bytes,
             outbox_full: false,
@@ -1014,6 +1021,40 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(at() > locked_at, "the heartbeat did not resume");
 
+        drop(submitter);
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .unwrap();
+    }
+
+    /// The first heartbeat commits as soon as the writer starts, not a
+    /// heartbeat interval later: the watchdog's first ping follows it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_heartbeat_commits_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_for_writing(dir.path(), None).unwrap();
+        let (submitter, rx) = channel(16);
+        let writer = StoreWriter::spawn(
+            conn,
+            rx,
+            WriterOptions {
+                group_commit_max: 512,
+                raw_retention: Duration::from_secs(3600),
+                outbox_max_bytes: None,
+                heartbeat: Some(Duration::from_secs(3600)),
+            },
+            tokio::runtime::Handle::current(),
+        )
+        .unwrap();
+        let stats = writer.stats();
+        let until = Instant::now() + Duration::from_secs(5);
+        while stats.committed_at_ms.load(Ordering::Relaxed) == 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            stats.committed_at_ms.load(Ordering::Relaxed) > 0,
+            "no heartbeat committed after the start"
+        );
         drop(submitter);
         tokio::task::spawn_blocking(move || writer.join())
             .await
