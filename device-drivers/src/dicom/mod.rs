@@ -9,6 +9,7 @@
 //! - [`dataset`]: the streaming header scanner: keeps what comes before
 //!   Pixel Data, counts the rest (PS3.5 §7).
 //! - [`mpps`]: the MPPS state machine and its statuses (PS3.4 F.7).
+//! - [`part10`]: the Part 10 file header (preamble, `DICM`, group 0002).
 //! - [`stored`]: the Part 10 envelope stored for each unit.
 //! - `listener`: the I/O shell — accept, associations, responses after the
 //!   store's reply. dicom-ul 0.10 supplies the PDU types and their
@@ -21,6 +22,7 @@ pub mod dataset;
 mod listener;
 pub mod mpps;
 pub mod negotiate;
+pub mod part10;
 pub mod stored;
 pub mod uids;
 
