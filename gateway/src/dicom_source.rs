@@ -73,6 +73,7 @@ pub fn options(s: &DicomSource) -> DicomOptions {
         room: s.room.clone(),
         devices: s.devices.clone(),
         mpps_known: Vec::new(),
+        keep_files: s.keep_files.clone(),
     }
 }
 
@@ -92,7 +93,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
         o.mpps_known = mpps_known(config, &source.name);
         let l = DicomListener::bind(o)
             .await
-            .with_context(|| format!("source.dicom `{}`: cannot listen", source.name))?;
+            .with_context(|| format!("source.dicom `{}`", source.name))?;
         tracing::info!(source = %source.name, addr = %l.local_addr(), ae_title = %source.ae_title, "dicom listener bound");
         bound.push(l);
     }
