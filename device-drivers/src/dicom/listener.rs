@@ -158,7 +158,7 @@ impl DicomListener {
                     .map_err(|e| {
                         BindError::Spool(SpoolError::Dir {
                             path: PathBuf::new(),
-                            source: std::io::Error::other(e.to_string()),
+                            error: std::io::Error::other(e.to_string()),
                         })
                     })?
                     .map_err(BindError::Spool)?;

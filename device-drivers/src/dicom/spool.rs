@@ -81,23 +81,23 @@ const FILE_MODE: u32 = 0o600;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SpoolError {
+    // The OS error is part of the message (not a `source`): these are
+    // logged with `%e` on one line, and the error names its file.
     /// The spool directory cannot be created, secured or read.
-    #[error("spool directory {}: {source}", path.display())]
+    #[error("spool directory {}: {error}", path.display())]
     Dir {
         /// The directory.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// Creating, writing, syncing or renaming a spool file failed.
-    #[error("spool file {}: {source}", path.display())]
+    #[error("spool file {}: {error}", path.display())]
     File {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The object does not fit even with every kept file deleted.
     #[error(
@@ -294,16 +294,16 @@ pub struct Spool {
 }
 
 fn dir_error(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::Dir {
+    move |error| SpoolError::Dir {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 
 fn file_error(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::File {
+    move |error| SpoolError::File {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 
@@ -493,7 +493,7 @@ impl Spool {
 fn task_failed(path: &Path, e: tokio::task::JoinError) -> SpoolError {
     SpoolError::File {
         path: path.to_owned(),
-        source: io::Error::other(format!("spool task failed: {e}")),
+        error: io::Error::other(format!("spool task failed: {e}")),
     }
 }
 
@@ -642,7 +642,7 @@ impl SpoolFile {
             State::Busy => {
                 return Err(SpoolError::File {
                     path: PathBuf::from(PARTIAL),
-                    source: io::Error::other("an earlier write did not finish"),
+                    error: io::Error::other("an earlier write did not finish"),
                 })
             }
         };
