@@ -1267,10 +1267,11 @@ fn keep_files_failures_answer_a700_and_the_association_keeps_serving() -> Result
 }
 
 /// An A-ABORT or a truncated PDU in the middle of an object leaves no file:
-/// the partial file that was being written is removed.
+/// the partial file that was being written is removed; one left by
+/// `kill -9` is removed at the next start.
 #[test]
 fn keep_files_abort_or_truncation_mid_transfer_leaves_no_file() -> Result {
-    let g = Gateway::start(&dicom_source("imaging", SPOOL))?;
+    let mut g = Gateway::start(&dicom_source("imaging", SPOOL))?;
     let addr = g.addr("imaging");
     let spool = spool_dir(&g);
     let ds = dataset("1.2.3.300", 200_000);
@@ -1320,6 +1321,24 @@ fn keep_files_abort_or_truncation_mid_transfer_leaves_no_file() -> Result {
     );
     assert_eq!(kept_files(&spool), Vec::<PathBuf>::new());
     assert!(stored(&g)?.is_empty());
+
+    let mut raw = Raw::associate(addr)?;
+    raw.send(&pdata(
+        1,
+        PDataValueType::Command,
+        true,
+        &command(CT, 0x0001, 1, true, Some("1.2.3.302")),
+    ))?;
+    raw.send(&pdata(1, PDataValueType::Data, false, &ds[..60_000]))?;
+    assert!(wait_until(Duration::from_secs(10), || partial_files(
+        &spool
+    ) == 1));
+    g.signal_and_wait("-KILL", Duration::from_secs(10))?;
+    drop(raw);
+    assert_eq!(partial_files(&spool), 1, "left behind by kill -9");
+    g.spawn()?;
+    assert_eq!(partial_files(&spool), 0, "removed at start");
+    assert_eq!(kept_files(&spool), Vec::<PathBuf>::new());
     Ok(())
 }
 

@@ -946,6 +946,71 @@ mod tests {
         assert_eq!(mode, 0o700);
     }
 
+    /// Many objects at once, some aborted, some too large, over a small
+    /// quota: afterwards nothing is reserved, the index counts exactly the
+    /// files on disk, and they fit the quota.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_objects_keep_the_accounting_exact() {
+        let tmp = tempfile::tempdir().unwrap();
+        let max = 1 << 20;
+        let spool = Arc::new(Spool::open(&keep(tmp.path(), max)).unwrap());
+        // At most 8 at once, as a listener's max_associations would.
+        let slots = Arc::new(tokio::sync::Semaphore::new(8));
+        let mut tasks = Vec::new();
+        for n in 0..48u32 {
+            let spool = spool.clone();
+            let slots = slots.clone();
+            tasks.push(tokio::spawn(async move {
+                let _slot = slots.acquire_owned().await.unwrap();
+                let mut file = spool.begin(&meta()).await;
+                // 20 kB to 460 kB in 10 kB fragments; one in 16 is over the quota.
+                let fragments = if n % 16 == 5 {
+                    120
+                } else {
+                    2 + (n % 45) as usize
+                };
+                for _ in 0..fragments {
+                    file.append(vec![n as u8; 10_000]).await;
+                    tokio::task::yield_now().await;
+                }
+                match n % 7 {
+                    // Aborted: dropped unfinished.
+                    0 => None,
+                    // Some instances twice: a resend replaces its file.
+                    _ => Some(file.keep(&format!("1.2.{}", n % 40)).await.is_ok()),
+                }
+            }));
+        }
+        let mut kept = 0;
+        for t in tasks {
+            if t.await.unwrap() == Some(true) {
+                kept += 1;
+            }
+        }
+        // How many fit depends on the interleaving (objects in progress are
+        // never evicted, so a large one can crowd out others): the
+        // accounting must be exact whatever it was.
+        assert!(kept >= 1, "{kept}");
+        let (files, used, reserved) = spool.usage();
+        assert_eq!(reserved, 0);
+        assert!(used <= max, "{used}");
+        let on_disk: Vec<u64> = std::fs::read_dir(spool.dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name() != PARTIAL)
+            .flat_map(|fan| std::fs::read_dir(fan.path()).unwrap().flatten())
+            .map(|f| f.metadata().unwrap().len())
+            .collect();
+        assert_eq!(on_disk.len(), files);
+        assert_eq!(on_disk.iter().sum::<u64>(), used);
+        assert_eq!(
+            std::fs::read_dir(spool.dir().join(PARTIAL))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
     #[test]
     fn open_removes_partial_files_and_ignores_strangers() {
         let tmp = tempfile::tempdir().unwrap();
