@@ -47,13 +47,13 @@
 //!
 //! # Design
 //!
-//! The [`Index`] (pure: no I/O, tested alone) orders kept files by age and
+//! The `Index` (pure: no I/O, tested alone) orders kept files by age and
 //! counts used and reserved bytes. Every rename, eviction and retention
 //! delete happens under its lock, so a resend replacing a file is never
 //! undone by a concurrent eviction of the older copy. File I/O runs on
 //! tokio's blocking pool, one fragment per task; a task that outlives its
 //! association (aborted at shutdown) still removes its partial file and
-//! returns its reservation, because both belong to [`Pending`]'s `Drop`.
+//! returns its reservation, because both belong to `Pending`'s `Drop`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{DirBuilder, File, OpenOptions};
