@@ -22,6 +22,7 @@ use dicom_ul::pdu::{
     read_pdu, write_pdu, AssociationRQ, PDataValue, PDataValueType, Pdu,
     PresentationContextProposed, UserVariableItem,
 };
+use wardlink_devices::dicom::spool::kept_path;
 use wardlink_devices::dicom::stored::Envelope;
 
 const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
@@ -767,13 +768,27 @@ fn vm_hwm_kib(pid: u32) -> Result<u64> {
 fn a_300_mb_multi_frame_object_streams_in_bounded_memory() -> Result {
     let Some(t) = tools() else { return Ok(()) };
     let g = Gateway::start(&dicom_source("imaging", ""))?;
+    send_300_mb(&t, &g, |_, _| Ok(()))?;
+    let rows = stored(&g)?;
+    assert_eq!(rows.len(), 1);
+    let (env, _) = Envelope::parse(&rows[0].4).ok_or("no envelope")?;
+    assert!(env.pixel_bytes > 300_000_000, "{env:?}");
+    assert!(rows[0].4.len() < 64 * 1024, "only the header is stored");
+    assert!(!spool_dir(&g).exists(), "no spool without keep_files");
+    Ok(())
+}
+
+/// Sends a generated object of 300 MB with storescu, calls `check` with its
+/// path and SOP Instance UID before deleting it, and asserts that the peak
+/// RSS of wardlink stayed under 64 MiB. Returns the object's size.
+fn send_300_mb(t: &Tools, g: &Gateway, check: impl FnOnce(&Path, &str) -> Result) -> Result<u64> {
     let addr = g.addr("imaging");
     let path = g.dir.path().join("big.dcm");
-    let big = py(&t, &["big", path.to_str().unwrap(), "--mb", "300"])?;
+    let big = py(t, &["big", path.to_str().unwrap(), "--mb", "300"])?;
     let size = big["bytes"].as_u64().unwrap();
     assert!(size > 300_000_000, "{big}");
     let before = vm_hwm_kib(g.pid())?;
-    let out = storescu(&t, addr, "US1", &[&path])?;
+    let out = storescu(t, addr, "US1", &[&path])?;
     assert!(
         out.status.success(),
         "storescu failed: {}",
@@ -781,17 +796,14 @@ fn a_300_mb_multi_frame_object_streams_in_bounded_memory() -> Result {
     );
     let after = vm_hwm_kib(g.pid())?;
     eprintln!("wardlink VmHWM: {before} KiB before, {after} KiB after a {size}-byte object");
+    let checked = check(&path, big["sop_instance"].as_str().unwrap());
     std::fs::remove_file(&path)?;
-    let rows = stored(&g)?;
-    assert_eq!(rows.len(), 1);
-    let (env, _) = Envelope::parse(&rows[0].4).ok_or("no envelope")?;
-    assert!(env.pixel_bytes > 300_000_000, "{env:?}");
-    assert!(rows[0].4.len() < 64 * 1024, "only the header is stored");
+    checked?;
     assert!(
         after < 64 * 1024,
         "peak RSS {after} KiB (before the object: {before} KiB) must stay under 64 MiB"
     );
-    Ok(())
+    Ok(size)
 }
 
 /// pydicom objects with random names, IDs, dates, addresses, phones,
@@ -1033,5 +1045,514 @@ fn mpps_steps_survive_a_restart() -> Result {
         ],
     )?;
     assert_eq!(r["status"], 0x0112, "{r}");
+    Ok(())
+}
+
+// --- keep_files: whole objects in a local spool (issue 7) ------------------
+
+/// `keep_files_dir` of the tests, relative to the state directory.
+const SPOOL: &str = "keep_files_dir = \"dicom-spool\"";
+
+fn spool_dir(g: &Gateway) -> PathBuf {
+    g.state_dir().join("dicom-spool")
+}
+
+/// Every kept file under a spool directory (`hh/h.dcm`).
+fn kept_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for fan in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if fan.file_name() == ".partial" {
+            continue;
+        }
+        for f in std::fs::read_dir(fan.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            files.push(f.path());
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Objects in progress (partial files) in a spool directory.
+fn partial_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join(".partial")).map_or(0, |d| d.count())
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).map_or(0, |m| m.permissions().mode() & 0o777)
+}
+
+/// The meta group and the offset of the data set of a Part 10 file.
+fn part10(bytes: &[u8]) -> Result<(Envelope, usize)> {
+    Ok(Envelope::parse(bytes).ok_or("not a Part 10 file")?)
+}
+
+/// dcmtk's dcmdump reads the file (exit 0); its output.
+fn dcmdump(path: &Path) -> Result<String> {
+    let out = run(
+        Command::new("/usr/bin/dcmdump").arg("-q").arg(path),
+        Duration::from_secs(30),
+    )?;
+    assert!(
+        out.status.success(),
+        "dcmdump {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A C-STORE of `ds` (explicit VR LE, context 1) in fragments of `chunk` bytes.
+fn raw_store(raw: &mut Raw, id: u16, instance: &str, ds: &[u8], chunk: usize) -> Result<u16> {
+    raw.send(&pdata(
+        1,
+        PDataValueType::Command,
+        true,
+        &command(CT, 0x0001, id, true, Some(instance)),
+    ))?;
+    let pieces: Vec<&[u8]> = ds.chunks(chunk).collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        raw.send(&pdata(
+            1,
+            PDataValueType::Data,
+            i + 1 == pieces.len(),
+            piece,
+        ))?;
+    }
+    raw.status()
+}
+
+/// storescu's objects are kept whole: the data set byte for byte as sent
+/// behind a meta group with the negotiated transfer syntax, the command's
+/// SOP class and instance and the calling AE; named by a hash, mode 0600 in
+/// 0700 directories; dcmdump reads them. The store still holds only headers.
+#[test]
+fn keep_files_keeps_each_object_whole_and_byte_for_byte() -> Result {
+    let Some(t) = tools() else { return Ok(()) };
+    let g = Gateway::start(&dicom_source("imaging", SPOOL))?;
+    let addr = g.addr("imaging");
+    let dir = g.dir.path().join("study");
+    let generated = py(
+        &t,
+        &[
+            "gen",
+            dir.to_str().unwrap(),
+            "--series",
+            "1",
+            "--images",
+            "3",
+            "--phi",
+        ],
+    )?;
+    let files = generated["files"].as_array().unwrap();
+    let paths: Vec<PathBuf> = files
+        .iter()
+        .map(|f| PathBuf::from(f["path"].as_str().unwrap()))
+        .collect();
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let out = storescu(&t, addr, "CT1", &refs)?;
+    assert!(
+        out.status.success(),
+        "storescu failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let spool = spool_dir(&g);
+    assert_eq!(kept_files(&spool).len(), 3, "one file per object");
+    assert_eq!(partial_files(&spool), 0);
+    assert_eq!(mode(&spool), 0o700);
+    let name = generated["study"]["name"].as_str().unwrap();
+    for (f, original) in files.iter().zip(&paths) {
+        let instance = f["sop_instance"].as_str().unwrap();
+        let kept = kept_path(&spool, instance);
+        assert!(kept.is_file(), "{} missing", kept.display());
+        let file_name = kept.to_string_lossy().into_owned();
+        assert!(!file_name.contains(instance) && !file_name.contains(name));
+        assert_eq!(mode(&kept), 0o600);
+        assert_eq!(mode(kept.parent().unwrap()), 0o700);
+        let bytes = std::fs::read(&kept)?;
+        let sent = std::fs::read(original)?;
+        let (meta, at) = part10(&bytes)?;
+        let (_, sent_at) = part10(&sent)?;
+        assert_eq!(meta.sop_instance, instance);
+        assert_eq!(meta.sop_class, CT);
+        assert_eq!(meta.transfer_syntax, EXPLICIT, "the negotiated syntax");
+        assert_eq!(meta.calling_ae, "CT1");
+        assert!(
+            bytes[at..] == sent[sent_at..],
+            "the data set of {} differs from what storescu sent ({} vs {} bytes)",
+            kept.display(),
+            bytes.len() - at,
+            sent.len() - sent_at
+        );
+        let dump = dcmdump(&kept)?;
+        assert!(dump.contains(instance), "{dump}");
+        assert!(dump.contains("(7fe0,0010)"), "pixels kept: {dump}");
+    }
+    let rows = stored(&g)?;
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows.iter().all(|r| r.4.len() < 8000),
+        "the store keeps only headers"
+    );
+    assert_accounting(&g.status_json()?);
+    Ok(())
+}
+
+/// Over keep_files_max_bytes the oldest kept files are deleted and every
+/// object is still answered success (the spool is a convenience copy; the
+/// headers are in the store).
+#[test]
+fn keep_files_over_its_quota_deletes_the_oldest_files() -> Result {
+    let Some(t) = tools() else { return Ok(()) };
+    let g = Gateway::start(&dicom_source(
+        "imaging",
+        &format!("{SPOOL}\nkeep_files_max_bytes = 1048576"),
+    ))?;
+    let addr = g.addr("imaging");
+    let dir = g.dir.path().join("study");
+    // 384 x 384 x 16 bits: about 295 kB each, so three fit in 1 MiB.
+    let generated = py(
+        &t,
+        &[
+            "gen",
+            dir.to_str().unwrap(),
+            "--images",
+            "5",
+            "--rows",
+            "384",
+        ],
+    )?;
+    let files = generated["files"].as_array().unwrap();
+    let paths: Vec<PathBuf> = files
+        .iter()
+        .map(|f| PathBuf::from(f["path"].as_str().unwrap()))
+        .collect();
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let out = storescu(&t, addr, "CT1", &refs)?;
+    assert!(
+        out.status.success(),
+        "storescu failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let spool = spool_dir(&g);
+    let kept: Vec<bool> = files
+        .iter()
+        .map(|f| kept_path(&spool, f["sop_instance"].as_str().unwrap()).is_file())
+        .collect();
+    assert_eq!(
+        kept,
+        [false, false, true, true, true],
+        "the newest three are kept"
+    );
+    let total: u64 = kept_files(&spool)
+        .iter()
+        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .sum();
+    assert!(total <= 1_048_576, "{total} bytes kept");
+    assert_eq!(stored(&g)?.len(), 5, "every header is stored");
+    assert!(g.stderr().contains("deleted the oldest kept files"));
+    Ok(())
+}
+
+/// An object larger than the whole quota, and a spool that cannot be
+/// written, get 0xA700 with nothing stored; the association goes on, and a
+/// repaired spool is used again without a restart.
+#[test]
+fn keep_files_failures_answer_a700_and_the_association_keeps_serving() -> Result {
+    let g = Gateway::start(&dicom_source(
+        "imaging",
+        &format!("{SPOOL}\nkeep_files_max_bytes = 1048576"),
+    ))?;
+    let addr = g.addr("imaging");
+    let spool = spool_dir(&g);
+    let mut raw = Raw::associate(addr)?;
+    assert_eq!(
+        raw_store(
+            &mut raw,
+            1,
+            "1.2.3.200",
+            &dataset("1.2.3.200", 1000),
+            60_000
+        )?,
+        0
+    );
+    assert!(kept_path(&spool, "1.2.3.200").is_file());
+
+    // 1. Larger than the quota: refused as it streams past it.
+    let big = dataset("1.2.3.201", 1_100_000);
+    assert_eq!(raw_store(&mut raw, 2, "1.2.3.201", &big, 60_000)?, 0xA700);
+    assert!(!kept_path(&spool, "1.2.3.201").exists());
+    assert_eq!(partial_files(&spool), 0, "its partial file is gone");
+    assert_eq!(raw.echo(3)?, 0);
+    assert_eq!(
+        raw_store(
+            &mut raw,
+            4,
+            "1.2.3.202",
+            &dataset("1.2.3.202", 1000),
+            60_000
+        )?,
+        0
+    );
+
+    // 2. The spool directory replaced by a file (root ignores permissions,
+    // so a directory made read-only would still be writable here).
+    let aside = g.state_dir().join("spool-aside");
+    std::fs::rename(&spool, &aside)?;
+    std::fs::write(&spool, b"not a directory")?;
+    assert_eq!(
+        raw_store(
+            &mut raw,
+            5,
+            "1.2.3.203",
+            &dataset("1.2.3.203", 1000),
+            60_000
+        )?,
+        0xA700
+    );
+    assert_eq!(raw.echo(6)?, 0, "the association keeps serving");
+
+    // 3. Repaired: used again, in the same association.
+    std::fs::remove_file(&spool)?;
+    std::fs::rename(&aside, &spool)?;
+    assert_eq!(
+        raw_store(
+            &mut raw,
+            7,
+            "1.2.3.204",
+            &dataset("1.2.3.204", 1000),
+            60_000
+        )?,
+        0
+    );
+    assert!(kept_path(&spool, "1.2.3.204").is_file());
+    raw.send(&Pdu::ReleaseRQ)?;
+    assert!(matches!(raw.recv()?, Pdu::ReleaseRP));
+
+    let instances: Vec<String> = stored(&g)?.into_iter().map(|r| r.2).collect();
+    assert_eq!(
+        instances,
+        ["1.2.3.200", "1.2.3.202", "1.2.3.204"],
+        "refused objects are not stored"
+    );
+    let log = g.stderr();
+    assert!(log.contains("does not fit keep_files_max_bytes"), "{log}");
+    assert!(
+        log.contains("cannot write the object to the spool"),
+        "{log}"
+    );
+    let status = g.status_json()?;
+    assert_accounting(&status);
+    assert_eq!(status["sources"]["imaging"]["rejected"], 2, "{status}");
+    Ok(())
+}
+
+/// An A-ABORT or a truncated PDU in the middle of an object leaves no file:
+/// the partial file that was being written is removed; one left by
+/// `kill -9` is removed at the next start.
+#[test]
+fn keep_files_abort_or_truncation_mid_transfer_leaves_no_file() -> Result {
+    let mut g = Gateway::start(&dicom_source("imaging", SPOOL))?;
+    let addr = g.addr("imaging");
+    let spool = spool_dir(&g);
+    let ds = dataset("1.2.3.300", 200_000);
+
+    let mut raw = Raw::associate(addr)?;
+    raw.send(&pdata(
+        1,
+        PDataValueType::Command,
+        true,
+        &command(CT, 0x0001, 1, true, Some("1.2.3.300")),
+    ))?;
+    raw.send(&pdata(1, PDataValueType::Data, false, &ds[..60_000]))?;
+    assert!(
+        wait_until(Duration::from_secs(10), || partial_files(&spool) == 1),
+        "the object is being written"
+    );
+    raw.send(&Pdu::AbortRQ {
+        source: dicom_ul::pdu::AbortRQSource::ServiceUser,
+    })?;
+    drop(raw);
+    assert!(
+        wait_until(Duration::from_secs(10), || partial_files(&spool) == 0),
+        "the aborted object's partial file is removed"
+    );
+
+    let mut raw = Raw::associate(addr)?;
+    raw.send(&pdata(
+        1,
+        PDataValueType::Command,
+        true,
+        &command(CT, 0x0001, 1, true, Some("1.2.3.301")),
+    ))?;
+    raw.send(&pdata(1, PDataValueType::Data, false, &ds[..60_000]))?;
+    let mut bytes = Vec::new();
+    write_pdu(
+        &mut bytes,
+        &pdata(1, PDataValueType::Data, true, &ds[60_000..120_000]),
+    )?;
+    raw.s.write_all(&bytes[..bytes.len() / 2])?;
+    assert!(wait_until(Duration::from_secs(10), || partial_files(
+        &spool
+    ) == 1));
+    drop(raw);
+    assert!(
+        wait_until(Duration::from_secs(10), || partial_files(&spool) == 0),
+        "the truncated object's partial file is removed"
+    );
+    assert_eq!(kept_files(&spool), Vec::<PathBuf>::new());
+    assert!(stored(&g)?.is_empty());
+
+    let mut raw = Raw::associate(addr)?;
+    raw.send(&pdata(
+        1,
+        PDataValueType::Command,
+        true,
+        &command(CT, 0x0001, 1, true, Some("1.2.3.302")),
+    ))?;
+    raw.send(&pdata(1, PDataValueType::Data, false, &ds[..60_000]))?;
+    assert!(wait_until(Duration::from_secs(10), || partial_files(
+        &spool
+    ) == 1));
+    g.signal_and_wait("-KILL", Duration::from_secs(10))?;
+    drop(raw);
+    assert_eq!(partial_files(&spool), 1, "left behind by kill -9");
+    g.spawn()?;
+    assert_eq!(partial_files(&spool), 0, "removed at start");
+    assert_eq!(kept_files(&spool), Vec::<PathBuf>::new());
+    Ok(())
+}
+
+/// Files older than keep_files_retention are deleted by the source's timer,
+/// with nothing else arriving; the stored header stays.
+#[test]
+fn keep_files_retention_deletes_old_files() -> Result {
+    let g = Gateway::start(&dicom_source(
+        "imaging",
+        &format!("{SPOOL}\nkeep_files_retention = \"2s\""),
+    ))?;
+    let spool = spool_dir(&g);
+    let mut raw = Raw::associate(g.addr("imaging"))?;
+    assert_eq!(
+        raw_store(
+            &mut raw,
+            1,
+            "1.2.3.400",
+            &dataset("1.2.3.400", 1000),
+            60_000
+        )?,
+        0
+    );
+    let kept = kept_path(&spool, "1.2.3.400");
+    assert!(kept.is_file(), "kept when the success status went out");
+    raw.send(&Pdu::ReleaseRQ)?;
+    assert!(matches!(raw.recv()?, Pdu::ReleaseRP));
+    assert!(
+        wait_until(Duration::from_secs(15), || !kept.exists()),
+        "{} outlived its retention",
+        kept.display()
+    );
+    assert_eq!(stored(&g)?.len(), 1);
+    Ok(())
+}
+
+/// keep_files follows a reload: SIGHUP with keep_files_dir added restarts
+/// the DICOM source, which then keeps whole objects.
+#[test]
+fn keep_files_is_turned_on_by_a_reload() -> Result {
+    let g = Gateway::start(&dicom_source("imaging", ""))?;
+    let mut raw = Raw::associate(g.addr("imaging"))?;
+    assert_eq!(
+        raw_store(
+            &mut raw,
+            1,
+            "1.2.3.500",
+            &dataset("1.2.3.500", 1000),
+            60_000
+        )?,
+        0
+    );
+    raw.send(&Pdu::ReleaseRQ)?;
+    assert!(matches!(raw.recv()?, Pdu::ReleaseRP));
+    drop(raw);
+    assert!(!spool_dir(&g).exists());
+
+    std::fs::write(
+        &g.config,
+        config_text(&g.state_dir(), &dicom_source("imaging", SPOOL)),
+    )?;
+    let hup = Command::new("kill")
+        .args(["-HUP", &g.pid().to_string()])
+        .status()?;
+    assert!(hup.success());
+    assert!(
+        wait_until(Duration::from_secs(15), || g
+            .stderr()
+            .contains("DICOM listeners re-bound")),
+        "no reload:\n{}",
+        g.stderr()
+    );
+    let mut raw = Raw::associate(g.addr("imaging"))?;
+    assert_eq!(
+        raw_store(
+            &mut raw,
+            1,
+            "1.2.3.501",
+            &dataset("1.2.3.501", 1000),
+            60_000
+        )?,
+        0
+    );
+    let spool = spool_dir(&g);
+    assert!(kept_path(&spool, "1.2.3.501").is_file());
+    assert!(!kept_path(&spool, "1.2.3.500").exists());
+    Ok(())
+}
+
+/// The bounded-memory test with keep_files on: the 300 MB object streams
+/// into its file (never into memory), and the file's data set is the sent
+/// one, compared in chunks.
+#[test]
+fn a_300_mb_object_kept_whole_streams_in_bounded_memory() -> Result {
+    let Some(t) = tools() else { return Ok(()) };
+    let g = Gateway::start(&dicom_source(
+        "imaging",
+        &format!("{SPOOL}\nkeep_files_max_bytes = 1073741824"),
+    ))?;
+    let spool = spool_dir(&g);
+    send_300_mb(&t, &g, |sent, instance| {
+        let kept = kept_path(&spool, instance);
+        let mut a = std::fs::File::open(&kept)?;
+        let mut b = std::fs::File::open(sent)?;
+        let mut head = vec![0; 4096];
+        a.read_exact(&mut head)?;
+        let (_, at) = part10(&head)?;
+        let mut sent_head = vec![0; 4096];
+        b.read_exact(&mut sent_head)?;
+        let (_, sent_at) = part10(&sent_head)?;
+        assert_eq!(
+            std::fs::metadata(&kept)?.len() - at as u64,
+            std::fs::metadata(sent)?.len() - sent_at as u64,
+            "data set lengths"
+        );
+        use std::io::{Seek as _, SeekFrom};
+        a.seek(SeekFrom::Start(at as u64))?;
+        b.seek(SeekFrom::Start(sent_at as u64))?;
+        let (mut x, mut y) = (vec![0; 1 << 20], vec![0; 1 << 20]);
+        loop {
+            let n = a.read(&mut x)?;
+            if n == 0 {
+                break;
+            }
+            b.read_exact(&mut y[..n])?;
+            assert!(x[..n] == y[..n], "the kept data set differs");
+        }
+        Ok(())
+    })?;
+    assert_eq!(stored(&g)?.len(), 1);
     Ok(())
 }

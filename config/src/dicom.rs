@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -35,6 +36,14 @@ pub const DICOM_MAX_HEADER_BYTES: usize = 4 * 1024 * 1024;
 pub const DICOM_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// `source.dicom[].artim_timeout`: 30 seconds.
 pub const DICOM_ARTIM_TIMEOUT: Duration = Duration::from_secs(30);
+/// `source.dicom[].keep_files_dir`: `""` = whole objects are not kept.
+pub const DICOM_KEEP_FILES_DIR: &str = "";
+/// `source.dicom[].keep_files_max_bytes`: 20 GiB.
+pub const DICOM_KEEP_FILES_MAX_BYTES: u64 = 20 << 30;
+/// `source.dicom[].keep_files_retention`: 7 days.
+pub const DICOM_KEEP_FILES_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// The smallest `keep_files_max_bytes`: 1 MiB, as for the store's quotas.
+pub const DICOM_KEEP_FILES_MIN_BYTES: u64 = 1 << 20;
 
 const FIX_LIST: &str =
     "write each DICOM listener as its own [[source.dicom]] table (double brackets)";
@@ -47,6 +56,13 @@ const FIX_MAX_PDU: &str = "write a size in bytes from 4096 to 16777216, e.g. 655
 const FIX_MAX_HEADER_BYTES: &str =
     "write a size in bytes from 65536 to 268435456 (256 MiB), e.g. 4194304 for 4 MiB";
 const FIX_ARTIM_TIMEOUT: &str = "write a duration of at least 1s in quotes, e.g. \"30s\"";
+const FIX_KEEP_FILES_DIR: &str = "write a directory in quotes, absolute or relative to \
+     gateway.state_dir, e.g. \"/var/lib/wardlink/dicom-spool\" or \"dicom-spool\", or \"\" to keep no files";
+const FIX_KEEP_FILES_MAX_BYTES: &str = "write a size in bytes of at least 1048576 (1 MiB), \
+     e.g. 21474836480 for 20 GiB";
+const FIX_KEEP_FILES_RETENTION: &str = "write a duration of at least 1s in quotes, e.g. \"7d\"";
+const FIX_KEEP_FILES_OFF: &str = "set keep_files_dir to a directory, e.g. \"dicom-spool\", \
+     or remove this key";
 const FIX_LOCATION: &str = "write the text in quotes, at most 64 characters, e.g. \"radiology\"";
 const FIX_DEVICES: &str = "write a table of calling AE title = device id, e.g. \
      devices = { CT_ROOM3 = \"ct-room3\" }, the device id 1 to 64 characters of a-z, 0-9, _ and -";
@@ -85,6 +101,12 @@ pub(crate) struct RawDicom {
     pub(crate) room: Field<String>,
     #[serde(default)]
     pub(crate) devices: Field<BTreeMap<String, Field<String>>>,
+    #[serde(default = "default_keep_files_dir")]
+    pub(crate) keep_files_dir: Field<String>,
+    #[serde(default = "default_keep_files_max_bytes")]
+    pub(crate) keep_files_max_bytes: Field<Integer>,
+    #[serde(default = "default_keep_files_retention")]
+    pub(crate) keep_files_retention: Field<raw::Duration>,
 }
 
 fn default_name() -> Field<String> {
@@ -116,6 +138,17 @@ fn default_artim_timeout() -> Field<raw::Duration> {
 }
 fn empty_string() -> Field<String> {
     Field::absent(String::new())
+}
+fn default_keep_files_dir() -> Field<String> {
+    Field::absent(DICOM_KEEP_FILES_DIR.to_owned())
+}
+fn default_keep_files_max_bytes() -> Field<Integer> {
+    Field::absent(Integer(
+        i64::try_from(DICOM_KEEP_FILES_MAX_BYTES).unwrap_or(i64::MAX),
+    ))
+}
+fn default_keep_files_retention() -> Field<raw::Duration> {
+    Field::absent(raw::Duration(DICOM_KEEP_FILES_RETENTION))
 }
 
 /// One `[[source.dicom]]` listener, validated.
@@ -152,6 +185,26 @@ pub struct DicomSource {
     /// Device id per calling AE title; a caller not listed is the device
     /// named by its AE title.
     pub devices: BTreeMap<String, String>,
+    /// Whole objects written to a bounded local spool (`keep_files_*`);
+    /// `None` (the default) = only the header is kept, pixels are counted.
+    pub keep_files: Option<KeepFiles>,
+}
+
+/// `keep_files_dir`, `keep_files_max_bytes`, `keep_files_retention`: every
+/// C-STORE object is also written whole, as a DICOM Part 10 file, to a local
+/// spool for a later forward. The files hold PHI: they never leave the box.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeepFiles {
+    /// The spool directory, resolved: a relative `keep_files_dir` is
+    /// relative to `gateway.state_dir`. Never the state directory itself or
+    /// one of its parents, nor shared with another source's spool.
+    pub dir: PathBuf,
+    /// Quota of the spool in bytes (at least 1 MiB): when a new object
+    /// needs room, the oldest files are deleted; an object larger than the
+    /// whole quota is refused (0xA700).
+    pub max_bytes: u64,
+    /// Files older than this are deleted (at least 1 s).
+    pub retention: Duration,
 }
 
 impl Default for DicomSource {
@@ -171,6 +224,7 @@ impl Default for DicomSource {
             ward: String::new(),
             room: String::new(),
             devices: BTreeMap::new(),
+            keep_files: None,
         }
     }
 }
@@ -208,6 +262,7 @@ pub(crate) fn dicom_list(
     report: &mut Report<'_>,
     scope: &Scope,
     field: &Field<Vec<Field<RawDicom>>>,
+    state_dir: &Path,
     claims: &mut Claims,
 ) -> Vec<DicomSource> {
     let Some(list) = scope.get(report, "dicom", field, FIX_LIST) else {
@@ -221,7 +276,7 @@ pub(crate) fn dicom_list(
                 path: scope.key(&key),
                 span: element.span.clone(),
             };
-            sources.push(dicom(report, &listener, raw, claims));
+            sources.push(dicom(report, &listener, raw, state_dir, claims));
         }
     }
     sources
@@ -231,6 +286,7 @@ fn dicom(
     report: &mut Report<'_>,
     scope: &Scope,
     raw: &RawDicom,
+    state_dir: &Path,
     claims: &mut Claims,
 ) -> DicomSource {
     let defaults = DicomSource::default();
@@ -358,7 +414,104 @@ fn dicom(
         ward: location(report, scope, "ward", &raw.ward),
         room: location(report, scope, "room", &raw.room),
         devices,
+        keep_files: keep_files(report, scope, raw, state_dir, claims),
     }
+}
+
+/// The `keep_files_*` keys: `None` when `keep_files_dir` is empty (then the
+/// other two may not be written: they would do nothing) or wrong.
+fn keep_files(
+    report: &mut Report<'_>,
+    scope: &Scope,
+    raw: &RawDicom,
+    state_dir: &Path,
+    claims: &mut Claims,
+) -> Option<KeepFiles> {
+    let dir = scope.get(
+        report,
+        "keep_files_dir",
+        &raw.keep_files_dir,
+        FIX_KEEP_FILES_DIR,
+    );
+    let max_bytes = scope
+        .int(
+            report,
+            "keep_files_max_bytes",
+            &raw.keep_files_max_bytes,
+            i64::try_from(DICOM_KEEP_FILES_MIN_BYTES).unwrap_or(i64::MAX)..=i64::MAX,
+            FIX_KEEP_FILES_MAX_BYTES,
+        )
+        .and_then(|n| u64::try_from(n).ok());
+    let retention = scope.duration(
+        report,
+        "keep_files_retention",
+        &raw.keep_files_retention,
+        Duration::from_secs(1),
+        FIX_KEEP_FILES_RETENTION,
+    );
+    let dir = dir?;
+    if dir.trim().is_empty() {
+        for (key, span) in [
+            ("keep_files_max_bytes", &raw.keep_files_max_bytes.span),
+            ("keep_files_retention", &raw.keep_files_retention.span),
+        ] {
+            if span.is_some() {
+                report.push(
+                    span.as_ref(),
+                    scope.key(key),
+                    "set while keep_files_dir is empty, where it does nothing",
+                    FIX_KEEP_FILES_OFF,
+                );
+            }
+        }
+        return None;
+    }
+    let resolved = lexical(&state_dir.join(dir));
+    let state = lexical(state_dir);
+    if state.starts_with(&resolved) {
+        report.push(
+            scope.span_of(&raw.keep_files_dir),
+            scope.key("keep_files_dir"),
+            format!(
+                "{dir:?} is the state directory {} or one of its parents; the spool needs a directory of its own",
+                state_dir.display()
+            ),
+            FIX_KEEP_FILES_DIR,
+        );
+        return None;
+    }
+    claims.claim(
+        report,
+        Resource::SpoolDir(resolved.clone()),
+        scope.key("keep_files_dir"),
+        scope.span_of(&raw.keep_files_dir).cloned(),
+    );
+    Some(KeepFiles {
+        dir: resolved,
+        max_bytes: max_bytes?,
+        retention: retention?,
+    })
+}
+
+/// `path` without `.` components and with `..` applied where it can be
+/// (no I/O: symbolic links are not followed), for comparing spool
+/// directories.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
+                    out.pop();
+                } else {
+                    out.push(component);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn check_ae_title(
@@ -413,11 +566,40 @@ artim_timeout = "5s"
 ward = "radiology"
 room = "CT 3"
 devices = { CT_ROOM3 = "ct-room3" }
+keep_files_dir = "spool/../dicom-spool"
+keep_files_max_bytes = 1048576
+keep_files_retention = "2h"
+
+[[source.dicom]]
+name = "mr"
+listen = "127.0.0.1:0"
+keep_files_dir = "/srv/spool/mr"
+
+[gateway]
+state_dir = "/var/lib/wardlink"
 "#,
             "t.toml",
         )
         .map_err(|e| e.to_string())?;
         let d = &config.sources.dicom[0];
+        assert_eq!(
+            d.keep_files,
+            Some(KeepFiles {
+                dir: PathBuf::from("/var/lib/wardlink/dicom-spool"),
+                max_bytes: 1 << 20,
+                retention: Duration::from_secs(2 * 60 * 60),
+            }),
+            "relative to the state directory"
+        );
+        assert_eq!(
+            config.sources.dicom[1].keep_files,
+            Some(KeepFiles {
+                dir: PathBuf::from("/srv/spool/mr"),
+                max_bytes: DICOM_KEEP_FILES_MAX_BYTES,
+                retention: DICOM_KEEP_FILES_RETENTION,
+            }),
+            "absolute, with the defaults"
+        );
         assert_eq!(d.ae_title, "EDGE1");
         assert_eq!(d.allow_ae, vec!["CT_ROOM3".to_owned(), "MR1".to_owned()]);
         assert_eq!(d.max_pdu, 16384);
@@ -453,6 +635,72 @@ colour = "red"
             "t.toml:8: source.dicom[0].colour: unknown key",
         ] {
             assert!(err.contains(needle), "{needle} missing from:\n{err}");
+        }
+    }
+
+    #[test]
+    fn keep_files_keys_are_checked() {
+        let text = r#"
+[gateway]
+state_dir = "/var/lib/wardlink"
+
+[[source.dicom]]
+listen = "127.0.0.1:0"
+keep_files_dir = "spool"
+keep_files_max_bytes = 1000
+keep_files_retention = "0s"
+
+[[source.dicom]]
+name = "b"
+listen = "127.0.0.1:0"
+keep_files_retention = "1d"
+
+[[source.dicom]]
+name = "c"
+listen = "127.0.0.1:0"
+keep_files_dir = "/var/lib/wardlink/spool/c"
+
+[[source.dicom]]
+name = "d"
+listen = "127.0.0.1:0"
+keep_files_dir = "."
+"#;
+        let err = match from_toml_str(text, "t.toml") {
+            Ok(_) => panic!("should not validate"),
+            Err(e) => e.to_string(),
+        };
+        for needle in [
+            "t.toml:8: source.dicom[0].keep_files_max_bytes: 1000 is less than the minimum of 1048576",
+            "t.toml:9: source.dicom[0].keep_files_retention: \"0s\" is shorter than the minimum of 1s",
+            "t.toml:14: source.dicom[1].keep_files_retention: set while keep_files_dir is empty",
+            "t.toml:19: source.dicom[2].keep_files_dir: \"/var/lib/wardlink/spool/c\" is, or is nested with, \"/var/lib/wardlink/spool\" of source.dicom[0].keep_files_dir (line 7); two sources cannot share a spool",
+            "t.toml:24: source.dicom[3].keep_files_dir: \".\" is the state directory /var/lib/wardlink",
+        ] {
+            assert!(err.contains(needle), "{needle} missing from:\n{err}");
+        }
+    }
+
+    #[test]
+    fn keep_files_is_off_by_default_and_with_an_empty_dir() -> Result<(), String> {
+        let config = from_toml_str(
+            "[[source.dicom]]\nkeep_files_dir = \"\"\n[[source.dicom]]\nname = \"b\"\nlisten = \"127.0.0.1:0\"\n",
+            "t.toml",
+        )
+        .map_err(|e| e.to_string())?;
+        assert!(config.sources.dicom.iter().all(|d| d.keep_files.is_none()));
+        assert_eq!(DicomSource::default().keep_files, None);
+        Ok(())
+    }
+
+    #[test]
+    fn lexical_paths() {
+        for (path, expected) in [
+            ("/a/./b/../c", "/a/c"),
+            ("./data/spool", "data/spool"),
+            ("../../x", "../../x"),
+            ("a/../../x", "../x"),
+        ] {
+            assert_eq!(lexical(Path::new(path)), PathBuf::from(expected), "{path}");
         }
     }
 
@@ -496,6 +744,13 @@ listen = "127.0.0.1:4000"
         assert_eq!(d.ae_title, DICOM_AE_TITLE);
         assert_eq!(d.max_associations, DICOM_MAX_ASSOCIATIONS);
         assert_eq!(d.devices.len(), 2);
+        let keep = d.keep_files.as_ref().ok_or("the example keeps files")?;
+        assert_eq!(
+            keep.dir,
+            lexical(&config.gateway.state_dir.join("dicom-spool"))
+        );
+        assert_eq!(keep.max_bytes, DICOM_KEEP_FILES_MAX_BYTES);
+        assert_eq!(keep.retention, DICOM_KEEP_FILES_RETENTION);
         Ok(())
     }
 }

@@ -53,7 +53,7 @@ use std::io::Read;
 use std::path::Path;
 
 pub use admin::AdminConfig;
-pub use dicom::{DicomDeidConfig, DicomSource};
+pub use dicom::{DicomDeidConfig, DicomSource, KeepFiles};
 pub use error::{ConfigError, Problem};
 pub use model::{
     ClientCert, CollectorTarget, Config, DatePolicyConfig, DeidConfig, FieldOverrideConfig,

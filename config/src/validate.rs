@@ -84,11 +84,13 @@ const FIX_RETRY_BACKOFF_MAX: &str =
 pub(crate) fn validate(raw: &RawConfig, report: &mut Report<'_>) -> Config {
     let root = Scope::root();
     let mut claims = Claims::default();
+    // First: a DICOM spool directory may be relative to the state directory.
+    let gateway = section(report, &root, "gateway", &raw.gateway, gateway).unwrap_or_default();
     let sources = section(report, &root, "source", &raw.source, |r, s, raw| Sources {
         mllp: mllp_list(r, s, &raw.mllp, &mut claims),
         serial: crate::serial::serial_list(r, s, &raw.serial, &mut claims),
         mqtt: mqtt::mqtt_list(r, s, &raw.mqtt, &mut claims),
-        dicom: crate::dicom::dicom_list(r, s, &raw.dicom, &mut claims),
+        dicom: crate::dicom::dicom_list(r, s, &raw.dicom, &gateway.state_dir, &mut claims),
     })
     .unwrap_or_default();
     let admin = section(report, &root, "admin", &raw.admin, |r, s, raw| {
@@ -96,7 +98,7 @@ pub(crate) fn validate(raw: &RawConfig, report: &mut Report<'_>) -> Config {
     })
     .unwrap_or_default();
     Config {
-        gateway: section(report, &root, "gateway", &raw.gateway, gateway).unwrap_or_default(),
+        gateway,
         log: section(report, &root, "log", &raw.log, log).unwrap_or_default(),
         store: section(report, &root, "store", &raw.store, store).unwrap_or_default(),
         deid: section(report, &root, "deid", &raw.deid, deid).unwrap_or_default(),
@@ -1001,6 +1003,9 @@ pub(crate) enum Resource {
     /// A serial device path, as written (aliases such as a by-id link and
     /// its ttyUSB name are not resolved: that would need I/O).
     SerialDevice(String),
+    /// A DICOM spool directory (`keep_files_dir`), resolved lexically: two
+    /// sources would count and evict each other's files.
+    SpoolDir(PathBuf),
 }
 
 impl Resource {
@@ -1013,6 +1018,7 @@ impl Resource {
                 a.port() != 0 && a.port() == b.port() && ips_overlap(a.ip(), b.ip())
             }
             (Resource::SerialDevice(a), Resource::SerialDevice(b)) => a == b,
+            (Resource::SpoolDir(a), Resource::SpoolDir(b)) => a.starts_with(b) || b.starts_with(a),
             _ => false,
         }
     }
@@ -1021,6 +1027,7 @@ impl Resource {
         match self {
             Resource::TcpListen(addr) => format!("\"{addr}\""),
             Resource::SerialDevice(path) => format!("{path:?}"),
+            Resource::SpoolDir(path) => format!("{:?}", path.display().to_string()),
         }
     }
 }
@@ -1074,6 +1081,19 @@ impl Claims {
         for (first, first_key, first_span) in &self.resources {
             if resource.conflicts_with(first) {
                 let line = at_line(report, first_span.as_ref());
+                if let Resource::SpoolDir(_) = resource {
+                    report.push(
+                        span.as_ref(),
+                        key.as_str(),
+                        format!(
+                            "{} is, or is nested with, {} of {first_key}{line}; two sources cannot share a spool",
+                            resource.describe(),
+                            first.describe()
+                        ),
+                        "give each [[source.dicom]] its own keep_files_dir, side by side, e.g. \"dicom-spool/ct\" and \"dicom-spool/mr\"",
+                    );
+                    continue;
+                }
                 if let Resource::SerialDevice(_) = resource {
                     report.push(
                         span.as_ref(),

@@ -5,8 +5,9 @@
 //!   source waits for before it answers the sender, and the bounded submit
 //!   channel ([`channel`], [`Submitter`]).
 //! - [`dicom`]: the DICOM edge node — association negotiation, DIMSE
-//!   command sets, the streaming C-STORE header scanner, MPPS (pure) and
-//!   the listener (I/O).
+//!   command sets, the streaming C-STORE header scanner, MPPS, the Part 10
+//!   header (pure), the listener and the spool of whole objects for
+//!   `keep_files` (I/O).
 //! - [`hl7`]: the cheap MSH reader used before the commit (delimiters,
 //!   the fields needed to answer and to recognise a resend).
 //! - [`mllp`]: HL7 v2 over MLLP — frame decoder, ACK builder (pure) and the

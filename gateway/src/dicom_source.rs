@@ -79,6 +79,7 @@ pub fn options(s: &DicomSource) -> DicomOptions {
         room: s.room.clone(),
         devices: s.devices.clone(),
         mpps_known: Vec::new(),
+        keep_files: s.keep_files.clone(),
     }
 }
 
@@ -86,13 +87,14 @@ pub fn options(s: &DicomSource) -> DicomOptions {
 /// [`spawn`]; connections wait in the backlog meanwhile.
 ///
 /// # Errors
-/// The listener cannot bind; the error names the source.
+/// The listener cannot bind, or its `keep_files` spool cannot be opened;
+/// the error names the source.
 pub async fn bind(config: &Config, source: &DicomSource) -> anyhow::Result<DicomListener> {
     let mut o = options(source);
     o.mpps_known = mpps_known(config, &source.name);
     let l = DicomListener::bind(o)
         .await
-        .with_context(|| format!("source.dicom `{}`: cannot listen", source.name))?;
+        .with_context(|| format!("source.dicom `{}`", source.name))?;
     tracing::info!(source = %source.name, addr = %l.local_addr(), ae_title = %source.ae_title, "dicom listener bound");
     Ok(l)
 }

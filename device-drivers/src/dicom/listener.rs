@@ -14,8 +14,15 @@
 //!   A-ABORT, a closed socket or a malformed PDU before that stores nothing.
 //! - **Bounded memory**: one PDU of at most `max_pdu` bytes at a time, the
 //!   header of one object (at most `max_header_bytes`); Pixel Data is only
-//!   counted. Associations are limited to `max_associations`; one more is
-//!   rejected (transient, "local limit exceeded") so the modality retries.
+//!   counted — or, with `keep_files`, streamed fragment by fragment into the
+//!   object's file in the [`super::spool`]. Associations are limited to
+//!   `max_associations`; one more is rejected (transient, "local limit
+//!   exceeded") so the modality retries.
+//! - **With `keep_files`, success also means the whole object's file is
+//!   durable**: it is kept (fsync'd and renamed) before the header is
+//!   submitted, and deleted again if the store refuses the header. A spool
+//!   that cannot keep it (disk full, permissions, quota) gets 0xA700 and
+//!   nothing is submitted.
 //! - **Every request gets a response**: a data set that cannot be parsed
 //!   gets 0xC000, a full store 0xA700, and the association goes on.
 //! - **Timeouts everywhere**: ARTIM for the A-ASSOCIATE-RQ and for the peer
@@ -24,6 +31,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -49,8 +57,11 @@ use super::command::{self, field, status, Command, Response};
 use super::dataset::{Finished, HeaderScanner};
 use super::mpps::{Book, StepState};
 use super::negotiate::{negotiate, user_reject, Accepted, Negotiated, Policy};
+use super::part10::FileMeta;
+use super::spool::{self, Spool, SpoolError, SpoolFile};
 use super::stored::Envelope;
 use super::uids;
+use crate::logid::Hashed;
 use crate::mllp::listener::{
     accept_error_class, is_allowed, AcceptError, ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN,
     FD_EXHAUSTED_PAUSE,
@@ -89,6 +100,8 @@ pub struct DicomOptions {
     /// MPPS steps already stored (instance UID, state after it), oldest
     /// first, so that N-SETs after a restart find their N-CREATE.
     pub mpps_known: Vec<(String, StepState)>,
+    /// Keep every C-STORE object whole in this spool (`None`: header only).
+    pub keep_files: Option<wardlink_config::KeepFiles>,
 }
 
 /// A resend of the same SOP instance within this window is answered
@@ -102,15 +115,22 @@ const MAX_COMMAND_BYTES: usize = 64 * 1024;
 /// (more connections are closed without an answer).
 const MAX_REJECTING: usize = 16;
 
-/// The listening socket could not be opened.
+/// The listener could not be set up.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}: {source}")]
-pub struct BindError {
-    /// The address asked for.
-    pub addr: SocketAddr,
-    /// The OS error.
-    #[source]
-    pub source: std::io::Error,
+#[non_exhaustive]
+pub enum BindError {
+    /// The listening socket could not be opened.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The spool of `keep_files` could not be opened.
+    #[error("cannot open the spool of keep_files_dir")]
+    Spool(#[source] SpoolError),
 }
 
 /// A bound DICOM listener, ready to [`run`](DicomListener::run).
@@ -119,25 +139,46 @@ pub struct DicomListener {
     listener: TcpListener,
     local_addr: SocketAddr,
     options: DicomOptions,
+    spool: Option<Arc<Spool>>,
 }
 
 impl DicomListener {
-    /// Bind the listening socket.
+    /// Open the spool (with `keep_files`) and bind the listening socket.
     ///
     /// # Errors
-    /// [`BindError`] with the address and the OS error.
+    /// [`BindError::Spool`] when the spool directory cannot be created,
+    /// secured or read; [`BindError::Listen`] with the address and the OS
+    /// error.
     pub async fn bind(options: DicomOptions) -> Result<DicomListener, BindError> {
+        let spool = match options.keep_files.clone() {
+            None => None,
+            Some(keep) => {
+                let opened = tokio::task::spawn_blocking(move || Spool::open(&keep))
+                    .await
+                    .map_err(|e| {
+                        BindError::Spool(SpoolError::Dir {
+                            path: PathBuf::new(),
+                            error: std::io::Error::other(e.to_string()),
+                        })
+                    })?
+                    .map_err(BindError::Spool)?;
+                let (files, used, _) = opened.usage();
+                tracing::info!(source = %options.name, dir = %opened.dir().display(), files, bytes = used, "Keeping whole DICOM objects in the spool");
+                Some(Arc::new(opened))
+            }
+        };
         let addr = options.listen;
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|source| BindError { addr, source })?;
+            .map_err(|source| BindError::Listen { addr, source })?;
         let local_addr = listener
             .local_addr()
-            .map_err(|source| BindError { addr, source })?;
+            .map_err(|source| BindError::Listen { addr, source })?;
         Ok(DicomListener {
             listener,
             local_addr,
             options,
+            spool,
         })
     }
 
@@ -155,6 +196,7 @@ impl DicomListener {
             listener,
             local_addr,
             options,
+            spool,
         } = self;
         let options = Arc::new(options);
         let source = options.name.clone();
@@ -163,6 +205,9 @@ impl DicomListener {
         let book = Arc::new(Mutex::new(Book::seeded(&options.mpps_known)));
         let tracker = TaskTracker::new();
         let mut backoff = ACCEPT_BACKOFF_MIN;
+        if let Some(spool) = spool.clone() {
+            tracker.spawn(sweep_spool(spool, source.clone(), shutdown.clone()));
+        }
         tracing::debug!(%source, addr = %local_addr, "Accepting DICOM associations");
         loop {
             let accepted = tokio::select! {
@@ -235,6 +280,7 @@ impl DicomListener {
                 submitter.clone(),
                 shutdown.clone(),
                 book.clone(),
+                spool.clone(),
                 stream,
                 peer,
             );
@@ -247,6 +293,26 @@ impl DicomListener {
         tracker.close();
         tracker.wait().await;
         tracing::debug!(%source, "DICOM listener stopped");
+    }
+}
+
+/// Applies the spool's retention until `shutdown`: the files older than
+/// `keep_files_retention` go even when nothing is being received.
+async fn sweep_spool(spool: Arc<Spool>, source: Arc<str>, shutdown: CancellationToken) {
+    let every = spool::sweep_interval(spool.retention());
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let s = spool.clone();
+        match tokio::task::spawn_blocking(move || s.sweep()).await {
+            Ok(0) => {}
+            Ok(deleted) => {
+                tracing::debug!(%source, deleted, "Deleted kept DICOM files older than keep_files_retention");
+            }
+            Err(e) => tracing::warn!(%source, error = %e, "The spool's retention sweep failed"),
+        }
     }
 }
 
@@ -350,8 +416,12 @@ async fn wait_for_close<R: AsyncRead + Unpin>(reader: &mut R, artim: Duration) {
 
 /// The data set of the message being received.
 enum Sink {
-    /// A C-STORE: header kept, pixels counted.
-    Store(HeaderScanner),
+    /// A C-STORE: header kept, pixels counted; with `keep_files` the whole
+    /// data set also streams into its file.
+    Store {
+        scanner: HeaderScanner,
+        file: Option<SpoolFile>,
+    },
     /// An N-CREATE or N-SET: small, kept whole up to the limit.
     Small { bytes: Vec<u8>, over: bool },
 }
@@ -384,6 +454,8 @@ struct Association {
     submitter: Submitter,
     shutdown: CancellationToken,
     book: Arc<Mutex<Book>>,
+    /// The source's spool, with `keep_files`.
+    spool: Option<Arc<Spool>>,
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
     peer: SocketAddr,
@@ -408,6 +480,7 @@ impl Association {
         submitter: Submitter,
         shutdown: CancellationToken,
         book: Arc<Mutex<Book>>,
+        spool: Option<Arc<Spool>>,
         stream: TcpStream,
         peer: SocketAddr,
     ) -> Self {
@@ -420,6 +493,7 @@ impl Association {
             submitter,
             shutdown,
             book,
+            spool,
             peer,
             buf: Vec::new(),
             contexts: Vec::new(),
@@ -628,8 +702,14 @@ impl Association {
                     mut sink,
                 },
             ) if at == pc => {
+                let last = pdv.is_last;
                 match &mut sink {
-                    Sink::Store(scanner) => scanner.feed(&pdv.data),
+                    Sink::Store { scanner, file } => {
+                        scanner.feed(&pdv.data);
+                        if let Some(file) = file {
+                            file.append(pdv.data).await;
+                        }
+                    }
                     Sink::Small { bytes, over } => {
                         if bytes.len() + pdv.data.len() > self.options.max_header_bytes {
                             *over = true;
@@ -639,7 +719,7 @@ impl Association {
                         }
                     }
                 }
-                if pdv.is_last {
+                if last {
                     self.complete(&context, command, Some(sink)).await
                 } else {
                     self.message = Message::Data { pc, command, sink };
@@ -687,10 +767,26 @@ impl Association {
             return self.complete(context, command, None).await;
         }
         let sink = if command.field == field::C_STORE_RQ {
-            Sink::Store(HeaderScanner::new(
-                context.explicit_vr(),
-                self.options.max_header_bytes,
-            ))
+            let file = match &self.spool {
+                Some(spool) => {
+                    let meta = FileMeta {
+                        sop_class: command
+                            .affected_sop_class
+                            .as_deref()
+                            .unwrap_or(&context.abstract_syntax),
+                        sop_instance: command.affected_sop_instance.as_deref().unwrap_or(""),
+                        transfer_syntax: &context.transfer_syntax,
+                        calling_ae: &self.calling_ae,
+                        private: None,
+                    };
+                    Some(spool.begin(&meta).await)
+                }
+                None => None,
+            };
+            Sink::Store {
+                scanner: HeaderScanner::new(context.explicit_vr(), self.options.max_header_bytes),
+                file,
+            }
         } else {
             Sink::Small {
                 bytes: Vec::new(),
@@ -719,8 +815,8 @@ impl Association {
         };
         match (command.field, sink) {
             (field::C_ECHO_RQ, _) => {}
-            (field::C_STORE_RQ, Some(Sink::Store(scanner))) => {
-                let (status, comment) = self.store(context, &command, scanner).await;
+            (field::C_STORE_RQ, Some(Sink::Store { scanner, file })) => {
+                let (status, comment) = self.store(context, &command, scanner, file).await;
                 rsp.status = status;
                 rsp.error_comment = comment;
             }
@@ -818,12 +914,15 @@ impl Association {
         }
     }
 
-    /// A complete C-STORE data set: check, submit, and the status to answer.
+    /// A complete C-STORE data set: check, keep its file (with
+    /// `keep_files`), submit, and the status to answer. Every early return
+    /// drops `file`, which deletes the partial file.
     async fn store(
         &mut self,
         context: &Accepted,
         command: &Command,
         scanner: HeaderScanner,
+        file: Option<SpoolFile>,
     ) -> (u16, Option<String>) {
         let source = self.options.name.clone();
         let peer = self.peer;
@@ -892,6 +991,27 @@ impl Association {
             sender: Some(self.calling_ae.clone()),
             charset: from_data(dicom_core::Tag(0x0008, 0x0005)),
         };
+        let kept = match file {
+            None => None,
+            Some(file) => match file.keep(&instance).await {
+                Ok(kept) => Some(kept),
+                Err(e) => {
+                    match &e {
+                        SpoolError::OverQuota { .. } => {
+                            tracing::warn!(%source, %peer, instance = %Hashed(&instance), error = %e, "C-STORE refused (0xA700): the object does not fit keep_files_max_bytes")
+                        }
+                        _ => {
+                            tracing::error!(%source, %peer, instance = %Hashed(&instance), error = %e, "C-STORE refused (0xA700): cannot write the object to the spool (keep_files_dir)")
+                        }
+                    }
+                    self.submitter.rejected(source, Rejection::Refused);
+                    return (
+                        status::OUT_OF_RESOURCES,
+                        Some("cannot keep the object's file, retry later".into()),
+                    );
+                }
+            },
+        };
         let bytes = envelope.to_part10(&scanned.header);
         let received = self.received(
             Kind::Dicom,
@@ -900,7 +1020,12 @@ impl Association {
             Some(format!("dicom:{instance}")),
         );
         let reply = self.submitter.submit(received).await;
-        tracing::debug!(%source, %peer, instance = %instance, pixel_bytes = scanned.pixel_bytes, reply = ?reply, "C-STORE");
+        tracing::debug!(%source, %peer, instance = %instance, pixel_bytes = scanned.pixel_bytes, kept_file = ?kept.as_ref().map(|k| k.path()), reply = ?reply, "C-STORE");
+        if let Some(kept) = kept {
+            if !matches!(reply, Reply::Stored { .. } | Reply::Duplicate { .. }) {
+                kept.discard().await;
+            }
+        }
         answer_for(reply)
     }
 

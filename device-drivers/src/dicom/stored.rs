@@ -9,9 +9,10 @@
 //! (0002,0100) Private Information Creator UID = [`ENVELOPE_UID`] with
 //! (0002,0102) Private Information: `key=value` lines ([`Envelope`]) — then
 //! the data set as received (for C-STORE only its header, up to Pixel Data).
-//! Any DICOM reader opens it; `dcmdump` shows it.
+//! Any DICOM reader opens it; `dcmdump` shows it. The header is written by
+//! [`super::part10`].
 
-use super::uids;
+use super::part10::FileMeta;
 
 /// The Private Information Creator UID of wardlink's envelope (fixed).
 pub const ENVELOPE_UID: &str = "2.25.56774252197641667696347389591560091821";
@@ -69,39 +70,16 @@ impl Envelope {
 
     /// The Part 10 bytes: preamble, meta group, then `dataset`.
     pub fn to_part10(&self, dataset: &[u8]) -> Vec<u8> {
-        let mut meta = Vec::with_capacity(512);
-        put(&mut meta, 0x0001, b"OB", &[0, 1], 0);
-        put(&mut meta, 0x0002, b"UI", self.sop_class.as_bytes(), 0);
-        put(&mut meta, 0x0003, b"UI", self.sop_instance.as_bytes(), 0);
-        put(&mut meta, 0x0010, b"UI", self.transfer_syntax.as_bytes(), 0);
-        put(
-            &mut meta,
-            0x0012,
-            b"UI",
-            uids::IMPLEMENTATION_CLASS.as_bytes(),
-            0,
-        );
-        put(
-            &mut meta,
-            0x0013,
-            b"SH",
-            uids::IMPLEMENTATION_VERSION.as_bytes(),
-            b' ',
-        );
-        put(&mut meta, 0x0016, b"AE", self.calling_ae.as_bytes(), b' ');
-        put(&mut meta, 0x0100, b"UI", ENVELOPE_UID.as_bytes(), 0);
-        put(&mut meta, 0x0102, b"OB", self.info().as_bytes(), 0);
-        let mut out = Vec::with_capacity(132 + 12 + meta.len() + dataset.len());
-        out.resize(128, 0);
-        out.extend_from_slice(b"DICM");
-        put(
-            &mut out,
-            0x0000,
-            b"UL",
-            &u32::try_from(meta.len()).unwrap_or(0).to_le_bytes(),
-            0,
-        );
-        out.extend_from_slice(&meta);
+        let info = self.info();
+        let mut out = FileMeta {
+            sop_class: &self.sop_class,
+            sop_instance: &self.sop_instance,
+            transfer_syntax: &self.transfer_syntax,
+            calling_ae: &self.calling_ae,
+            private: Some((ENVELOPE_UID, info.as_bytes())),
+        }
+        .header();
+        out.reserve_exact(dataset.len());
         out.extend_from_slice(dataset);
         out
     }
@@ -178,26 +156,9 @@ impl Envelope {
     }
 }
 
-/// One Explicit VR LE element of group 0002, value padded to even length.
-fn put(out: &mut Vec<u8>, element: u16, vr: &[u8; 2], value: &[u8], pad: u8) {
-    let padded = value.len() + (value.len() & 1);
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&element.to_le_bytes());
-    out.extend_from_slice(vr);
-    if vr == b"OB" {
-        out.extend_from_slice(&[0, 0]);
-        out.extend_from_slice(&u32::try_from(padded).unwrap_or(0).to_le_bytes());
-    } else {
-        out.extend_from_slice(&u16::try_from(padded).unwrap_or(0).to_le_bytes());
-    }
-    out.extend_from_slice(value);
-    if value.len() & 1 == 1 {
-        out.push(pad);
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::uids;
     use super::*;
 
     #[test]
