@@ -1492,7 +1492,7 @@ fn keep_files_is_turned_on_by_a_reload() -> Result {
     assert!(
         wait_until(Duration::from_secs(15), || g
             .stderr()
-            .contains("DICOM listeners re-bound")),
+            .contains("[[source.dicom]] `imaging` changed: restarted")),
         "no reload:\n{}",
         g.stderr()
     );
