@@ -12,7 +12,7 @@
 //!    `wardlink-collector token create`;
 //! 3. the gateway daemon itself (in this process) with an MLLP listener on
 //!    `127.0.0.1:0` and `[sync]` pointing at the collector;
-//! 4. two simulated senders (`wardlink_devices::sim::Hl7Generator`): ORU^R01
+//! 4. two simulated senders (`simulate::Hl7Sender`, as `wardlink simulate hl7`): ORU^R01
 //!    vitals and ADT^A01/A02/A03, at a few messages per second in all.
 //!
 //! Everything lives in one directory (a temporary one, removed at exit,
@@ -25,19 +25,22 @@ use std::io::{BufRead as _, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context as _};
 use tokio_util::sync::CancellationToken;
-use wardlink_devices::mllp::MllpClient;
-use wardlink_devices::sim::{AdtEvent, Hl7Generator};
+use wardlink_devices::sim::Hl7Generator;
 
+use crate::cli::Hl7Mix;
+use crate::simulate::{Counters, Hl7Sender};
 use crate::status::{self, Runtime};
 
 /// How long each part may take to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// The demo senders' limit for each connect and answer.
+const SENDER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a progress line is printed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// The name of the collector binary.
@@ -50,13 +53,6 @@ pub struct DemoOptions {
     pub dir: Option<PathBuf>,
     /// Messages per second, all senders together.
     pub rate: f64,
-}
-
-/// Messages the senders sent and got a positive answer for.
-#[derive(Debug, Default)]
-struct Sent {
-    sent: AtomicU64,
-    acked: AtomicU64,
 }
 
 /// The collector child process; SIGTERM and wait on drop.
@@ -329,24 +325,41 @@ pub async fn run(
     );
     let _ = out.flush();
 
-    let sent = Arc::new(Sent::default());
+    let sent = Arc::new(Counters::default());
     let senders = CancellationToken::new();
     let rate = options.rate.max(0.1);
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(send_loop(
-        mllp,
-        Kind::Vitals,
-        rate * 0.85,
-        sent.clone(),
-        senders.clone(),
-    ));
-    tasks.spawn(send_loop(
-        mllp,
-        Kind::Adt,
-        rate * 0.15,
-        sent.clone(),
-        senders.clone(),
-    ));
+    // Control ids unique across demo runs on a kept --dir (duplicate detection).
+    let run = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for (mix, share, generator) in [
+        (
+            Hl7Mix::Vitals,
+            0.85,
+            Hl7Generator::new(1).with_sender("MONITOR", "ICU"),
+        ),
+        (
+            Hl7Mix::Adt,
+            0.15,
+            Hl7Generator::new(2).with_sender("HIS", "HOSP"),
+        ),
+    ] {
+        let prefix = if mix == Hl7Mix::Adt { "A" } else { "V" };
+        let sender = Hl7Sender {
+            addr: mllp,
+            mix,
+            rate: (rate * share).max(0.05),
+            timeout: SENDER_TIMEOUT,
+            budget: None,
+            counters: sent.clone(),
+            out: None,
+        };
+        tasks.spawn(sender.run(
+            generator.with_prefix(&format!("DEMO{prefix}{run}-")),
+            senders.clone(),
+        ));
+    }
 
     let http = crate::sync::client::http_client(&wardlink_config::CollectorTarget {
         url: url.clone(),
@@ -416,77 +429,6 @@ async fn wait_for_listener(state_dir: &Path) -> anyhow::Result<SocketAddr> {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Vitals,
-    Adt,
-}
-
-/// One simulated sender: connect, send at `per_sec`, reconnect on failure.
-async fn send_loop(
-    addr: SocketAddr,
-    kind: Kind,
-    per_sec: f64,
-    sent: Arc<Sent>,
-    stop: CancellationToken,
-) {
-    let (mut generator, seed) = match kind {
-        Kind::Vitals => (Hl7Generator::new(1).with_sender("MONITOR", "ICU"), "V"),
-        Kind::Adt => (Hl7Generator::new(2).with_sender("HIS", "HOSP"), "A"),
-    };
-    // Control ids unique across demo runs on a kept --dir (duplicate detection).
-    let run = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    generator = generator.with_prefix(&format!("DEMO{seed}{run}-"));
-    let interval = Duration::from_secs_f64(1.0 / per_sec.max(0.05));
-    let mut adt_turn = 0u32;
-    while !stop.is_cancelled() {
-        let mut client = match MllpClient::connect(addr).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "demo sender cannot connect; retrying");
-                wait(&stop, Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        while !stop.is_cancelled() {
-            let message = match kind {
-                Kind::Vitals => generator.oru_vitals(),
-                Kind::Adt => {
-                    adt_turn += 1;
-                    generator.adt(match adt_turn % 4 {
-                        1 => AdtEvent::A01,
-                        2 | 3 => AdtEvent::A02,
-                        _ => AdtEvent::A03,
-                    })
-                }
-            };
-            sent.sent.fetch_add(1, Ordering::Relaxed);
-            match client.send(&message).await {
-                Ok(answer) => {
-                    let text = String::from_utf8_lossy(&answer);
-                    if text.contains("MSA|AA") || text.contains("MSA|CA") {
-                        sent.acked.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "demo sender lost its connection; reconnecting");
-                    break;
-                }
-            }
-            wait(&stop, interval).await;
-        }
-    }
-}
-
-async fn wait(stop: &CancellationToken, d: Duration) {
-    tokio::select! {
-        () = tokio::time::sleep(d) => {}
-        () = stop.cancelled() => {}
-    }
-}
-
 /// One progress line: what was sent, what the gateway holds, what the
 /// collector received.
 async fn progress(
@@ -495,7 +437,7 @@ async fn progress(
     http: &reqwest::Client,
     url: &str,
     token: &str,
-    sent: &Sent,
+    sent: &Counters,
     started: Instant,
 ) -> String {
     let (dir, names, sync) = (
@@ -547,6 +489,6 @@ async fn progress(
         "[{:>4}s] sent {} messages ({} acknowledged) · {gateway} · {collector}",
         started.elapsed().as_secs(),
         sent.sent.load(Ordering::Relaxed),
-        sent.acked.load(Ordering::Relaxed),
+        sent.accepted.load(Ordering::Relaxed),
     )
 }

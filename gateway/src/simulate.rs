@@ -123,13 +123,27 @@ impl fmt::Display for Hl7Tally {
     }
 }
 
-#[derive(Default)]
-struct Counters {
-    sent: AtomicU64,
-    accepted: AtomicU64,
+/// What HL7 senders sent and got back, shared by the senders of one run
+/// (`simulate hl7`, `demo`).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) sent: AtomicU64,
+    pub(crate) accepted: AtomicU64,
     errors: AtomicU64,
     rejected: AtomicU64,
     unanswered: AtomicU64,
+}
+
+impl Counters {
+    fn tally(&self) -> Hl7Tally {
+        Hl7Tally {
+            sent: self.sent.load(Ordering::Relaxed),
+            accepted: self.accepted.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            unanswered: self.unanswered.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// The acknowledgement code (MSA-1) of an answer.
@@ -153,26 +167,23 @@ pub async fn hl7(o: SimulateHl7, shutdown: CancellationToken) -> anyhow::Result<
         .next()
         .with_context(|| format!("--to {}: no address", o.to))?;
     let counters = Arc::new(Counters::default());
-    // Taken one at a time by the senders, so --count is exact.
-    let budget = Arc::new(Mutex::new(o.count));
-    let timeout = secs(o.timeout.max(0.1));
+    // Shared by the senders, so --count is exact.
+    let budget = (o.count > 0).then(|| Arc::new(AtomicU64::new(o.count)));
     // Control ids unique across runs: duplicate detection must not fire.
     let run = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let out = Arc::new(Mutex::new(std::io::stdout()));
+    let out = (!o.quiet).then(|| Arc::new(Mutex::new(std::io::stdout())));
     let mut senders = tokio::task::JoinSet::new();
     for i in 0..o.connections.max(1) {
         let generator = Hl7Generator::new(o.seed.wrapping_add(u64::from(i)))
             .with_sender("SIMULATOR", "WARD")
             .with_prefix(&format!("SIM{run}-{i}-"));
-        let sender = Sender {
+        let sender = Hl7Sender {
             addr,
             mix: o.mix,
-            interval: (o.rate > 0.0).then(|| secs(1.0 / o.rate)),
-            timeout,
-            quiet: o.quiet,
-            unlimited: o.count == 0,
+            rate: o.rate,
+            timeout: secs(o.timeout.max(0.1)),
             budget: budget.clone(),
             counters: counters.clone(),
             out: out.clone(),
@@ -180,41 +191,35 @@ pub async fn hl7(o: SimulateHl7, shutdown: CancellationToken) -> anyhow::Result<
         senders.spawn(sender.run(generator, shutdown.clone()));
     }
     while senders.join_next().await.is_some() {}
-    let c = &counters;
-    Ok(Hl7Tally {
-        sent: c.sent.load(Ordering::Relaxed),
-        accepted: c.accepted.load(Ordering::Relaxed),
-        errors: c.errors.load(Ordering::Relaxed),
-        rejected: c.rejected.load(Ordering::Relaxed),
-        unanswered: c.unanswered.load(Ordering::Relaxed),
-    })
+    Ok(counters.tally())
 }
 
-/// One simulated HL7 sender (one connection at a time).
-struct Sender {
-    addr: SocketAddr,
-    mix: Hl7Mix,
-    interval: Option<Duration>,
-    timeout: Duration,
-    quiet: bool,
-    unlimited: bool,
-    budget: Arc<Mutex<u64>>,
-    counters: Arc<Counters>,
-    out: Arc<Mutex<std::io::Stdout>>,
+/// One simulated HL7 sender (one connection at a time, made again a
+/// second after it fails), for `simulate hl7` and the demo.
+pub(crate) struct Hl7Sender {
+    /// The MLLP listener.
+    pub(crate) addr: SocketAddr,
+    /// What it sends.
+    pub(crate) mix: Hl7Mix,
+    /// Messages per second; 0 = as fast as the answers come.
+    pub(crate) rate: f64,
+    /// For each connect and each answer.
+    pub(crate) timeout: Duration,
+    /// Messages left to send, shared with the other senders; `None` = until stopped.
+    pub(crate) budget: Option<Arc<AtomicU64>>,
+    /// What was sent and answered.
+    pub(crate) counters: Arc<Counters>,
+    /// Where a line per message goes; `None` = quiet.
+    pub(crate) out: Option<Arc<Mutex<std::io::Stdout>>>,
 }
 
-impl Sender {
+impl Hl7Sender {
     /// Take one message from the shared budget.
     fn take(&self) -> bool {
-        if self.unlimited {
-            return true;
-        }
-        let mut left = self.budget.lock().unwrap_or_else(|p| p.into_inner());
-        if *left == 0 {
-            return false;
-        }
-        *left -= 1;
-        true
+        self.budget.as_ref().is_none_or(|left| {
+            left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok()
+        })
     }
 
     /// The `n`th message of this sender.
@@ -231,7 +236,9 @@ impl Sender {
         }
     }
 
-    async fn run(self, mut generator: Hl7Generator, stop: CancellationToken) {
+    /// Send until the budget is spent or `stop` is cancelled.
+    pub(crate) async fn run(self, mut generator: Hl7Generator, stop: CancellationToken) {
+        let interval = (self.rate > 0.0).then(|| secs(1.0 / self.rate));
         let mut client: Option<MllpClient> = None;
         let mut n = 0u64;
         while !stop.is_cancelled() {
@@ -240,7 +247,7 @@ impl Sender {
                 None => match MllpClient::connect(self.addr).await {
                     Ok(c) => c.with_timeout(self.timeout),
                     Err(e) => {
-                        eprintln!("simulate hl7: {e}; retrying");
+                        eprintln!("HL7 sender: {e}; retrying");
                         pause(&stop, Duration::from_secs(1)).await;
                         continue;
                     }
@@ -265,13 +272,13 @@ impl Sender {
                 _ => &self.counters.unanswered,
             };
             counter.fetch_add(1, Ordering::Relaxed);
-            if !self.quiet {
+            if let Some(out) = &self.out {
                 let kind = std::str::from_utf8(&message)
                     .ok()
                     .and_then(|m| m.split('|').nth(8))
                     .unwrap_or("?")
                     .to_owned();
-                let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+                let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
                 let _ = writeln!(out, "{id} {kind} {code}");
             }
             if answer.is_ok() {
@@ -279,7 +286,7 @@ impl Sender {
             } else {
                 pause(&stop, Duration::from_secs(1)).await;
             }
-            if let Some(d) = self.interval {
+            if let Some(d) = interval {
                 pause(&stop, d).await;
             }
         }
