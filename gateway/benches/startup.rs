@@ -98,6 +98,10 @@
 //! schema with the MPPS index took 6.1 s once (cold), then 5.5 ms.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark harness")]
 
+#[path = "support/proc_cpu.rs"]
+mod proc_cpu;
+
+use proc_cpu::{clock_ticks_per_sec, cpu_ticks};
 use std::collections::HashSet;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -280,26 +284,6 @@ struct Start {
     /// CPU time used while idle, in % of one core.
     idle_cpu: f64,
     stop: Duration,
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // The fields after the command name (in parentheses); utime and stime
-    // are the 14th and 15th of the line.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
-fn clock_ticks_per_sec() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// Kills the daemon if the benchmark panics.
@@ -632,25 +616,13 @@ fn source_of(id: i64) -> usize {
     }
 }
 
-fn hl7_time(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(ms / 1000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}{:02}{:02}{:02}{:02}{:02}+0000",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
 /// A compact message of the bulk: a one-parameter monitor or lab ORU^R01,
 /// or an ADT^A08 update (the kinds and sizes these senders send).
 fn compact_message(id: i64, source: usize, at_ms: i64) -> String {
     let (_, app, facility, _) = SOURCES[source];
-    let ts = hl7_time(at_ms);
+    let ts = wardlink_devices::sim::hl7::timestamp(
+        UNIX_EPOCH + Duration::from_millis(u64::try_from(at_ms).unwrap_or(0)),
+    );
     let mrn = 100_000 + (id * 7919) % 900_000;
     let value = 90 + id % 10;
     match source {

@@ -280,8 +280,8 @@ impl Hl7Generator {
     }
 }
 
-/// `YYYYMMDDHHMMSS+0000`.
-fn timestamp(at: SystemTime) -> String {
+/// `at` as an HL7 timestamp, `YYYYMMDDHHMMSS+0000`.
+pub fn timestamp(at: SystemTime) -> String {
     let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let t = time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(0))
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
