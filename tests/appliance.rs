@@ -724,10 +724,7 @@ fn mllp_over_tls_accepts_only_clients_of_the_ca() -> Result {
     for f in ["ca.pem", "server.pem", "server.key"] {
         std::fs::copy(renewed_dir.path().join(f), pki_dir.path().join(f))?;
     }
-    let ok = Command::new("kill")
-        .args(["-HUP", &g.pid().to_string()])
-        .status()?;
-    assert!(ok.success());
+    g.hup()?;
     assert!(
         wait_until(Duration::from_secs(10), || g
             .stderr()
@@ -750,14 +747,6 @@ fn mllp_over_tls_accepts_only_clients_of_the_ca() -> Result {
 }
 
 // --- SIGHUP reload -------------------------------------------------------------
-
-fn hup(g: &Gateway) -> Result {
-    let ok = Command::new("kill")
-        .args(["-HUP", &g.pid().to_string()])
-        .status()?;
-    assert!(ok.success());
-    Ok(())
-}
 
 /// Under load on four long-lived connections: a reload with a changed
 /// config (a new listener, a changed limit) applies (the new listener
@@ -802,7 +791,7 @@ fn sighup_reload_under_load_loses_no_ack() -> Result {
             ),
         ),
     )?;
-    hup(&g)?;
+    g.hup()?;
     assert!(
         wait_until(Duration::from_secs(10), || g
             .runtime()
@@ -821,7 +810,7 @@ fn sighup_reload_under_load_loses_no_ack() -> Result {
             &format!("{}max_connections = 0\n", mllp_source("main", "")),
         ),
     )?;
-    hup(&g)?;
+    g.hup()?;
     assert!(
         wait_until(Duration::from_secs(10), || g
             .stderr()
@@ -837,11 +826,7 @@ fn sighup_reload_under_load_loses_no_ack() -> Result {
     assert_eq!(added.exchange(&oru("NEW2"))?.code, "AA");
 
     // 3. Remove the added listener again: it closes, main runs on.
-    std::fs::write(
-        &g.config,
-        config_text(&g.state_dir(), &mllp_source("main", "")),
-    )?;
-    hup(&g)?;
+    g.reload_with(&mllp_source("main", ""))?;
     assert!(
         wait_until(Duration::from_secs(10), || g
             .runtime()
@@ -865,7 +850,7 @@ fn sighup_reload_under_load_loses_no_ack() -> Result {
             ),
         ),
     )?;
-    hup(&g)?;
+    g.hup()?;
     assert!(
         wait_until(Duration::from_secs(10), || g.stderr().contains(
             "the pipeline now uses the reloaded de-identification settings"

@@ -428,15 +428,6 @@ fn has_listener(g: &Gateway, source: &str) -> bool {
     })
 }
 
-fn reload_with(g: &Gateway, sources: &str) -> Result {
-    std::fs::write(&g.config, config_text(&g.state_dir(), sources))?;
-    let ok = Command::new("kill")
-        .args(["-HUP", &g.pid().to_string()])
-        .status()?;
-    assert!(ok.success());
-    Ok(())
-}
-
 /// SIGHUP restarts only the DICOM sources whose configuration changed: an
 /// association open on an unchanged node keeps working while another node
 /// is added, changed and removed, and the added node answers.
@@ -452,7 +443,7 @@ fn a_reload_keeps_associations_on_unchanged_dicom_nodes() -> Result {
         dicom_source("imaging", ""),
         dicom_source("second", "")
     );
-    reload_with(&g, &both)?;
+    g.reload_with(&both)?;
     assert!(
         wait_until(Duration::from_secs(10), || has_listener(&g, "second")),
         "the added node was not bound:\n{}",
@@ -472,7 +463,7 @@ fn a_reload_keeps_associations_on_unchanged_dicom_nodes() -> Result {
         dicom_source("imaging", ""),
         dicom_source("second", "allow_ae = [\"RAW\", \"OTHER\"]")
     );
-    reload_with(&g, &changed)?;
+    g.reload_with(&changed)?;
     assert!(
         wait_until(Duration::from_secs(10), || g
             .stderr()
@@ -485,7 +476,7 @@ fn a_reload_keeps_associations_on_unchanged_dicom_nodes() -> Result {
         0x0000,
         "the held association survived a change"
     );
-    reload_with(&g, &dicom_source("imaging", ""))?;
+    g.reload_with(&dicom_source("imaging", ""))?;
     assert!(
         wait_until(Duration::from_secs(10), || !has_listener(&g, "second")),
         "the removed node is still listed:\n{}",
@@ -1481,14 +1472,7 @@ fn keep_files_is_turned_on_by_a_reload() -> Result {
     drop(raw);
     assert!(!spool_dir(&g).exists());
 
-    std::fs::write(
-        &g.config,
-        config_text(&g.state_dir(), &dicom_source("imaging", SPOOL)),
-    )?;
-    let hup = Command::new("kill")
-        .args(["-HUP", &g.pid().to_string()])
-        .status()?;
-    assert!(hup.success());
+    g.reload_with(&dicom_source("imaging", SPOOL))?;
     assert!(
         wait_until(Duration::from_secs(15), || g
             .stderr()

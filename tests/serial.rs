@@ -388,14 +388,7 @@ fn a_reload_moves_a_serial_source_to_a_new_port() -> Result {
         g.stderr()
     );
     assert_eq!(from("Savina 300"), 0);
-    std::fs::write(
-        &g.config,
-        common::config_text(&g.dir.path().join("state"), &serial_source(&second, "")),
-    )?;
-    let hup = Command::new("kill")
-        .args(["-HUP", &g.pid().to_string()])
-        .status()?;
-    assert!(hup.success());
+    g.reload_with(&serial_source(&second, ""))?;
     assert!(
         wait_until(WAIT, || from("Savina 300") >= 2),
         "no readings from the new port after the reload:\n{}",

@@ -160,6 +160,24 @@ impl Gateway {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// SIGHUP: the daemon re-reads its config file.
+    pub fn hup(&self) -> Result {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()?;
+        if !status.success() {
+            return Err(format!("kill -HUP failed: {status}").into());
+        }
+        Ok(())
+    }
+
+    /// Rewrite the config file with `sources` (as `config_text` makes it)
+    /// and reload it with SIGHUP.
+    pub fn reload_with(&self, sources: &str) -> Result {
+        std::fs::write(&self.config, config_text(&self.state_dir(), sources))?;
+        self.hup()
+    }
+
     /// Send a signal with kill(1) and wait for the exit (at most `timeout`).
     pub fn signal_and_wait(
         &mut self,
