@@ -151,7 +151,7 @@ fn notify_ready_status_and_watchdog_follow_the_store() -> Result {
 /// migration done and the stored message kept. A new store gets no
 /// extension (its first datagram is READY=1, see the test above).
 #[test]
-fn upgrading_a_store_asks_systemd_for_time_before_migrating() -> Result {
+fn upgrading_a_store_asks_systemd_for_time_before_migrating_and_keeps_its_events() -> Result {
     let mut g = Gateway::start(&mllp_source("lab", ""))?;
     let mut client = Client::connect(g.addr("lab"))?;
     assert_eq!(client.exchange(&oru("UPGRADE1"))?.code, "AA");
@@ -160,10 +160,29 @@ fn upgrading_a_store_asks_systemd_for_time_before_migrating() -> Result {
         .signal_and_wait("-TERM", Duration::from_secs(20))?
         .success());
     // Back to schema version 3, as an older wardlink left it: version 4
-    // only added the MPPS index.
+    // only added the MPPS index; version 5 made the outbox a row per
+    // message. The old outbox gets two events of its own, and
+    // AUTOINCREMENT's high-water mark above them (ids never come back).
     {
         let conn = g.open_store()?;
-        conn.execute_batch("DROP INDEX messages_mpps; PRAGMA user_version = 3;")?;
+        conn.execute_batch(
+            r#"DROP INDEX messages_mpps;
+               DROP TABLE outbox;
+               CREATE TABLE outbox (
+                  id          INTEGER PRIMARY KEY AUTOINCREMENT,
+                  message_id  INTEGER NOT NULL,
+                  source      TEXT    NOT NULL,
+                  type        TEXT    NOT NULL,
+                  event       TEXT    NOT NULL,
+                  created_at  INTEGER NOT NULL DEFAULT 0);
+               CREATE INDEX outbox_message ON outbox (message_id);
+               INSERT INTO outbox (id, message_id, source, type, event, created_at) VALUES
+                  (41, 1, 'lab', 'observation', '{"type":"observation","v":1}', 5),
+                  (42, 1, 'lab', 'adt', '{"type":"adt","v":2}', 5);
+               UPDATE sqlite_sequence SET seq = 90 WHERE name = 'outbox';
+               DELETE FROM meta WHERE key = 'event_id_floor';
+               PRAGMA user_version = 3;"#,
+        )?;
     }
 
     let notify = NotifySocket::bind(g.dir.path())?;
@@ -204,7 +223,25 @@ fn upgrading_a_store_asks_systemd_for_time_before_migrating() -> Result {
 
     let conn = g.open_store()?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
+    // The old events are still there, with their ids, and the next id is
+    // above every id ever given.
+    let events: Vec<(i64, String, String)> = wardlink::store::outbox::stored_events(&conn)?
+        .into_iter()
+        .map(|e| (e.event_id, e.kind, e.json))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            (
+                41,
+                "observation".into(),
+                r#"{"type":"observation","v":1}"#.into()
+            ),
+            (42, "adt".into(), r#"{"type":"adt","v":2}"#.into()),
+        ]
+    );
+    assert_eq!(wardlink::store::outbox::next_event_id(&conn)?, 91);
     let index: i64 = conn.query_row(
         "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'messages_mpps'",
         [],

@@ -159,12 +159,9 @@ fn outbox_when_processed(
     );
     let quarantined: i64 = conn.query_row("SELECT COUNT(*) FROM quarantine", [], |r| r.get(0))?;
     assert_eq!(quarantined, 0, "nothing is quarantined");
-    let mut stmt = conn.prepare("SELECT type, event FROM outbox ORDER BY id")?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    rows.into_iter()
-        .map(|(t, e)| Ok((t, serde_json::from_str(&e)?)))
+    wardlink::store::outbox::stored_events(&conn)?
+        .into_iter()
+        .map(|e| Ok((e.kind, serde_json::from_str(&e.json)?)))
         .collect()
 }
 

@@ -69,11 +69,12 @@ fn wait_connected(g: &Gateway) -> Result {
 
 /// The `sim-seq` values of every observation in the outbox (with repeats).
 fn outbox_seqs(g: &Gateway) -> Result<Vec<u64>> {
-    let conn = g.open_store()?;
-    let mut stmt = conn.prepare("SELECT event FROM outbox WHERE type = 'observation'")?;
     let mut seqs = Vec::new();
-    for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
-        let e: serde_json::Value = serde_json::from_str(&row?)?;
+    for row in g.outbox_events()? {
+        if row.kind != "observation" {
+            continue;
+        }
+        let e: serde_json::Value = serde_json::from_str(&row.json)?;
         if e["code"]["code"] == "sim-seq" {
             if let Some(x) = e["value_num"].as_f64() {
                 seqs.push(x as u64);
@@ -301,12 +302,12 @@ fn a_malformed_payload_is_quarantined_with_its_reason_and_the_source_keeps_runni
     // The weight after the bad ones became an observation with its unit
     // (the pipeline may take it in a later batch than the bad ones).
     let weights = || -> i64 {
-        conn.query_row(
-            "SELECT count(*) FROM outbox WHERE event LIKE '%\"29463-7\"%' AND event LIKE '%\"unit\":\"kg\"%'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap_or(-1)
+        g.outbox_events().map_or(-1, |events| {
+            events
+                .iter()
+                .filter(|e| e.json.contains("\"29463-7\"") && e.json.contains("\"unit\":\"kg\""))
+                .count() as i64
+        })
     };
     assert!(
         wait_until(Duration::from_secs(15), || weights() == 1),

@@ -35,14 +35,11 @@ fn wait_processed(g: &Gateway) -> serde_json::Value {
 }
 
 fn outbox(g: &Gateway) -> Vec<(String, String)> {
-    let conn = g.open_store().unwrap();
-    let mut stmt = conn
-        .prepare("SELECT type, event FROM outbox ORDER BY id")
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+    g.outbox_events()
         .unwrap()
-        .collect::<std::result::Result<_, _>>()
-        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.json))
+        .collect()
 }
 
 #[test]

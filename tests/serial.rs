@@ -149,18 +149,11 @@ fn medibus_readings_reach_the_store_and_status_shows_the_link() -> Result {
     // The pipeline turns each value into an observation event with the
     // device and location, like HL7 data.
     let peep_event = || -> Option<serde_json::Value> {
-        let conn = g.open_store().ok()?;
-        let mut stmt = conn
-            .prepare("SELECT event FROM outbox WHERE type = 'observation' AND source = 'vent'")
-            .ok()?;
-        let events: Vec<String> = stmt
-            .query_map([], |r| r.get::<_, String>(0))
+        g.outbox_events()
             .ok()?
-            .filter_map(|r| r.ok())
-            .collect();
-        events
             .iter()
-            .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+            .filter(|e| e.kind == "observation" && e.source == "vent")
+            .filter_map(|e| serde_json::from_str::<serde_json::Value>(&e.json).ok())
             .find(|e| e["code"]["code"] == "MDC_PRESS_AWAY_END_EXP_POS")
     };
     assert!(

@@ -119,7 +119,7 @@ use wardlink_devices::sim::{AdtEvent, Hl7Generator};
 
 /// Bump when the generated data changes: a cached store of another version
 /// is made again.
-const GENERATOR_VERSION: u32 = 1;
+const GENERATOR_VERSION: u32 = 2;
 /// Messages awaiting the pipeline (above the cursor).
 const AWAITING: i64 = 500;
 /// Processed messages whose events are still in the outbox (unsealed).
@@ -750,7 +750,8 @@ fn generate(dir: &Path, n: i64) {
             .unwrap();
         let mut event = tx
             .prepare(
-                "INSERT INTO outbox (id, message_id, source, type, event, created_at)
+                "INSERT INTO outbox (first_event, event_count, message_id, source, events,
+                    created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .unwrap();
@@ -802,21 +803,23 @@ fn generate(dir: &Path, n: i64) {
                         events,
                         new_encounters,
                     } => {
-                        for e in &events {
-                            let json = serde_json::to_string(e).unwrap();
-                            outbox_bytes += json.len() as i64;
-                            event
-                                .execute(rusqlite::params![
-                                    next_event_id,
-                                    id,
-                                    SOURCES[s].0,
-                                    e.type_name(),
-                                    json,
-                                    received_at + 300
-                                ])
-                                .unwrap();
-                            next_event_id += 1;
-                        }
+                        let lines: Vec<String> = events
+                            .iter()
+                            .map(|e| serde_json::to_string(e).unwrap())
+                            .collect();
+                        let stored = wardlink::store::outbox::encode_events(&lines).unwrap();
+                        outbox_bytes += stored.len() as i64;
+                        event
+                            .execute(rusqlite::params![
+                                next_event_id,
+                                lines.len() as i64,
+                                id,
+                                SOURCES[s].0,
+                                stored,
+                                received_at + 300
+                            ])
+                            .unwrap();
+                        next_event_id += lines.len() as i64;
                         encounters.0.extend(new_encounters);
                     }
                     Outcome::Quarantine { reason, .. } => {

@@ -241,8 +241,12 @@ async fn fill(config_text: &str, n: usize) -> i64 {
     tokio::task::spawn_blocking(move || writer.join())
         .await
         .unwrap();
-    read.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
-        .unwrap()
+    read.query_row(
+        "SELECT COALESCE(SUM(event_count), 0) FROM outbox",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
 }
 
 fn start_collector(bin: &Path, dir: &Path) -> (Child, String, PathBuf) {

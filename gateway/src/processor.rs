@@ -28,8 +28,8 @@ use tokio::sync::{mpsc, oneshot};
 use wardlink_devices::Kind;
 
 use crate::pipeline::{Outcome, Pipeline, PipelineContext, RawMessage};
-use crate::store::writer::{Doorbell, Job, Processed, ProcessedResult};
-use crate::store::{self, State, StoreError};
+use crate::store::writer::{Doorbell, EncodedEvents, Job, Processed, ProcessedResult};
+use crate::store::{self, outbox, State, StoreError};
 
 /// At most this many messages are processed and committed together.
 pub const BATCH: usize = 256;
@@ -305,24 +305,33 @@ fn process_one(
             events,
             new_encounters,
         }) => {
-            let mut out = Vec::with_capacity(events.len());
-            let mut failed = None;
-            for e in &events {
-                match serde_json::to_string(e) {
-                    Ok(json) => out.push((e.type_name(), json)),
-                    Err(err) => failed = Some(err.to_string()),
-                }
-            }
-            match failed {
-                None => {
+            // Serialized and compressed here, in the pipeline thread: the
+            // writer, which the ACKs wait for, only inserts the row.
+            let encoded = events
+                .iter()
+                .map(serde_json::to_string)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())
+                .and_then(|lines| {
+                    Ok(EncodedEvents {
+                        count: i64::try_from(lines.len()).unwrap_or(i64::MAX),
+                        stored: if lines.is_empty() {
+                            Vec::new()
+                        } else {
+                            outbox::encode_events(&lines)?
+                        },
+                    })
+                });
+            match encoded {
+                Ok(events) => {
                     seen.extend(new_encounters.iter().cloned());
                     stats.processed.fetch_add(1, Ordering::Relaxed);
                     ProcessedResult::Events {
-                        events: out,
+                        events,
                         new_encounters,
                     }
                 }
-                Some(err) => internal_error(stats, &format!("event serialization failed: {err}")),
+                Err(err) => internal_error(stats, &format!("event serialization failed: {err}")),
             }
         }
         Ok(Outcome::Quarantine { reason, issues }) => {

@@ -237,6 +237,12 @@ impl Gateway {
         conn.busy_timeout(IO_TIMEOUT)?;
         Ok(conn)
     }
+
+    /// Every event in the outbox, in id order (decoded: a row holds one
+    /// message's events, compressed).
+    pub fn outbox_events(&self) -> Result<Vec<wardlink::store::outbox::StoredEvent>> {
+        Ok(wardlink::store::outbox::stored_events(&self.open_store()?)?)
+    }
 }
 
 impl Drop for Gateway {

@@ -98,10 +98,10 @@ pub struct Processed {
 /// Events for the outbox, or a quarantine entry.
 #[derive(Debug)]
 pub enum ProcessedResult {
-    /// De-identified events, as `(type, JSON)`, in message order.
+    /// De-identified events, in message order.
     Events {
-        /// The events.
-        events: Vec<(&'static str, String)>,
+        /// The events, as one outbox row holds them.
+        events: EncodedEvents,
         /// Encounter pseudonyms this message established.
         new_encounters: Vec<String>,
     },
@@ -112,6 +112,16 @@ pub enum ProcessedResult {
         /// Every issue, as a JSON array.
         issues_json: String,
     },
+}
+
+/// One message's events as its outbox row holds them
+/// ([`super::outbox::encode_events`]), made in the pipeline thread.
+#[derive(Debug, Clone, Default)]
+pub struct EncodedEvents {
+    /// How many (0: the message produced none and has no row).
+    pub count: i64,
+    /// The row's `events` value.
+    pub stored: Vec<u8>,
 }
 
 /// A batch of pipeline results and where to say that it is committed.
@@ -834,9 +844,10 @@ fn apply_processed(
         let mut mark = tx.prepare_cached(
             "UPDATE messages SET state = ?1, state_at = ?2 WHERE id = ?3 AND state = ?4",
         )?;
-        let mut event = tx.prepare_cached(
-            "INSERT INTO outbox (message_id, source, type, event, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+        let mut next_event = super::outbox::next_event_id(&tx)?;
+        let mut row = tx.prepare_cached(
+            "INSERT INTO outbox (first_event, event_count, message_id, source, events, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         let mut encounter =
             tx.prepare_cached("INSERT OR IGNORE INTO encounters (pseudonym) VALUES (?1)")?;
@@ -853,7 +864,7 @@ fn apply_processed(
         )?;
         for p in processed {
             let (state, to_outbox, to_quarantine, to_uploaded) = match &p.result {
-                ProcessedResult::Events { events, .. } if events.is_empty() => {
+                ProcessedResult::Events { events, .. } if events.count == 0 => {
                     (State::Uploaded, 0, 0, 1)
                 }
                 ProcessedResult::Events { .. } => (State::PendingUpload, 1, 0, 0),
@@ -870,10 +881,16 @@ fn apply_processed(
                     events,
                     new_encounters,
                 } => {
-                    for (kind, json) in events {
-                        event.execute((p.message_id, &*p.source, kind, json, now))?;
-                        added += i64::try_from(json.len()).unwrap_or(i64::MAX);
-                    }
+                    row.execute((
+                        next_event,
+                        events.count,
+                        p.message_id,
+                        &*p.source,
+                        &events.stored,
+                        now,
+                    ))?;
+                    next_event = next_event.saturating_add(events.count);
+                    added += i64::try_from(events.stored.len()).unwrap_or(i64::MAX);
                     for e in new_encounters {
                         encounter.execute([e])?;
                     }
@@ -1177,7 +1194,9 @@ mod tests {
     }
 
     /// Store `n` messages and turn each into `events_per` events of `bytes`
-    /// bytes of JSON through a pipeline job.
+    /// bytes of JSON through a pipeline job. The row holds them plain (not
+    /// compressed), so each message's row is `events_per * (bytes + 1) - 1`
+    /// bytes.
     async fn stored_with_events(
         submitter: &wardlink_devices::Submitter,
         writer: &StoreWriter,
@@ -1196,9 +1215,12 @@ mod tests {
                 message_id: id,
                 source: Arc::from("mllp"),
                 result: ProcessedResult::Events {
-                    events: (0..events_per)
-                        .map(|_| ("observation", format!(r#"{{"pad":"{pad}"}}"#)))
-                        .collect(),
+                    events: EncodedEvents {
+                        count: events_per as i64,
+                        stored: vec![format!(r#"{{"pad":"{pad}"}}"#); events_per]
+                            .join("\n")
+                            .into_bytes(),
+                    },
                     new_encounters: Vec::new(),
                 },
             });
@@ -1235,7 +1257,8 @@ mod tests {
         use wardlink_sync::batch::Chain;
         let dir = tempfile::tempdir().unwrap();
         let (submitter, writer) = start(dir.path(), None);
-        // Three messages of two events each: ids 1..=6.
+        // Three messages of two events each: one row each, ids 1..=6, 201
+        // bytes a row.
         stored_with_events(&submitter, &writer, "S", 3, 2, 100).await;
         let seal = |seq: u64, first: i64, last: i64, prev: [u8; 32]| SealedBatch {
             gateway_id: "gw-000000000000000000000000".into(),
@@ -1244,7 +1267,7 @@ mod tests {
             first_event: first,
             last_event: last,
             event_count: last - first + 1,
-            events_bytes: (last - first + 1) * 100,
+            events_bytes: (last - first + 1) / 2 * 201,
             encoded: vec![7; 50],
             created_at: 1,
             chain_after: Chain {
@@ -1280,15 +1303,18 @@ mod tests {
                 rx.await.unwrap().unwrap()
             }
         };
-        // Batch 1 splits message 2's events (ids 3 and 4) across batches.
-        send_seal(seal(1, 1, 3, [1; 32])).await.unwrap();
+        // A batch must take whole rows: one that splits message 2's events
+        // (ids 3 and 4) is refused, as is one that skips a row.
+        assert!(send_seal(seal(1, 1, 3, [1; 32])).await.is_err());
+        assert!(send_seal(seal(1, 3, 4, [1; 32])).await.is_err());
+        send_seal(seal(1, 1, 2, [1; 32])).await.unwrap();
         // Out of chain order: refused, nothing changes.
-        assert!(send_seal(seal(3, 4, 6, [3; 32])).await.is_err());
-        send_seal(seal(2, 4, 6, [2; 32])).await.unwrap();
+        assert!(send_seal(seal(3, 3, 6, [3; 32])).await.is_err());
+        send_seal(seal(2, 3, 6, [2; 32])).await.unwrap();
         let conn = open_for_reading(dir.path()).unwrap();
         let st = outbox::read_sync_state(&conn).unwrap();
         assert_eq!(st.chain.next_seq, 3);
-        assert_eq!(st.outbox_bytes, 600 + 100);
+        assert_eq!(st.outbox_bytes, 3 * 201 + 2 * 50);
         assert_eq!(
             outbox::backlog(&conn).unwrap(),
             outbox::Backlog {
@@ -1300,13 +1326,13 @@ mod tests {
         );
 
         let u = upload(1).await.unwrap();
-        assert_eq!((u.events, u.messages, u.freed_bytes), (3, 1, 350));
+        assert_eq!((u.events, u.messages, u.freed_bytes), (2, 1, 201 + 50));
         let c = counters(dir.path());
         assert_eq!((c.pending_upload, c.uploaded), (2, 1), "{c:?}");
         assert_identity(&c);
         assert_eq!(upload(1).await, None, "a second receipt changes nothing");
         let u = upload(2).await.unwrap();
-        assert_eq!((u.events, u.messages), (3, 2));
+        assert_eq!((u.events, u.messages, u.freed_bytes), (4, 2, 2 * 201 + 50));
         let c = counters(dir.path());
         assert_eq!((c.pending_upload, c.uploaded), (0, 3), "{c:?}");
         assert_identity(&c);

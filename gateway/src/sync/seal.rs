@@ -198,17 +198,38 @@ fn step(
     let state = outbox::read_sync_state(conn)?;
     let rows = outbox::unsealed(conn, &state.chain, options.max_events)?;
     let read_ms = started.elapsed().as_millis() as u64;
-    let (Some(&(first_event, _)), Some(&(last_event, _))) = (rows.first(), rows.last()) else {
+    let (Some(first_row), Some(last_row)) = (rows.first(), rows.last()) else {
         return Ok(Step::Wait(IDLE_WAIT));
     };
-    let mut lines = Vec::with_capacity(rows.len());
+    let first_event = first_row.first_event;
+    let last_event = last_row.first_event + last_row.event_count - 1;
+    let mut lines = Vec::with_capacity(
+        rows.iter()
+            .map(|r| usize::try_from(r.event_count).unwrap_or(0))
+            .sum(),
+    );
     let mut events_bytes: i64 = 0;
-    for (id, json) in &rows {
-        events_bytes += i64::try_from(json.len()).unwrap_or(i64::MAX);
-        lines.push(event_line(*id, json).map_err(|reason| StepError::Event { id: *id, reason })?);
+    for row in &rows {
+        events_bytes += i64::try_from(row.events.len()).unwrap_or(i64::MAX);
+        let id = row.first_event;
+        let events =
+            outbox::decode_events(&row.events).map_err(|reason| StepError::Event { id, reason })?;
+        if i64::try_from(events.len()).ok() != Some(row.event_count) {
+            return Err(StepError::Event {
+                id,
+                reason: format!(
+                    "the row holds {} events, not {}",
+                    events.len(),
+                    row.event_count
+                ),
+            });
+        }
+        for (i, json) in (id..).zip(&events) {
+            lines.push(event_line(i, json).map_err(|reason| StepError::Event { id: i, reason })?);
+        }
     }
     let lines_ms = started.elapsed().as_millis() as u64 - read_ms;
-    let event_count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+    let event_count = i64::try_from(lines.len()).unwrap_or(i64::MAX);
     let backlog = u64::try_from(count.saturating_sub(event_count)).unwrap_or(0);
     let sealed = batch::seal(
         &lines,
