@@ -19,18 +19,17 @@
 //! `--profile release` reuses that build; `BENCH_MESSAGES=N` for another size,
 //! `BENCH_GATEWAY_LOG=wardlink=debug` for per-batch timings on stderr).
 //!
-//! Figures on the 2-core development machine (2026-11-23; both processes and
+//! Figures on the 2-core development machine (2026-12-04; both processes and
 //! the benchmark share the two cores; 25,000 messages, 175,000 events of
-//! about 1.1 KB of JSON each, 35 batches of 5,000), three runs:
-//! 30,500–35,900 events/s; compression 35.8; 139–164 ms per batch on the
-//! critical path, which is the collector's (the POST: verify, store 5,000
-//! events, fsync, receipt: 100–150 ms; sealing a batch takes about 33 ms and
-//! the local commit of a receipt about 60 ms, both overlapped with the next
-//! upload); CPU per batch about 115 ms in the gateway and 57 ms in the
-//! collector; peak RSS 34 MiB (gateway) and 22–40 MiB (collector). The issue's
-//! 50,000 events/s was set with the collector benchmark's 500-byte events;
-//! the pipeline's real events are twice that size, and the collector's
-//! per-event store cost dominates.
+//! about 1.1 KB of JSON each, 36 batches), four runs: 114,500–126,700
+//! events/s (target 50,000); compression 35.8 (185.9 MiB of event JSON →
+//! 5.2 MiB on the wire; 19.1 MiB in the outbox, whose rows are compressed per
+//! message); 38–42 ms per batch on the wall clock; CPU per batch 43–48 ms in
+//! the gateway (read and decompress the rows, seal, sign, commit the receipt)
+//! and 16–17 ms in the collector (verify, store); peak RSS 34 MiB (gateway)
+//! and 24–33 MiB (collector). On 2026-11-23 the same benchmark gave
+//! 30,500–35,900 events/s, before the collector's store got cheaper and the
+//! outbox became a compressed row per message.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark harness")]
 
 use std::io::BufRead as _;
@@ -56,7 +55,7 @@ fn main() {
     // 1. Fill the outbox through the real pipeline.
     let t = Instant::now();
     let config = gateway_config(&state, None);
-    let events = rt.block_on(fill(&config, messages));
+    let (events, json) = rt.block_on(fill(&config, messages));
     println!(
         "fill: {messages} ORU^R01 messages → {events} outbox events in {:.1} s (untimed)",
         t.elapsed().as_secs_f64()
@@ -128,7 +127,7 @@ fn main() {
     let collector_rss = peak_rss_mib(collector.id());
     let gateway_cpu = cpu_secs(gateway.id());
     let collector_cpu = cpu_secs(collector.id());
-    let (batches, first_sealed, last_uploaded, json, wire): (i64, i64, i64, i64, i64) = conn
+    let (batches, first_sealed, last_uploaded, stored, wire): (i64, i64, i64, i64, i64) = conn
         .query_row(
             "SELECT COUNT(*), MIN(created_at), MAX(uploaded_at), SUM(events_bytes), SUM(encoded_bytes)
              FROM batches",
@@ -146,10 +145,11 @@ fn main() {
         events as f64 / secs
     );
     println!(
-        "  compression           {:>10.1} (event JSON {:.1} MiB → wire {:.1} MiB)",
+        "  compression           {:>10.1} (event JSON {:.1} MiB → wire {:.1} MiB; in the outbox {:.1} MiB)",
         json as f64 / wire as f64,
         json as f64 / 1048576.0,
-        wire as f64 / 1048576.0
+        wire as f64 / 1048576.0,
+        stored as f64 / 1048576.0
     );
     println!(
         "  per batch             {:>10.1} ms (wall; sealing and the local commit overlap the uploads)",
@@ -183,7 +183,8 @@ fn gateway_config(state: &Path, collector: Option<(&str, &str)>) -> String {
 
 /// Insert `n` raw messages and let the real pipeline process them; the
 /// number of outbox events.
-async fn fill(config_text: &str, n: usize) -> i64 {
+/// Returns the events in the outbox and the bytes of their JSON.
+async fn fill(config_text: &str, n: usize) -> (i64, i64) {
     let config = wardlink_config::from_toml_str(config_text, "bench").unwrap();
     let state = config.gateway.state_dir.clone();
     let mut conn = store::open_for_writing(&state, None).unwrap();
@@ -241,12 +242,9 @@ async fn fill(config_text: &str, n: usize) -> i64 {
     tokio::task::spawn_blocking(move || writer.join())
         .await
         .unwrap();
-    read.query_row(
-        "SELECT COALESCE(SUM(event_count), 0) FROM outbox",
-        [],
-        |r| r.get(0),
-    )
-    .unwrap()
+    let events = store::outbox::stored_events(&read).unwrap();
+    let json: usize = events.iter().map(|e| e.json.len()).sum();
+    (events.len() as i64, json as i64)
 }
 
 fn start_collector(bin: &Path, dir: &Path) -> (Child, String, PathBuf) {
