@@ -1329,6 +1329,11 @@ fn keep_files_failures_answer_a700_and_the_association_keeps_serving() -> Result
     );
     let log = g.stderr();
     assert!(log.contains("does not fit keep_files_max_bytes"), "{log}");
+    // Even at debug level, UIDs go into the log only hashed.
+    assert!(
+        !log.contains("1.2.3.20"),
+        "a SOP Instance UID in the log:\n{log}"
+    );
     assert!(
         log.contains("cannot write the object to the spool"),
         "{log}"

@@ -1020,7 +1020,7 @@ impl Association {
             Some(format!("dicom:{instance}")),
         );
         let reply = self.submitter.submit(received).await;
-        tracing::debug!(%source, %peer, instance = %instance, pixel_bytes = scanned.pixel_bytes, kept_file = ?kept.as_ref().map(|k| k.path()), reply = ?reply, "C-STORE");
+        tracing::debug!(%source, %peer, instance = %Hashed(&instance), pixel_bytes = scanned.pixel_bytes, kept_file = ?kept.as_ref().map(|k| k.path()), reply = ?reply, "C-STORE");
         if let Some(kept) = kept {
             if !matches!(reply, Reply::Stored { .. } | Reply::Duplicate { .. }) {
                 kept.discard().await;
