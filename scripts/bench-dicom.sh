@@ -8,7 +8,11 @@
 # with --fork for those). Prints images/s, MB/s and each server's peak RSS
 # (VmHWM; for storescp --fork the parent only, its children exit).
 #
-# Usage: scripts/bench-dicom.sh [COUNT=1000] [ASSOCS=8]
+# The four runs are repeated ROUNDS times (default 3), interleaved, so that
+# both servers see the same disk and CPU; the summary gives each one's median
+# and the ratio wardlink / storescp of the medians.
+#
+# Usage: [ROUNDS=3] scripts/bench-dicom.sh [COUNT=1000] [ASSOCS=8]
 # Needs dcmtk and target/test-venv with pydicom (scripts/install-test-deps.sh).
 # TCP_NODELAY=1 is set for every dcmtk process: without it Debian's dcmtk
 # 3.6.7 waits ~40 ms per object (stack-notes.md).
@@ -17,6 +21,7 @@ cd "$(dirname "$0")/.."
 
 COUNT=${1:-1000}
 ASSOCS=${2:-8}
+ROUNDS=${ROUNDS:-3}
 PY=target/test-venv/bin/python
 WORK=${WARDLINK_BENCH_DIR:-/tmp/wardlink-bench-dicom}
 BIN=${WARDLINK_BIN:-}
@@ -55,7 +60,10 @@ send() {
     echo "$end - $start" | bc -l
 }
 
+# Seconds of every run, per name, for the summary.
+declare -A TIMES
 report() { # NAME SECONDS RSS_KIB
+    TIMES[$1]="${TIMES[$1]:-} $2"
     awk -v n="$1" -v s="$2" -v c="$COUNT" -v b="$BYTES" -v r="$3" \
         'BEGIN { printf "%-28s %8.1f images/s %8.1f MB/s %8.1f s   peak RSS %6.1f MiB\n", n, c/s, b/s/1e6, s, r/1024 }'
 }
@@ -97,8 +105,19 @@ EOF
     [ "$stored" -eq "$COUNT" ] || { echo "wardlink stored $stored of $COUNT" >&2; exit 1; }
 }
 
-echo "# $COUNT CT images, $((BYTES / 1000000)) MB, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)"
-run_storescp 1
-run_wardlink 1
-run_storescp "$ASSOCS"
-run_wardlink "$ASSOCS"
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+echo "# $COUNT CT images, $((BYTES / 1000000)) MB, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg), $ROUNDS rounds"
+for _ in $(seq "$ROUNDS"); do
+    run_storescp 1
+    run_wardlink 1
+    run_storescp "$ASSOCS"
+    run_wardlink "$ASSOCS"
+done
+echo "# medians of $ROUNDS rounds (images/s; ratio = wardlink / storescp, target >= 1.0)"
+for n in 1 "$ASSOCS"; do
+    s=$(echo "${TIMES["storescp ($n assoc)"]}" | median)
+    w=$(echo "${TIMES["wardlink ($n assoc)"]}" | median)
+    awk -v n="$n" -v s="$s" -v w="$w" -v c="$COUNT" \
+        'BEGIN { printf "%d assoc: storescp %7.1f  wardlink %7.1f  ratio %.2f\n", n, c/s, c/w, s/w }'
+done
