@@ -84,6 +84,28 @@ fn kill_9_mid_stream_loses_no_acknowledged_message() -> Result {
             st["acked"].as_i64().unwrap_or(0) >= all_acked.len() as i64,
             "{st}"
         );
+
+        // The last messages acknowledged before the kill are known as
+        // duplicates after the restart: a resend gets the original ACK and
+        // is not stored again.
+        let mut c = Client::connect(g.addr("crash"))?;
+        let recent: Vec<String> = all_acked.iter().rev().take(20).cloned().collect();
+        let before = st["duplicates"].as_i64().unwrap_or(0);
+        for id in &recent {
+            let ack = c.exchange(&oru(id))?;
+            assert_eq!(
+                (ack.code.as_str(), ack.control_id.as_str()),
+                ("AA", id.as_str())
+            );
+            let n: i64 = stmt.query_row([id], |r| r.get(0))?;
+            assert_eq!(n, 1, "round {round}: the resent {id} was stored again");
+        }
+        let st = g.status_json()?;
+        assert_eq!(
+            st["duplicates"].as_i64().unwrap_or(0) - before,
+            recent.len() as i64,
+            "{st}"
+        );
     }
     Ok(())
 }
