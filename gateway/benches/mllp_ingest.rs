@@ -463,6 +463,20 @@ fn main() {
         "p99 at 8 conns: {:.3} ms (target < 3 ms)",
         get(Variant::Wardlink, 8).p99_ms
     );
+    // Issue 3: ingest with the pipeline running stays within 80% of ingest
+    // alone.
+    let with_pipeline: Vec<String> = CONNECTIONS
+        .iter()
+        .map(|&c| {
+            let ratio = get(Variant::WardlinkWithPipeline, c).msgs_per_sec
+                / get(Variant::Wardlink, c).msgs_per_sec;
+            format!("{ratio:.2} at {c}")
+        })
+        .collect();
+    println!(
+        "with the pipeline / without: {} conns (target >= 0.80)",
+        with_pipeline.join(", ")
+    );
     println!(
         "peak resident memory (VmHWM, client included) after the last wardlink slice: {wardlink_rss:.1} MB (target < 48 MB); after all runs: {:.1} MB",
         peak_rss_mb()
