@@ -214,10 +214,43 @@ def ae(calling):
     return a
 
 
-def reject_info(assoc):
+class RejectSeen:
+    """Records an A-ASSOCIATE-RJ PDU as the DUL decodes it.
+
+    pynetdicom 3.0 has a race: when the DUL thread has already handled the
+    RJ and closed the socket before the requesting thread checks that the
+    socket is connected (a loaded machine), the request ends as "failed to
+    connect" and aborted, without the response primitive. The PDU itself
+    was received; this keeps what it said.
+    """
+
+    def __init__(self):
+        self.rj = None
+
+    def handlers(self):
+        from pynetdicom import evt
+        from pynetdicom.pdu import A_ASSOCIATE_RJ
+
+        def on_pdu(event):
+            if isinstance(event.pdu, A_ASSOCIATE_RJ):
+                self.rj = event.pdu
+
+        return [(evt.EVT_PDU_RECV, on_pdu)]
+
+
+def reject_info(assoc, seen=None):
     rsp = assoc.acceptor.primitive
     if rsp is None:
-        return {"accepted": False, "rejected": False}
+        rj = seen.rj if seen is not None else None
+        if rj is None:
+            return {"accepted": False, "rejected": False}
+        return {
+            "accepted": False,
+            "rejected": True,
+            "result": rj.result,
+            "source": rj.source,
+            "reason": rj.reason_diagnostic,
+        }
     return {
         "accepted": assoc.is_established,
         "rejected": assoc.is_rejected,
@@ -231,8 +264,9 @@ def assoc_only(args):
     host, port, calling, called = args[0], int(args[1]), args[2], args[3]
     a = ae(calling)
     a.add_requested_context("1.2.840.10008.1.1")
-    assoc = a.associate(host, port, ae_title=called)
-    info = reject_info(assoc)
+    seen = RejectSeen()
+    assoc = a.associate(host, port, ae_title=called, evt_handlers=seen.handlers())
+    info = reject_info(assoc, seen)
     if assoc.is_established:
         st = assoc.send_c_echo()
         info["echo"] = st.Status if st else None
