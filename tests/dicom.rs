@@ -1186,7 +1186,18 @@ fn keep_files_keeps_each_object_whole_and_byte_for_byte() -> Result {
         rows.iter().all(|r| r.4.len() < 8000),
         "the store keeps only headers"
     );
-    assert_accounting(&g.status_json()?);
+    let status = g.status_json()?;
+    assert_accounting(&status);
+    // `wardlink status` shows the spool's use, read from the disk.
+    let on_disk: u64 = kept_files(&spool)
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let keep = &status["keep_files"]["imaging"];
+    assert_eq!(keep["files"], 3, "{status}");
+    assert_eq!(keep["bytes"], on_disk, "{status}");
+    assert!(keep["max_bytes"].as_u64().unwrap_or(0) > on_disk, "{status}");
+    assert_eq!(status["sources"]["imaging"]["acked"], 3, "{status}");
     Ok(())
 }
 

@@ -398,6 +398,16 @@ pub struct Sources {
 }
 
 impl Sources {
+    /// Every source's name, by kind (MLLP, serial, MQTT, DICOM), in file
+    /// order.
+    pub fn names(&self) -> Vec<String> {
+        (self.mllp.iter().map(|s| s.name.clone()))
+            .chain(self.serial.iter().map(|s| s.name.clone()))
+            .chain(self.mqtt.iter().map(|s| s.name.clone()))
+            .chain(self.dicom.iter().map(|s| s.name.clone()))
+            .collect()
+    }
+
     /// True when no source of any kind is configured.
     pub fn is_empty(&self) -> bool {
         self.mllp.is_empty()

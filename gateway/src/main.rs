@@ -355,12 +355,10 @@ fn show_status(json: bool, path: Option<&Path>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let names: Vec<String> = (config.sources.mllp.iter().map(|s| s.name.clone()))
-        .chain(config.sources.serial.iter().map(|s| s.name.clone()))
-        .chain(config.sources.mqtt.iter().map(|s| s.name.clone()))
-        .collect();
+    let names = config.sources.names();
     match status::report(&config.gateway.state_dir, &names, &config.sync) {
         Ok(report) => {
+            let report = report.with_keep_files(&config.sources.dicom);
             if json {
                 match serde_json::to_string_pretty(&report) {
                     Ok(s) => println!("{s}"),

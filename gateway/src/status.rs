@@ -111,6 +111,54 @@ pub struct Report {
     /// Link state of the sources whose peer can come and go (serial ports,
     /// MQTT brokers), by source name; empty when the daemon is not running.
     pub links: BTreeMap<String, crate::links::LinkInfo>,
+    /// The `keep_files` spool of each DICOM source that has one, by source
+    /// name ([`Report::with_keep_files`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub keep_files: BTreeMap<String, KeepFilesReport>,
+}
+
+/// A DICOM source's `keep_files` spool, as read from the disk.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct KeepFilesReport {
+    /// The spool directory.
+    pub dir: PathBuf,
+    /// Kept objects.
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// The quota (`keep_files_max_bytes`).
+    pub max_bytes: u64,
+    /// Why the directory could not be read, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Report {
+    /// Add the spool usage of the DICOM sources with `keep_files`, read
+    /// from their directories (the daemon need not run).
+    #[must_use]
+    pub fn with_keep_files(mut self, dicom: &[wardlink_config::DicomSource]) -> Report {
+        for source in dicom {
+            let Some(keep) = &source.keep_files else {
+                continue;
+            };
+            let (usage, error) = match wardlink_devices::dicom::spool::usage_on_disk(&keep.dir) {
+                Ok(u) => (u, None),
+                Err(e) => ((0, 0), Some(e.to_string())),
+            };
+            self.keep_files.insert(
+                source.name.clone(),
+                KeepFilesReport {
+                    dir: keep.dir.clone(),
+                    files: usage.0,
+                    bytes: usage.1,
+                    max_bytes: keep.max_bytes,
+                    error,
+                },
+            );
+        }
+        self
+    }
 }
 
 /// The sync part of the report.
@@ -276,6 +324,7 @@ pub fn report(
         daemon,
         alarms: sync.alarms(),
         sync,
+        keep_files: BTreeMap::new(),
     })
 }
 
@@ -319,6 +368,23 @@ impl Report {
             }
         }
         self.links_text(&mut out);
+        for (name, k) in &self.keep_files {
+            let _ = match &k.error {
+                Some(e) => writeln!(
+                    out,
+                    "keep_files {name}: {} cannot be read: {e}",
+                    k.dir.display()
+                ),
+                None => writeln!(
+                    out,
+                    "keep_files {name}: {} files, {} of {} in {}",
+                    k.files,
+                    human_bytes(k.bytes),
+                    human_bytes(k.max_bytes),
+                    k.dir.display()
+                ),
+            };
+        }
         let _ = writeln!(out);
         let header = [
             "source",

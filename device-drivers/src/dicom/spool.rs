@@ -324,6 +324,54 @@ fn sync_dir(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_all()
 }
 
+/// Calls `found` with each kept file in `dir` (id, modified, length);
+/// anything else in the directory is left alone.
+fn scan(dir: &Path, mut found: impl FnMut(FileId, SystemTime, u64)) -> Result<(), SpoolError> {
+    for entry in std::fs::read_dir(dir).map_err(dir_error(dir))? {
+        let entry = entry.map_err(dir_error(dir))?;
+        let Some(fan) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if fan.len() != 2 || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let fan_path = entry.path();
+        for file in std::fs::read_dir(&fan_path).map_err(dir_error(&fan_path))? {
+            let file = file.map_err(dir_error(&fan_path))?;
+            let Some(id) = file.file_name().to_str().and_then(|n| parse_name(&fan, n)) else {
+                continue;
+            };
+            let Ok(meta) = file.metadata() else { continue };
+            if meta.is_file() {
+                found(
+                    id,
+                    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    meta.len(),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The kept files in the spool directory `dir` and their bytes, read from
+/// the disk (for `wardlink status`, a process apart from the daemon's
+/// [`Spool`]). A missing directory holds nothing.
+///
+/// # Errors
+/// [`SpoolError::Dir`] when the directory exists but cannot be read.
+pub fn usage_on_disk(dir: &Path) -> Result<(usize, u64), SpoolError> {
+    if !dir.exists() {
+        return Ok((0, 0));
+    }
+    let (mut files, mut bytes) = (0_usize, 0_u64);
+    scan(dir, |_, _, len| {
+        files += 1;
+        bytes += len;
+    })?;
+    Ok((files, bytes))
+}
+
 impl Spool {
     /// Opens the spool of `keep`, creating its directory (mode 0700; an
     /// existing one is set to 0700), removing the partial files a previous
@@ -348,28 +396,7 @@ impl Spool {
             }
         }
         let mut index = Index::default();
-        for entry in std::fs::read_dir(&dir).map_err(dir_error(&dir))? {
-            let entry = entry.map_err(dir_error(&dir))?;
-            let Some(fan) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            if fan.len() != 2 || !entry.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            let fan_path = entry.path();
-            for file in std::fs::read_dir(&fan_path).map_err(dir_error(&fan_path))? {
-                let file = file.map_err(dir_error(&fan_path))?;
-                let Some(id) = file.file_name().to_str().and_then(|n| parse_name(&fan, n)) else {
-                    continue;
-                };
-                let Ok(meta) = file.metadata() else { continue };
-                if !meta.is_file() {
-                    continue;
-                }
-                let at = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                index.insert(id, at, meta.len());
-            }
-        }
+        scan(&dir, |id, at, len| index.insert(id, at, len))?;
         let run = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());

@@ -143,7 +143,7 @@ impl AdminState {
 pub fn state(config: &Config, writer: Arc<WriterStats>, links: Links) -> AdminState {
     AdminState {
         state_dir: config.gateway.state_dir.clone(),
-        sources: config.sources.mllp.iter().map(|s| s.name.clone()).collect(),
+        sources: config.sources.names(),
         sync: config.sync.clone(),
         store_max_bytes: config.store.max_bytes,
         writer,
