@@ -1099,10 +1099,10 @@ fn the_log_level_comes_from_the_config_and_follows_a_reload() -> Result {
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
     let config = dir.path().join("wardlink.toml");
-    let at = |level: &str| {
-        config_text(&state, &mllp_source("main", ""))
-            .replace("level = \"debug\"", &format!("level = \"{level}\""))
+    let at_with = |level: &str, sources: &str| {
+        config_text(&state, sources).replace("level = \"debug\"", &format!("level = \"{level}\""))
     };
+    let at = |level: &str| at_with(level, &mllp_source("main", ""));
     std::fs::write(&config, at("info"))?;
     let log = dir.path().join("stderr");
     let mut child = Command::new(wardlink_bin())
@@ -1132,12 +1132,19 @@ fn the_log_level_comes_from_the_config_and_follows_a_reload() -> Result {
                 .args(["-HUP", &child.id().to_string()])
                 .status()
         };
-        std::fs::write(&config, at("warn"))?;
+        // The reload to warn also adds a listener, so that the test can see
+        // it applied (run.json lists it) without an info line; only then is
+        // the file changed again (before, a second write could overtake
+        // the daemon's read of the first and reject that reload).
+        let two = format!("{}{}", mllp_source("main", ""), mllp_source("extra", ""));
+        std::fs::write(&config, at_with("warn", &two))?;
         hup()?;
         assert!(
-            wait_until(Duration::from_secs(10), || text()
-                .contains("reloading the configuration")),
-            "{}",
+            wait_until(Duration::from_secs(10), || {
+                wardlink::status::Runtime::read(&state)
+                    .is_some_and(|r| r.listeners.iter().any(|l| l.source == "extra"))
+            }),
+            "the reload to warn was not applied:\n{}",
             text()
         );
         std::fs::write(&config, "[source.nope]\n")?;

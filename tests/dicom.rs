@@ -1196,7 +1196,10 @@ fn keep_files_keeps_each_object_whole_and_byte_for_byte() -> Result {
     let keep = &status["keep_files"]["imaging"];
     assert_eq!(keep["files"], 3, "{status}");
     assert_eq!(keep["bytes"], on_disk, "{status}");
-    assert!(keep["max_bytes"].as_u64().unwrap_or(0) > on_disk, "{status}");
+    assert!(
+        keep["max_bytes"].as_u64().unwrap_or(0) > on_disk,
+        "{status}"
+    );
     assert_eq!(status["sources"]["imaging"]["acked"], 3, "{status}");
     Ok(())
 }
