@@ -1105,17 +1105,19 @@ fn the_log_level_comes_from_the_config_and_follows_a_reload() -> Result {
     let at = |level: &str| at_with(level, &mllp_source("main", ""));
     std::fs::write(&config, at("info"))?;
     let log = dir.path().join("stderr");
-    let mut child = Command::new(wardlink_bin())
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .env("WARDLINK_LOG", "stderr")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()?;
+    let child = KillOnDrop(
+        Command::new(wardlink_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .env("WARDLINK_LOG", "stderr")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?,
+    );
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
-    let result = (|| -> Result {
+    {
         assert!(
             wait_until(Duration::from_secs(15), || text()
                 .contains("wardlink ready")),
@@ -1129,7 +1131,7 @@ fn the_log_level_comes_from_the_config_and_follows_a_reload() -> Result {
         );
         let hup = || {
             Command::new("kill")
-                .args(["-HUP", &child.id().to_string()])
+                .args(["-HUP", &child.0.id().to_string()])
                 .status()
         };
         // The reload to warn also adds a listener, so that the test can see
@@ -1161,9 +1163,7 @@ fn the_log_level_comes_from_the_config_and_follows_a_reload() -> Result {
             "the second reload's info line is filtered at warn:\n{}",
             text()
         );
-        Ok(())
-    })();
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+    }
+    drop(child);
+    Ok(())
 }

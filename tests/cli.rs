@@ -124,12 +124,14 @@ fn run_without_a_config_uses_the_embedded_default() -> Result {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
-    let mut child = Command::new(wardlink_bin())
-        .arg("run")
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut child = KillOnDrop(
+        Command::new(wardlink_bin())
+            .arg("run")
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
     let state = dir.path().join("wardlink-data");
     let ready = wait_until(Duration::from_secs(20), || state.join("run.json").exists());
     let result = (|| -> Result {
@@ -149,13 +151,12 @@ fn run_without_a_config_uses_the_embedded_default() -> Result {
         Ok(())
     })();
     let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status();
     let _ = wait_until(Duration::from_secs(15), || {
-        child.try_wait().ok().flatten().is_some()
+        child.0.try_wait().ok().flatten().is_some()
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     result
 }
 

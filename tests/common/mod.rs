@@ -738,3 +738,16 @@ pub fn wait_drained(g: &Gateway, timeout: Duration) -> serde_json::Value {
             && s["sync"]["sealed_batches"] == 0
     })
 }
+
+/// A child process that is killed (and reaped) when this goes out of scope,
+/// also when an assertion panics first: a failed test leaves no daemon
+/// running.
+#[derive(Debug)]
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
