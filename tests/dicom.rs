@@ -126,6 +126,32 @@ fn storescu(t: &Tools, addr: SocketAddr, calling: &str, files: &[&Path]) -> Resu
     run(&mut cmd, Duration::from_secs(60))
 }
 
+/// Send `files` with storescu as `calling`; storescu must succeed.
+fn store_all(t: &Tools, addr: SocketAddr, calling: &str, files: &[PathBuf]) -> Result {
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let out = storescu(t, addr, calling, &refs)?;
+    assert!(
+        out.status.success(),
+        "storescu failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// `client.py gen DIR ARGS...`: what it printed, and the paths of the
+/// files it wrote, in order.
+fn generate(t: &Tools, dir: &Path, args: &[&str]) -> Result<(serde_json::Value, Vec<PathBuf>)> {
+    let dir = dir.to_str().ok_or("a non-UTF-8 path")?;
+    let generated = py(t, &[&["gen", dir][..], args].concat())?;
+    let paths = generated["files"]
+        .as_array()
+        .ok_or("gen printed no files")?
+        .iter()
+        .map(|f| PathBuf::from(f["path"].as_str().unwrap_or_default()))
+        .collect();
+    Ok((generated, paths))
+}
+
 /// A row of the store: (kind, message_type, control_id, device, raw).
 type Row = (String, String, String, String, Vec<u8>);
 
@@ -187,32 +213,13 @@ fn echoscu_and_storescu_send_a_study_of_several_series() -> Result {
     let addr = g.addr("imaging");
     assert!(echo_ok(&t, addr, "CT1")?, "echoscu got no success");
 
-    let dir = g.dir.path().join("study");
-    let generated = py(
+    let (generated, files) = generate(
         &t,
-        &[
-            "gen",
-            dir.to_str().unwrap(),
-            "--series",
-            "3",
-            "--images",
-            "4",
-        ],
+        &g.dir.path().join("study"),
+        &["--series", "3", "--images", "4"],
     )?;
-    let files: Vec<PathBuf> = generated["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| PathBuf::from(f["path"].as_str().unwrap()))
-        .collect();
     assert_eq!(files.len(), 12);
-    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-    let out = storescu(&t, addr, "CT1", &refs)?;
-    assert!(
-        out.status.success(),
-        "storescu failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    store_all(&t, addr, "CT1", &files)?;
 
     let rows = stored(&g)?;
     assert_eq!(rows.len(), 12, "one stored header per image");
@@ -861,13 +868,7 @@ fn nothing_identifying_reaches_the_outbox() -> Result {
             files.push(PathBuf::from(f["path"].as_str().unwrap()));
         }
     }
-    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-    let out = storescu(&t, addr, "CT1", &refs)?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    store_all(&t, addr, "CT1", &files)?;
     let events = outbox_when_processed(&g, files.len())?;
     assert_eq!(
         events.len(),
@@ -1123,31 +1124,13 @@ fn keep_files_keeps_each_object_whole_and_byte_for_byte() -> Result {
     let Some(t) = tools() else { return Ok(()) };
     let g = Gateway::start(&dicom_source("imaging", SPOOL))?;
     let addr = g.addr("imaging");
-    let dir = g.dir.path().join("study");
-    let generated = py(
+    let (generated, paths) = generate(
         &t,
-        &[
-            "gen",
-            dir.to_str().unwrap(),
-            "--series",
-            "1",
-            "--images",
-            "3",
-            "--phi",
-        ],
+        &g.dir.path().join("study"),
+        &["--series", "1", "--images", "3", "--phi"],
     )?;
     let files = generated["files"].as_array().unwrap();
-    let paths: Vec<PathBuf> = files
-        .iter()
-        .map(|f| PathBuf::from(f["path"].as_str().unwrap()))
-        .collect();
-    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-    let out = storescu(&t, addr, "CT1", &refs)?;
-    assert!(
-        out.status.success(),
-        "storescu failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    store_all(&t, addr, "CT1", &paths)?;
     let spool = spool_dir(&g);
     assert_eq!(kept_files(&spool).len(), 3, "one file per object");
     assert_eq!(partial_files(&spool), 0);
@@ -1215,31 +1198,14 @@ fn keep_files_over_its_quota_deletes_the_oldest_files() -> Result {
         &format!("{SPOOL}\nkeep_files_max_bytes = 1048576"),
     ))?;
     let addr = g.addr("imaging");
-    let dir = g.dir.path().join("study");
     // 384 x 384 x 16 bits: about 295 kB each, so three fit in 1 MiB.
-    let generated = py(
+    let (generated, paths) = generate(
         &t,
-        &[
-            "gen",
-            dir.to_str().unwrap(),
-            "--images",
-            "5",
-            "--rows",
-            "384",
-        ],
+        &g.dir.path().join("study"),
+        &["--images", "5", "--rows", "384"],
     )?;
     let files = generated["files"].as_array().unwrap();
-    let paths: Vec<PathBuf> = files
-        .iter()
-        .map(|f| PathBuf::from(f["path"].as_str().unwrap()))
-        .collect();
-    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-    let out = storescu(&t, addr, "CT1", &refs)?;
-    assert!(
-        out.status.success(),
-        "storescu failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    store_all(&t, addr, "CT1", &paths)?;
     let spool = spool_dir(&g);
     let kept: Vec<bool> = files
         .iter()

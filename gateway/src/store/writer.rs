@@ -972,25 +972,42 @@ mod tests {
         }
     }
 
+    /// The options of most tests: no quota, no heartbeat.
+    fn options() -> WriterOptions {
+        WriterOptions {
+            group_commit_max: 512,
+            raw_retention: Duration::from_secs(3600),
+            outbox_max_bytes: None,
+            heartbeat: None,
+        }
+    }
+
+    /// A writer on the store in `dir` (at most `max_bytes`) with `options`.
+    fn start_with(
+        dir: &std::path::Path,
+        max_bytes: Option<u64>,
+        options: WriterOptions,
+    ) -> (wardlink_devices::Submitter, StoreWriter) {
+        let conn = open_for_writing(dir, max_bytes).unwrap();
+        conn.busy_timeout(Duration::from_millis(100)).unwrap();
+        let (submitter, rx) = channel(1024);
+        let w = StoreWriter::spawn(conn, rx, options, tokio::runtime::Handle::current()).unwrap();
+        (submitter, w)
+    }
+
     fn start(
         dir: &std::path::Path,
         max_bytes: Option<u64>,
     ) -> (wardlink_devices::Submitter, StoreWriter) {
-        let conn = open_for_writing(dir, max_bytes).unwrap();
-        let (submitter, rx) = channel(1024);
-        let w = StoreWriter::spawn(
-            conn,
-            rx,
-            WriterOptions {
-                group_commit_max: 512,
-                raw_retention: Duration::from_secs(3600),
-                outbox_max_bytes: None,
-                heartbeat: None,
-            },
-            tokio::runtime::Handle::current(),
-        )
-        .unwrap();
-        (submitter, w)
+        start_with(dir, max_bytes, options())
+    }
+
+    /// Close the channel and wait for the writer to finish.
+    async fn stop(submitter: wardlink_devices::Submitter, writer: StoreWriter) {
+        drop(submitter);
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .unwrap();
     }
 
     /// The heartbeat keeps `committed_at_ms` moving while idle, and a lock
@@ -999,21 +1016,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn heartbeat_proves_commits_and_stops_on_a_locked_store() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = open_for_writing(dir.path(), None).unwrap();
-        conn.busy_timeout(Duration::from_millis(100)).unwrap();
-        let (submitter, rx) = channel(16);
-        let writer = StoreWriter::spawn(
-            conn,
-            rx,
+        let (submitter, writer) = start_with(
+            dir.path(),
+            None,
             WriterOptions {
-                group_commit_max: 512,
-                raw_retention: Duration::from_secs(3600),
-                outbox_max_bytes: None,
                 heartbeat: Some(Duration::from_millis(50)),
+                ..options()
             },
-            tokio::runtime::Handle::current(),
-        )
-        .unwrap();
+        );
         let stats = writer.stats();
         let at = || stats.committed_at_ms.load(Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1038,10 +1048,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(at() > locked_at, "the heartbeat did not resume");
 
-        drop(submitter);
-        tokio::task::spawn_blocking(move || writer.join())
-            .await
-            .unwrap();
+        stop(submitter, writer).await;
     }
 
     /// The first heartbeat commits as soon as the writer starts, not a
@@ -1049,20 +1056,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_first_heartbeat_commits_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = open_for_writing(dir.path(), None).unwrap();
-        let (submitter, rx) = channel(16);
-        let writer = StoreWriter::spawn(
-            conn,
-            rx,
+        let (submitter, writer) = start_with(
+            dir.path(),
+            None,
             WriterOptions {
-                group_commit_max: 512,
-                raw_retention: Duration::from_secs(3600),
-                outbox_max_bytes: None,
                 heartbeat: Some(Duration::from_secs(3600)),
+                ..options()
             },
-            tokio::runtime::Handle::current(),
-        )
-        .unwrap();
+        );
         let stats = writer.stats();
         let until = Instant::now() + Duration::from_secs(5);
         while stats.committed_at_ms.load(Ordering::Relaxed) == 0 && Instant::now() < until {
@@ -1072,10 +1073,7 @@ mod tests {
             stats.committed_at_ms.load(Ordering::Relaxed) > 0,
             "no heartbeat committed after the start"
         );
-        drop(submitter);
-        tokio::task::spawn_blocking(move || writer.join())
-            .await
-            .unwrap();
+        stop(submitter, writer).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1096,10 +1094,7 @@ mod tests {
             submitter.submit(msg("2")).await,
             Reply::Stored { .. }
         ));
-        drop(submitter);
-        tokio::task::spawn_blocking(move || writer.join())
-            .await
-            .unwrap();
+        stop(submitter, writer).await;
 
         let conn = open_for_reading(dir.path()).unwrap();
         let c = read_counters(&conn).unwrap();
@@ -1130,10 +1125,7 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        drop(submitter);
-        tokio::task::spawn_blocking(move || writer.join())
-            .await
-            .unwrap();
+        stop(submitter, writer).await;
         let groups = stats.groups.load(Ordering::Relaxed);
         assert!(
             groups < 800,
@@ -1353,29 +1345,17 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
             .unwrap();
         assert_eq!(left, 0);
-        drop(submitter);
-        tokio::task::spawn_blocking(move || writer.join())
-            .await
-            .unwrap();
+        stop(submitter, writer).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_outbox_refuses_new_messages_but_answers_duplicates() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = open_for_writing(dir.path(), None).unwrap();
-        let (submitter, rx) = channel(1024);
-        let writer = StoreWriter::spawn(
-            conn,
-            rx,
-            WriterOptions {
-                group_commit_max: 512,
-                raw_retention: Duration::from_secs(3600),
-                outbox_max_bytes: Some(1 << 20),
-                heartbeat: None,
-            },
-            tokio::runtime::Handle::current(),
-        )
-        .unwrap();
+        let quota = WriterOptions {
+            outbox_max_bytes: Some(1 << 20),
+            ..options()
+        };
+        let (submitter, writer) = start_with(dir.path(), None, quota.clone());
         // 11 messages × 10 events × 10 KiB = 1.1 MiB of events: over the quota.
         stored_with_events(&submitter, &writer, "Q", 11, 10, 10 * 1024).await;
         let r = submitter.submit(msg("new")).await;
@@ -1387,37 +1367,25 @@ mod tests {
         );
         let again = submitter.submit(msg("Q0")).await;
         assert!(matches!(again, Reply::Duplicate { .. }), "{again:?}");
-        drop(submitter);
-        tokio::task::spawn_blocking(move || writer.join())
-            .await
-            .unwrap();
+        stop(submitter, writer).await;
         let c = counters(dir.path());
         assert_eq!((c.acked, c.rejected, c.duplicates), (11, 1, 1), "{c:?}");
         assert_identity(&c);
 
         // Reopened with the same outbox: still full (the size is stored).
-        let conn = open_for_writing(dir.path(), None).unwrap();
-        let (submitter, rx) = channel(16);
-        let writer = StoreWriter::spawn(
-            conn,
-            rx,
+        let (submitter, writer) = start_with(
+            dir.path(),
+            None,
             WriterOptions {
                 group_commit_max: 8,
-                raw_retention: Duration::from_secs(3600),
-                outbox_max_bytes: Some(1 << 20),
-                heartbeat: None,
+                ..quota
             },
-            tokio::runtime::Handle::current(),
-        )
-        .unwrap();
+        );
         assert!(matches!(
             submitter.submit(msg("later")).await,
             Reply::Refused { .. }
         ));
-        drop(submitter);
-        tokio::task::spawn_blocking(move || writer.join())
-            .await
-            .unwrap();
+        stop(submitter, writer).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1445,10 +1413,7 @@ mod tests {
         // A small message may still fit or not; either way the store keeps answering.
         let r = submitter.submit(msg("small")).await;
         assert!(matches!(r, Reply::Stored { .. } | Reply::Refused { .. }));
-        drop(submitter);
-        tokio::task::spawn_blocking(move || writer.join())
-            .await
-            .unwrap();
+        stop(submitter, writer).await;
         let conn = open_for_reading(dir.path()).unwrap();
         let c = read_counters(&conn).unwrap()[0].1;
         assert_eq!(c.received, c.acked + c.duplicates + c.rejected, "{c:?}");
