@@ -18,7 +18,9 @@
 //! (target >= 0.85).
 //!
 //! Run: `cargo bench -p wardlink --bench mllp_ingest`
-//! (`WARDLINK_BENCH_SECS=6` to measure longer; default 3 s per cell). The
+//! (`WARDLINK_BENCH_SECS=6` to measure longer; default 3 s per cell;
+//! `WARDLINK_BENCH_CONNS=8` or `=1,64` to run only those connection
+//! counts, e.g. under `perf record`). The
 //! variants of one connection count run interleaved in short slices, so
 //! they share whatever else the machine is doing; compare the ratios.
 //! Client and server share the machine, as in the reference figures.
@@ -413,9 +415,20 @@ fn main() {
         Variant::FsyncPerMessage,
     ];
     let rounds = 3;
+    let conns: Vec<usize> = match std::env::var("WARDLINK_BENCH_CONNS") {
+        Ok(list) => list
+            .split(',')
+            .map(|c| {
+                c.trim()
+                    .parse()
+                    .expect("WARDLINK_BENCH_CONNS: a list like 1,8,64")
+            })
+            .collect(),
+        Err(_) => CONNECTIONS.to_vec(),
+    };
     let mut cells = Vec::new();
     let mut wardlink_rss = 0.0_f64;
-    for &c in &CONNECTIONS {
+    for &c in &conns {
         let mut sums: Vec<Slice> = variants.iter().map(|_| Slice::default()).collect();
         for _ in 0..rounds {
             for (i, &variant) in variants.iter().enumerate() {
@@ -446,10 +459,12 @@ fn main() {
             .unwrap()
     };
     println!();
-    let one =
-        get(Variant::Wardlink, 1).msgs_per_sec / get(Variant::FsyncPerMessage, 1).msgs_per_sec;
-    println!("1 conn: wardlink / fsync-per-msg = {one:.2} (target >= 0.70)");
-    for c in [8, 64] {
+    if conns.contains(&1) {
+        let one =
+            get(Variant::Wardlink, 1).msgs_per_sec / get(Variant::FsyncPerMessage, 1).msgs_per_sec;
+        println!("1 conn: wardlink / fsync-per-msg = {one:.2} (target >= 0.70)");
+    }
+    for c in [8, 64].into_iter().filter(|c| conns.contains(c)) {
         let w = get(Variant::Wardlink, c);
         println!(
             "{c} conns: wardlink {:.0} msg/s (target >= 15000), {:.1}x fsync-per-msg, {:.2} of ack-only; p99 {:.3} ms",
@@ -459,13 +474,15 @@ fn main() {
             w.p99_ms
         );
     }
-    println!(
-        "p99 at 8 conns: {:.3} ms (target < 3 ms)",
-        get(Variant::Wardlink, 8).p99_ms
-    );
+    if conns.contains(&8) {
+        println!(
+            "p99 at 8 conns: {:.3} ms (target < 3 ms)",
+            get(Variant::Wardlink, 8).p99_ms
+        );
+    }
     // Issue 3: ingest with the pipeline running stays within 80% of ingest
     // alone.
-    let with_pipeline: Vec<String> = CONNECTIONS
+    let with_pipeline: Vec<String> = conns
         .iter()
         .map(|&c| {
             let ratio = get(Variant::WardlinkWithPipeline, c).msgs_per_sec
