@@ -187,6 +187,9 @@ fn start_store(
             )
             .unwrap();
             let stats = writer.stats();
+            // Keeps the writer running after the listener has stopped, while
+            // the pipeline catches up.
+            let keep_open = submitter.clone();
             // The pipeline runs beside ingest, as in the daemon: it competes
             // for the same two cores and for the store's write lock.
             let processor = (variant == Variant::WardlinkWithPipeline).then(|| {
@@ -207,10 +210,28 @@ fn start_store(
                 submitter,
                 Box::new(move || {
                     if let Some(p) = processor {
-                        let done = p.stats().processed.load(Ordering::Relaxed);
+                        // The pipeline runs at idle CPU priority: under a
+                        // saturating burst it falls behind. How far, and how
+                        // long it takes to catch up once the burst ends.
+                        let pst = p.stats();
+                        let done = || {
+                            pst.processed.load(Ordering::Relaxed)
+                                + pst.quarantined.load(Ordering::Relaxed)
+                        };
+                        let stored = stats.requests.load(Ordering::Relaxed);
+                        let during = done();
+                        let ended = Instant::now();
+                        while done() < stored && ended.elapsed() < Duration::from_secs(60) {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        eprintln!(
+                            "  (pipeline: {during} of {stored} processed during the run, all {} {:.0} ms after it)",
+                            done(),
+                            ended.elapsed().as_secs_f64() * 1e3
+                        );
                         p.stop();
-                        eprintln!("  (pipeline processed {done} messages during the run)");
                     }
+                    drop(keep_open);
                     writer.join();
                     checkpointer.stop();
                     let g = stats.groups.load(Ordering::Relaxed).max(1) as f64;

@@ -6,8 +6,9 @@
 //! cursor) on its own read-only connection, runs [`Pipeline::process`] on
 //! each, and sends the results to the store writer as one [`Job`]; the
 //! writer applies a job in one transaction (events or quarantine entry, the
-//! message's new state, the counters, the cursor). The runner waits for that
-//! commit before it reads the next batch, so it never processes a message twice.
+//! message's new state if it leaves `Received`, the counters, the cursor).
+//! The runner waits for that commit before it reads the next batch, so it
+//! never processes a message twice.
 //!
 //! Because the pipeline is deterministic (keyed pseudonyms, per-patient
 //! date shifts), a crash between the raw commit and this one only means the
@@ -85,7 +86,10 @@ impl Processor {
         let slot = next.clone();
         let thread = std::thread::Builder::new()
             .name("pipeline".into())
-            .spawn(move || run(&conn, pipeline, &slot, &jobs, &bell, &flag, &st))
+            .spawn(move || {
+                run_when_the_cpu_is_idle();
+                run(&conn, pipeline, &slot, &jobs, &bell, &flag, &st);
+            })
             .map_err(|source| StoreError::StateDir {
                 path: state_dir.to_path_buf(),
                 source,
@@ -133,6 +137,42 @@ impl Processor {
 impl Drop for Processor {
     fn drop(&mut self) {
         self.halt();
+    }
+}
+
+/// Put the calling thread (the pipeline's) in Linux's `SCHED_IDLE` class:
+/// it runs on a core nobody else wants, and yields it at once to the
+/// threads that answer senders.
+///
+/// Nothing waits on the pipeline (the ACK was sent at the raw commit), but
+/// on a saturated box its CPU came straight out of ingest: at 64
+/// connections on two cores, ingest with the pipeline at normal priority
+/// ran at 0.5 of ingest alone, at idle priority 0.8. Under such a burst the
+/// pipeline falls behind and catches up when the burst ends (`wardlink
+/// status` shows the backlog as `awaiting`, and its age); when the box is
+/// not saturated, which is its normal state, nothing changes. The class
+/// still gets a small share of a busy CPU, so the pipeline never stops.
+///
+/// The thread cannot leave the class again without `CAP_SYS_NICE`, so this
+/// is for the pipeline's own thread only. Failing to change class (a
+/// seccomp filter, another OS) is logged and harmless.
+fn run_when_the_cpu_is_idle() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        #[expect(
+            unsafe_code,
+            reason = "sched_setscheduler has no safe wrapper in std or libc"
+        )]
+        // SAFETY: `param` is a valid, initialized `sched_param` that lives
+        // for the whole call, which only reads it; pid 0 is this thread.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        if rc != 0 {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                "the pipeline thread could not take idle CPU priority; it competes with ingest"
+            );
+        }
     }
 }
 
@@ -243,13 +283,13 @@ fn load_awaiting(conn: &Connection, cursor: i64) -> rusqlite::Result<Vec<Pending
     };
     let mut batch: Vec<Pending> = conn
         .prepare_cached(RELEASED_SQL)?
-        .query_map((State::Awaiting as i64, BATCH as i64), row)?
+        .query_map((State::Received as i64, BATCH as i64), row)?
         .collect::<Result<_, _>>()?;
     let room = BATCH.saturating_sub(batch.len());
     if room > 0 {
         let tail = conn
             .prepare_cached(TAIL_SQL)?
-            .query_map((cursor, State::Awaiting as i64, room as i64), row)?
+            .query_map((cursor, State::Received as i64, room as i64), row)?
             .collect::<Result<Vec<_>, _>>()?;
         batch.extend(tail);
     }
@@ -363,5 +403,79 @@ fn internal_error(stats: &ProcessorStats, reason: &str) -> ProcessedResult {
     ProcessedResult::Quarantine {
         reason: reason.to_string(),
         issues_json: "[]".into(),
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    /// The scheduling policy (`/proc/<pid>/task/<tid>/stat`, field 41) of
+    /// this process's threads named `name`.
+    #[cfg(target_os = "linux")]
+    fn policies_of(name: &str) -> Vec<u32> {
+        let mut policies = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let dir = task.unwrap().path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if comm.trim_end() != name {
+                continue;
+            }
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+            // Fields after the `(comm)`, which may contain spaces, start at 3.
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            if let Some(policy) = after.split_whitespace().nth(41 - 3) {
+                policies.push(policy.parse().unwrap());
+            }
+        }
+        policies
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pipeline_thread_runs_at_idle_cpu_priority() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = store::open_for_writing(dir.path(), None).unwrap();
+        let (submitter, requests) = wardlink_devices::channel(16);
+        let writer = crate::store::StoreWriter::spawn(
+            conn,
+            requests,
+            crate::store::WriterOptions {
+                group_commit_max: 16,
+                raw_retention: Duration::from_secs(86_400),
+                outbox_max_bytes: None,
+                heartbeat: None,
+            },
+            tokio::runtime::Handle::current(),
+        )
+        .unwrap();
+        let pipeline = Pipeline::new(
+            crate::pipeline::PipelineSettings::default(),
+            crate::pipeline::SiteKeys::from_secrets(&[7u8; 32], None),
+        )
+        .unwrap();
+        let processor =
+            Processor::spawn(dir.path(), pipeline, writer.jobs(), writer.doorbell()).unwrap();
+        let mut policies = Vec::new();
+        for _ in 0..100 {
+            policies = policies_of("pipeline");
+            if !policies.is_empty() && policies.iter().all(|&p| p == libc::SCHED_IDLE as u32) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        processor.stop();
+        drop(submitter);
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .unwrap();
+        assert!(!policies.is_empty(), "no thread named pipeline");
+        // Other tests' pipeline threads may run at the same time: all of
+        // them must be idle-class.
+        assert!(
+            policies.iter().all(|&p| p == libc::SCHED_IDLE as u32),
+            "{policies:?}"
+        );
     }
 }

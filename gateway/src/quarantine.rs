@@ -140,7 +140,7 @@ pub fn show(state_dir: &Path, id: i64, with_raw: bool) -> Result<Detail, Quarant
 /// # Errors
 /// No such quarantined message, no store, or SQLite fails.
 pub fn release(state_dir: &Path, id: i64) -> Result<(), QuarantineError> {
-    change(state_dir, id, State::Awaiting)
+    change(state_dir, id, State::Received)
 }
 
 /// Drop a quarantined message: its raw bytes are deleted, its counters stay.

@@ -119,11 +119,16 @@ pub const DB_FILE: &str = "wardlink.db";
 /// A stored message's state (the `messages.state` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
-    /// Stored, not yet through the pipeline.
-    Awaiting = 0,
+    /// Stored. Above the pipeline's cursor (or in `released`) it awaits the
+    /// pipeline; at or below it, its events are in the outbox or in a
+    /// sealed batch, awaiting upload. The pipeline does not rewrite the row
+    /// to say so (see `writer::apply_processed`).
+    Received = 0,
     /// The pipeline found a fatal issue; kept for review.
     Quarantined = 1,
-    /// Its events are in the outbox or in a sealed batch.
+    /// Its events await upload: written by schema versions up to 5 (the
+    /// pipeline now leaves such a message `Received`). Such rows upload
+    /// like `Received` ones.
     PendingUpload = 2,
     /// The collector acknowledged its batch.
     Uploaded = 3,
@@ -395,7 +400,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conn = open_for_writing(dir.path(), None).unwrap();
         let (awaiting, quarantined, uploaded) = (
-            State::Awaiting as i64,
+            State::Received as i64,
             State::Quarantined as i64,
             State::Uploaded as i64,
         );

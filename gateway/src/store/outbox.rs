@@ -576,16 +576,24 @@ pub fn mark_uploaded(
         // A message has one row, so it moves with its batch; stores from
         // before schema version 5 have a row per event, and a message whose
         // events span two batches moves with the second.
+        // Its row is `Received` (or `PendingUpload`, written by schema
+        // versions up to 5).
         let mut done = tx.prepare_cached(
             "UPDATE messages SET state = ?1, state_at = ?2
-             WHERE id = ?3 AND state = ?4
+             WHERE id = ?3 AND state IN (?4, ?5)
                AND NOT EXISTS (SELECT 1 FROM outbox WHERE message_id = ?3)
              RETURNING source",
         )?;
         for id in &message_ids {
             let source: Option<String> = done
                 .query_row(
-                    (State::Uploaded as i64, now, id, State::PendingUpload as i64),
+                    (
+                        State::Uploaded as i64,
+                        now,
+                        id,
+                        State::Received as i64,
+                        State::PendingUpload as i64,
+                    ),
                     |r| r.get(0),
                 )
                 .optional()?;

@@ -792,7 +792,7 @@ fn write_group(
                         received.dedup.as_ref().map(|d| &d.key),
                         received.answer.as_deref(),
                         &received.bytes[..],
-                        State::Awaiting as i64,
+                        State::Received as i64,
                     ])?;
                     d.acked += 1;
                     replies.push(Some(Reply::Stored {
@@ -825,13 +825,20 @@ fn write_group(
     Ok(replies)
 }
 
-/// Write pipeline results: each message leaves `awaiting` for
-/// `pending_upload` (its events in the outbox) or `quarantined`, with the
-/// counters and the outbox's size, in one transaction. A message no longer
-/// awaiting (dropped or processed meanwhile) is skipped, so applying a result
-/// twice is harmless. A message without events (the pipeline gives at least
-/// one; this is defensive) has nothing to upload and goes to `uploaded`.
-/// Returns the bytes of event JSON added to the outbox.
+/// Write pipeline results: each message's events go to the outbox (its
+/// row stays `Received`: the cursor says it is processed) or it becomes
+/// `Quarantined`, with the counters and the outbox's size, in one
+/// transaction. A result for a message at or below the committed cursor
+/// that was not released again, or for a message no longer `Received`, is
+/// skipped, so applying a result twice is harmless. A message without
+/// events (the pipeline gives at least one; this is defensive) has nothing
+/// to upload and goes to `Uploaded`. Returns the bytes of event JSON added
+/// to the outbox.
+///
+/// The common case writes nothing to `messages`: rewriting each message's
+/// row (about 1.3 KB with its raw bytes) to change its state doubled the
+/// pages this commit put in the WAL, and cut ingest with the pipeline
+/// running from 0.87 to 0.78 of ingest alone at 8 connections.
 fn apply_processed(
     conn: &mut Connection,
     processed: &[Processed],
@@ -862,18 +869,40 @@ fn apply_processed(
                 uploaded = uploaded + ?4
              WHERE source = ?1",
         )?;
+        let mut state_of =
+            tx.prepare_cached("SELECT state FROM messages WHERE id = ?1")?;
+        let applied_up_to: i64 = tx
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [super::PIPELINE_CURSOR],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
         for p in processed {
+            let released = unrelease.execute([p.message_id])? > 0;
+            if !released && p.message_id <= applied_up_to {
+                continue; // applied before
+            }
             let (state, to_outbox, to_quarantine, to_uploaded) = match &p.result {
                 ProcessedResult::Events { events, .. } if events.count == 0 => {
-                    (State::Uploaded, 0, 0, 1)
+                    (Some(State::Uploaded), 0, 0, 1)
                 }
-                ProcessedResult::Events { .. } => (State::PendingUpload, 1, 0, 0),
-                ProcessedResult::Quarantine { .. } => (State::Quarantined, 0, 1, 0),
+                ProcessedResult::Events { .. } => (None, 1, 0, 0),
+                ProcessedResult::Quarantine { .. } => (Some(State::Quarantined), 0, 1, 0),
             };
-            let changed =
-                mark.execute((state as i64, now, p.message_id, State::Awaiting as i64))?;
-            unrelease.execute([p.message_id])?;
-            if changed == 0 {
+            let still_received = match state {
+                Some(state) => {
+                    mark.execute((state as i64, now, p.message_id, State::Received as i64))? > 0
+                }
+                None => {
+                    let current: Option<i64> = state_of
+                        .query_row([p.message_id], |r| r.get(0))
+                        .optional()?;
+                    current == Some(State::Received as i64)
+                }
+            };
+            if !still_received {
                 continue;
             }
             match &p.result {
@@ -1148,7 +1177,7 @@ mod tests {
         for (state, at) in [
             (State::Uploaded, now - 8 * day),
             (State::Uploaded, now - day),
-            (State::Awaiting, now - 30 * day),
+            (State::Received, now - 30 * day),
         ] {
             conn.execute(
                 "INSERT INTO messages (source, received_at, kind, raw, state, state_at) VALUES ('s', ?1, 'hl7v2', x'00', ?2, ?1)",
@@ -1180,7 +1209,7 @@ mod tests {
             left,
             vec![
                 (State::Uploaded as i64, now - day),
-                (State::Awaiting as i64, now - 30 * day)
+                (State::Received as i64, now - 30 * day)
             ]
         );
     }
@@ -1202,32 +1231,82 @@ mod tests {
             let Reply::Stored { id } = submitter.submit(msg(&format!("{prefix}{i}"))).await else {
                 panic!("not stored");
             };
-            let pad = "x".repeat(bytes.saturating_sub(10)); // `{"pad":""}` is 10 bytes
-            processed.push(Processed {
-                message_id: id,
-                source: Arc::from("mllp"),
-                result: ProcessedResult::Events {
-                    events: EncodedEvents {
-                        count: events_per as i64,
-                        stored: vec![format!(r#"{{"pad":"{pad}"}}"#); events_per]
-                            .join("\n")
-                            .into_bytes(),
-                    },
-                    new_encounters: Vec::new(),
-                },
-            });
+            processed.push(events_for(id, events_per, bytes));
         }
+        apply(writer, processed, None).await;
+    }
+
+    /// A pipeline result of `events_per` plain events of `bytes` bytes each.
+    fn events_for(id: i64, events_per: usize, bytes: usize) -> Processed {
+        let pad = "x".repeat(bytes.saturating_sub(10)); // `{"pad":""}` is 10 bytes
+        Processed {
+            message_id: id,
+            source: Arc::from("mllp"),
+            result: ProcessedResult::Events {
+                events: EncodedEvents {
+                    count: events_per as i64,
+                    stored: vec![format!(r#"{{"pad":"{pad}"}}"#); events_per]
+                        .join("\n")
+                        .into_bytes(),
+                },
+                new_encounters: Vec::new(),
+            },
+        }
+    }
+
+    /// Send a pipeline job and wait for its commit.
+    async fn apply(writer: &StoreWriter, processed: Vec<Processed>, cursor: Option<i64>) {
         let (done, rx) = oneshot::channel();
         writer
             .jobs()
             .send(Job {
                 processed,
-                cursor: None,
+                cursor,
                 done,
             })
             .await
             .unwrap();
         rx.await.unwrap().unwrap();
+    }
+
+    /// The pipeline leaves a message with events `Received` (it does not
+    /// rewrite the row); the committed cursor is what keeps a result that
+    /// arrives again from being applied twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_applied_twice_is_applied_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (submitter, writer) = start(dir.path(), None);
+        let mut ids = Vec::new();
+        for i in 0..2 {
+            let Reply::Stored { id } = submitter.submit(msg(&format!("T{i}"))).await else {
+                panic!("not stored");
+            };
+            ids.push(id);
+        }
+        for _ in 0..2 {
+            let job = ids.iter().map(|&id| events_for(id, 3, 50)).collect();
+            apply(&writer, job, ids.iter().max().copied()).await;
+        }
+        let c = counters(dir.path());
+        assert_eq!((c.awaiting, c.pending_upload), (0, 2), "{c:?}");
+        assert_identity(&c);
+        let conn = open_for_reading(dir.path()).unwrap();
+        let (rows, events): (i64, i64) = conn
+            .query_row("SELECT COUNT(*), SUM(event_count) FROM outbox", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((rows, events), (2, 6));
+        let states: Vec<i64> = conn
+            .prepare("SELECT state FROM messages ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(states, vec![State::Received as i64; 2]);
+        drop(conn);
+        stop(submitter, writer).await;
     }
 
     fn counters(dir: &std::path::Path) -> crate::store::Counters {
