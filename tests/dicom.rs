@@ -174,9 +174,13 @@ fn outbox_when_processed(
 ) -> Result<Vec<(String, serde_json::Value)>> {
     let conn = g.open_store()?;
     let done = wait_until(Duration::from_secs(20), || {
-        conn.query_row("SELECT COUNT(*) FROM messages WHERE state != 0", [], |r| {
-            r.get::<_, i64>(0)
-        })
+        // Through the pipeline: at or below its cursor.
+        conn.query_row(
+            "SELECT COUNT(*) FROM messages
+              WHERE id <= (SELECT value FROM meta WHERE key = 'pipeline_cursor')",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
         .is_ok_and(|n| n as usize >= expected_messages)
     });
     assert!(

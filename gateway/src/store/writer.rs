@@ -869,8 +869,7 @@ fn apply_processed(
                 uploaded = uploaded + ?4
              WHERE source = ?1",
         )?;
-        let mut state_of =
-            tx.prepare_cached("SELECT state FROM messages WHERE id = ?1")?;
+        let mut state_of = tx.prepare_cached("SELECT state FROM messages WHERE id = ?1")?;
         let applied_up_to: i64 = tx
             .query_row(
                 "SELECT value FROM meta WHERE key = ?1",
