@@ -161,12 +161,14 @@ fn upgrading_a_store_asks_systemd_for_time_before_migrating_and_keeps_its_events
         .success());
     // Back to schema version 3, as an older wardlink left it: version 4
     // only added the MPPS index; version 5 made the outbox a row per
-    // message. The old outbox gets two events of its own, and
-    // AUTOINCREMENT's high-water mark above them (ids never come back).
+    // message; version 6 added the DICOM staging table. The old outbox gets
+    // two events of its own, and AUTOINCREMENT's high-water mark above them
+    // (ids never come back).
     {
         let conn = g.open_store()?;
         conn.execute_batch(
             r#"DROP INDEX messages_mpps;
+               DROP TABLE staged;
                DROP TABLE outbox;
                CREATE TABLE outbox (
                   id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -223,7 +225,7 @@ fn upgrading_a_store_asks_systemd_for_time_before_migrating_and_keeps_its_events
 
     let conn = g.open_store()?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    assert_eq!(version, 5);
+    assert_eq!(version, wardlink::store::schema::LATEST);
     // The old events are still there, with their ids, and the next id is
     // above every id ever given.
     let events: Vec<(i64, String, String)> = wardlink::store::outbox::stored_events(&conn)?

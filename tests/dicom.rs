@@ -155,7 +155,29 @@ fn generate(t: &Tools, dir: &Path, args: &[&str]) -> Result<(serde_json::Value, 
 /// A row of the store: (kind, message_type, control_id, device, raw).
 type Row = (String, String, String, String, Vec<u8>);
 
+/// Wait until no object is staged: a C-STORE is answered once its header
+/// is durable (staged while the pixels arrived) and moves into `messages`
+/// with the writer's next commit, about a millisecond later.
+fn settled(g: &Gateway) -> Result<()> {
+    let conn = g.open_store()?;
+    let empty = wait_until(Duration::from_secs(10), || {
+        conn.query_row("SELECT COUNT(*) FROM staged", [], |r| r.get::<_, i64>(0))
+            .is_ok_and(|n| n == 0)
+    });
+    if !empty {
+        return Err("objects are still staged after 10 s".into());
+    }
+    Ok(())
+}
+
+/// `wardlink status --json` once every answered object is in `messages`.
+fn status(g: &Gateway) -> Result<serde_json::Value> {
+    settled(g)?;
+    g.status_json()
+}
+
 fn stored(g: &Gateway) -> Result<Vec<Row>> {
+    settled(g)?;
     let conn = g.open_store()?;
     let mut stmt = conn
         .prepare("SELECT kind, message_type, control_id, device, raw FROM messages ORDER BY id")?;
@@ -269,7 +291,7 @@ fn echoscu_and_storescu_send_a_study_of_several_series() -> Result {
         assert!(e["study_uid"].as_str().unwrap().starts_with("2.25."), "{e}");
         assert_eq!(e["equipment"]["ward"], "radiology");
     }
-    let status = g.status_json()?;
+    let status = status(&g)?;
     assert_accounting(&status);
     Ok(())
 }
@@ -340,7 +362,7 @@ fn mpps_n_create_then_n_set_and_the_refusals() -> Result {
             && !all.contains("MRN424242")
             && !all.contains(r["uid"].as_str().unwrap())
     );
-    assert_accounting(&g.status_json()?);
+    assert_accounting(&status(&g)?);
     Ok(())
 }
 
@@ -747,9 +769,88 @@ fn abort_or_truncation_mid_transfer_stores_nothing_and_malformed_data_gets_c000(
         ["1.2.3.103"],
         "only the complete, well-formed object is stored"
     );
-    let status = g.status_json()?;
+    let status = status(&g)?;
     assert_accounting(&status);
     assert!(g.stderr().contains("aborted by the peer"));
+    Ok(())
+}
+
+/// Rows in the store's staging table (headers of objects still arriving).
+fn staged_count(g: &Gateway) -> i64 {
+    g.open_store()
+        .and_then(|c| Ok(c.query_row("SELECT COUNT(*) FROM staged", [], |r| r.get(0))?))
+        .unwrap_or(-1)
+}
+
+/// A C-STORE's header is committed when its Pixel Data begins, while the
+/// pixels still arrive: an abort after that retracts it, a crash keeps it
+/// (the next start moves it into the store, counted), and the sender's
+/// resend is then answered as a duplicate and stored once.
+#[test]
+fn a_header_staged_mid_transfer_is_retracted_on_abort_and_kept_after_a_crash() -> Result {
+    let mut g = Gateway::start(&dicom_source("imaging", ""))?;
+    let ds = dataset("1.2.3.200", 40_000);
+    let begin = |raw: &mut Raw| -> Result {
+        raw.send(&pdata(
+            1,
+            PDataValueType::Command,
+            true,
+            &command(CT, 0x0001, 1, true, Some("1.2.3.200")),
+        ))?;
+        // The header and the first pixels, not the last fragment.
+        raw.send(&pdata(1, PDataValueType::Data, false, &ds[..16_000]))
+    };
+
+    // 1. Staged, then the sender aborts: retracted, nothing stored or counted.
+    let mut raw = Raw::associate(g.addr("imaging"))?;
+    begin(&mut raw)?;
+    assert!(
+        wait_until(Duration::from_secs(10), || staged_count(&g) == 1),
+        "the header is staged while the pixels arrive"
+    );
+    raw.send(&Pdu::AbortRQ {
+        source: dicom_ul::pdu::AbortRQSource::ServiceUser,
+    })?;
+    drop(raw);
+    assert!(stored(&g)?.is_empty(), "an aborted transfer stores nothing");
+    let s = status(&g)?;
+    assert_eq!(s["received"], 0, "{s}");
+    assert_accounting(&s);
+
+    // 2. Staged, then the gateway dies: the next start keeps the header.
+    let mut raw = Raw::associate(g.addr("imaging"))?;
+    begin(&mut raw)?;
+    assert!(wait_until(Duration::from_secs(10), || staged_count(&g) == 1));
+    g.signal_and_wait("-KILL", Duration::from_secs(10))?;
+    drop(raw);
+    g.spawn()?;
+    let rows = stored(&g)?;
+    assert_eq!(rows.len(), 1, "the staged header is kept");
+    assert_eq!(rows[0].2, "1.2.3.200");
+    let s = status(&g)?;
+    assert_eq!(
+        (s["received"].as_u64(), s["acked"].as_u64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
+    assert_accounting(&s);
+    assert!(
+        g.stderr().contains("kept units whose transfer"),
+        "{}",
+        g.stderr()
+    );
+
+    // 3. The modality sends it again, whole: success, stored once.
+    let mut raw = Raw::associate(g.addr("imaging"))?;
+    begin(&mut raw)?;
+    raw.send(&pdata(1, PDataValueType::Data, true, &ds[16_000..]))?;
+    assert_eq!(raw.status()?, 0x0000);
+    raw.send(&Pdu::ReleaseRQ)?;
+    assert!(matches!(raw.recv()?, Pdu::ReleaseRP));
+    assert_eq!(stored(&g)?.len(), 1, "the resend is a duplicate");
+    let s = status(&g)?;
+    assert_eq!(s["duplicates"].as_u64(), Some(1), "{s}");
+    assert_accounting(&s);
     Ok(())
 }
 
@@ -1173,7 +1274,7 @@ fn keep_files_keeps_each_object_whole_and_byte_for_byte() -> Result {
         rows.iter().all(|r| r.4.len() < 8000),
         "the store keeps only headers"
     );
-    let status = g.status_json()?;
+    let status = status(&g)?;
     assert_accounting(&status);
     // `wardlink status` shows the spool's use, read from the disk.
     let on_disk: u64 = kept_files(&spool)
@@ -1322,7 +1423,7 @@ fn keep_files_failures_answer_a700_and_the_association_keeps_serving() -> Result
         log.contains("cannot write the object to the spool"),
         "{log}"
     );
-    let status = g.status_json()?;
+    let status = status(&g)?;
     assert_accounting(&status);
     assert_eq!(status["sources"]["imaging"]["rejected"], 2, "{status}");
     Ok(())

@@ -43,6 +43,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let _ = reply.send(Reply::Stored { id });
                 }
                 ToStore::Rejected { why, .. } => println!("rejected: {}", why.as_str()),
+                // Only DICOM objects are staged.
+                ToStore::Stage { .. } | ToStore::Finish { .. } | ToStore::Retract { .. } => {}
             }
         }
     });

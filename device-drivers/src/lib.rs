@@ -47,5 +47,6 @@ pub mod serial;
 pub mod sim;
 
 pub use received::{
-    channel, Dedup, Header, Kind, Received, RefuseReason, Rejection, Reply, Submitter, ToStore,
+    channel, Dedup, Header, Kind, Received, RefuseReason, Rejection, Reply, Staging, Submitter,
+    ToStore,
 };

@@ -208,10 +208,6 @@ impl Rejection {
 
 /// A request on the store's channel.
 #[derive(Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "Commit is the common request; boxing it would cost an allocation per message to save bytes on the rare Rejected"
-)]
 pub enum ToStore {
     /// Commit this unit, then answer on `reply`.
     Commit {
@@ -219,6 +215,33 @@ pub enum ToStore {
         received: Received,
         /// Where the answer goes. Dropping it unanswered means `Refused`.
         reply: oneshot::Sender<Reply>,
+    },
+    /// Stage a unit whose body is still arriving (a DICOM object's header
+    /// before its pixel data): commit it durably outside the messages the
+    /// pipeline reads, then answer on `reply` as for `Commit` (`Stored`
+    /// carries the staging id). A [`ToStore::Finish`] or a
+    /// [`ToStore::Retract`] follows; a staged unit left by a crash becomes a
+    /// message at the next start. Counted when it leaves staging.
+    Stage {
+        /// What arrived so far.
+        received: Received,
+        /// Where the answer goes. Dropping it unanswered means `Refused`.
+        reply: oneshot::Sender<Reply>,
+    },
+    /// The staged unit `id` arrived whole: it becomes a message with these
+    /// final bytes, in the next commit. Nobody waits for that commit: the
+    /// staged row is already durable.
+    Finish {
+        /// The staging id from the `Stored` answer to `Stage`.
+        id: i64,
+        /// The unit's final bytes (replacing the staged ones).
+        bytes: Bytes,
+    },
+    /// The staged unit `id` will never arrive whole (the transfer was
+    /// aborted): forget it.
+    Retract {
+        /// The staging id from the `Stored` answer to `Stage`.
+        id: i64,
     },
     /// Count a unit the source answered negatively without submitting it.
     Rejected {
@@ -293,10 +316,107 @@ impl Submitter {
         }
     }
 
+    /// Stage a unit whose body is still arriving (see [`ToStore::Stage`]):
+    /// queue it now and return the [`Staging`] that waits for the store's
+    /// answer while the rest arrives. Dropping the `Staging` without
+    /// [`Staging::finish`] retracts the unit.
+    pub async fn stage(&self, received: Received) -> Staging {
+        let (reply, answer) = oneshot::channel();
+        let sent = self
+            .tx
+            .send(ToStore::Stage { received, reply })
+            .await
+            .is_ok();
+        Staging {
+            tx: self.tx.clone(),
+            answer: sent.then_some(answer),
+            reply: None,
+            finished: false,
+        }
+    }
+
     /// Count a rejection. Best effort: if the store is gone or its queue is
     /// full the count is lost, never the caller's time.
     pub fn rejected(&self, source: Arc<str>, why: Rejection) {
         let _ = self.tx.try_send(ToStore::Rejected { source, why });
+    }
+}
+
+/// A unit staged in the store while its body arrives (see
+/// [`Submitter::stage`]).
+#[derive(Debug)]
+pub struct Staging {
+    tx: mpsc::Sender<ToStore>,
+    /// The store's answer, until it is read.
+    answer: Option<oneshot::Receiver<Reply>>,
+    /// The answer once read.
+    reply: Option<Reply>,
+    finished: bool,
+}
+
+impl Staging {
+    /// The store's answer to the staging (waits for its commit). `Stored`
+    /// means the unit is durable; a `Duplicate` or a refusal is answered to
+    /// the sender as for [`Submitter::submit`].
+    pub async fn reply(&mut self) -> Reply {
+        if let Some(reply) = &self.reply {
+            return reply.clone();
+        }
+        let reply = match self.answer.take() {
+            Some(answer) => answer.await.unwrap_or(Reply::Refused {
+                reason: RefuseReason::Dropped,
+            }),
+            None => Reply::Refused {
+                reason: RefuseReason::ShuttingDown,
+            },
+        };
+        self.reply = Some(reply.clone());
+        reply
+    }
+
+    /// The unit arrived whole: waits for the staging's answer and, if it
+    /// was staged, queues its final `bytes` (without waiting for their
+    /// commit). Returns the answer for the sender.
+    pub async fn finish(mut self, bytes: Bytes) -> Reply {
+        let reply = self.reply().await;
+        self.finished = true;
+        if let Reply::Stored { id } = reply {
+            if self.tx.send(ToStore::Finish { id, bytes }).await.is_err() {
+                // The store stopped between the two: the staged unit becomes
+                // a message at the next start, as after a crash.
+                tracing::warn!(
+                    id,
+                    "the store stopped before a staged unit was finished; it is kept at the next start"
+                );
+            }
+        }
+        reply
+    }
+}
+
+impl Drop for Staging {
+    /// Not finished: the transfer was cut. Retract the unit once the store
+    /// has answered (from a task, since that may take a commit).
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let tx = self.tx.clone();
+        let answer = self.answer.take();
+        let known = self.reply.take();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // no runtime: it is kept at the next start
+        };
+        runtime.spawn(async move {
+            let reply = match (known, answer) {
+                (Some(reply), _) => Some(reply),
+                (None, Some(answer)) => answer.await.ok(),
+                (None, None) => None,
+            };
+            if let Some(Reply::Stored { id }) = reply {
+                let _ = tx.send(ToStore::Retract { id }).await;
+            }
+        });
     }
 }
 

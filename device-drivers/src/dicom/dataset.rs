@@ -139,6 +139,12 @@ impl HeaderScanner {
         self.total
     }
 
+    /// The header (the data set up to top-level Pixel Data) once Pixel Data
+    /// has begun: it can no longer change, only pixels follow.
+    pub fn header_done(&self) -> Option<&[u8]> {
+        matches!(self.state, State::Pixels).then_some(&self.buf[..])
+    }
+
     /// Feeds the next fragment.
     pub fn feed(&mut self, fragment: &[u8]) {
         self.total += fragment.len() as u64;

@@ -66,7 +66,9 @@ use crate::mllp::listener::{
     accept_error_class, is_allowed, AcceptError, ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN,
     FD_EXHAUSTED_PAUSE,
 };
-use crate::received::{Dedup, Header, Kind, Received, RefuseReason, Rejection, Reply, Submitter};
+use crate::received::{
+    Dedup, Header, Kind, Received, RefuseReason, Rejection, Reply, Staging, Submitter,
+};
 
 /// How a DICOM source listens and what it accepts.
 #[derive(Debug, Clone)]
@@ -421,12 +423,42 @@ enum Sink {
     Store {
         scanner: HeaderScanner,
         file: Option<SpoolFile>,
+        /// The header, staged in the store while the pixels arrive.
+        staged: Option<Box<Staged>>,
+        /// Staging was tried (it is tried once, when Pixel Data begins).
+        stage_tried: bool,
     },
     /// An N-CREATE or N-SET: small, kept whole up to the limit.
     Small { bytes: Vec<u8>, over: bool },
 }
 
+/// What a C-STORE's header gives, ready to submit.
+struct Prepared {
+    /// The envelope, without the byte counts.
+    envelope: Envelope,
+    header: Header,
+    instance: String,
+}
+
+/// Why a C-STORE's header cannot be used.
+enum NotPrepared {
+    Unparsable(String),
+    NoInstance,
+}
+
+/// A C-STORE whose header is staged in the store while its pixels arrive.
+/// Dropping it (an abort, a closed connection) retracts the header.
+struct Staged {
+    staging: Staging,
+    envelope: Envelope,
+    instance: String,
+}
+
 /// Where the message being received is.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per association, moved in and out per fragment; boxing Data would allocate per message"
+)]
 enum Message {
     /// Between messages.
     Idle,
@@ -704,10 +736,21 @@ impl Association {
             ) if at == pc => {
                 let last = pdv.is_last;
                 match &mut sink {
-                    Sink::Store { scanner, file } => {
+                    Sink::Store {
+                        scanner,
+                        file,
+                        staged,
+                        stage_tried,
+                    } => {
                         scanner.feed(&pdv.data);
                         if let Some(file) = file {
                             file.append(pdv.data).await;
+                        } else if !last && !*stage_tried {
+                            if let Some(header) = scanner.header_done() {
+                                *stage_tried = true;
+                                *staged =
+                                    self.stage(&context, &command, header).await.map(Box::new);
+                            }
                         }
                     }
                     Sink::Small { bytes, over } => {
@@ -786,6 +829,8 @@ impl Association {
             Sink::Store {
                 scanner: HeaderScanner::new(context.explicit_vr(), self.options.max_header_bytes),
                 file,
+                staged: None,
+                stage_tried: false,
             }
         } else {
             Sink::Small {
@@ -815,8 +860,19 @@ impl Association {
         };
         match (command.field, sink) {
             (field::C_ECHO_RQ, _) => {}
-            (field::C_STORE_RQ, Some(Sink::Store { scanner, file })) => {
-                let (status, comment) = self.store(context, &command, scanner, file).await;
+            (
+                field::C_STORE_RQ,
+                Some(Sink::Store {
+                    scanner,
+                    file,
+                    staged,
+                    ..
+                }),
+            ) => {
+                let (status, comment) = match staged {
+                    Some(staged) => self.finish_staged(scanner, *staged).await,
+                    None => self.store(context, &command, scanner, file).await,
+                };
                 rsp.status = status;
                 rsp.error_comment = comment;
             }
@@ -875,6 +931,55 @@ impl Association {
             }));
         }
         self.write(&out).await
+    }
+
+    /// Read a C-STORE's header (the data set up to Pixel Data): the
+    /// object's identity, its envelope (without byte counts) and the
+    /// store's header fields.
+    fn prepare(
+        &self,
+        context: &Accepted,
+        command: &Command,
+        header_bytes: &[u8],
+    ) -> Result<Prepared, NotPrepared> {
+        let ts = if context.explicit_vr() {
+            EXPLICIT_VR_LITTLE_ENDIAN.erased()
+        } else {
+            IMPLICIT_VR_LITTLE_ENDIAN.erased()
+        };
+        let obj = InMemDicomObject::read_dataset_with_ts(header_bytes, &ts)
+            .map_err(|e| NotPrepared::Unparsable(e.to_string()))?;
+        let from_data = |tag| {
+            obj.get(tag)
+                .and_then(|e| e.to_str().ok())
+                .map(|s| s.trim_matches([' ', '\0']).to_owned())
+        };
+        let instance = command
+            .affected_sop_instance
+            .clone()
+            .or_else(|| from_data(dicom_core::Tag(0x0008, 0x0018)))
+            .unwrap_or_default();
+        let sop_class = command
+            .affected_sop_class
+            .clone()
+            .unwrap_or_else(|| context.abstract_syntax.clone());
+        if instance.is_empty() {
+            return Err(NotPrepared::NoInstance);
+        }
+        let envelope = self.envelope("C-STORE", context, &sop_class, &instance);
+        let header = Header {
+            message_type: Some("C-STORE".into()),
+            trigger: Some(sop_class),
+            version: Some(context.transfer_syntax.clone()),
+            control_id: Some(instance.clone()),
+            sender: Some(self.calling_ae.clone()),
+            charset: from_data(dicom_core::Tag(0x0008, 0x0005)),
+        };
+        Ok(Prepared {
+            envelope,
+            header,
+            instance,
+        })
     }
 
     fn envelope(&self, op: &str, context: &Accepted, sop_class: &str, instance: &str) -> Envelope {
@@ -943,14 +1048,13 @@ impl Association {
                 return (status::CANNOT_UNDERSTAND, Some(format!("data set: {e}")));
             }
         };
-        let ts = if context.explicit_vr() {
-            EXPLICIT_VR_LITTLE_ENDIAN.erased()
-        } else {
-            IMPLICIT_VR_LITTLE_ENDIAN.erased()
-        };
-        let obj = match InMemDicomObject::read_dataset_with_ts(&scanned.header[..], &ts) {
-            Ok(obj) => obj,
-            Err(e) => {
+        let Prepared {
+            mut envelope,
+            header,
+            instance,
+        } = match self.prepare(context, command, &scanned.header) {
+            Ok(p) => p,
+            Err(NotPrepared::Unparsable(e)) => {
                 tracing::warn!(%source, %peer, error = %e, "C-STORE header cannot be parsed");
                 self.submitter.rejected(source, Rejection::BadHeader);
                 return (
@@ -958,39 +1062,16 @@ impl Association {
                     Some("data set header cannot be parsed".into()),
                 );
             }
+            Err(NotPrepared::NoInstance) => {
+                self.submitter.rejected(source, Rejection::BadHeader);
+                return (
+                    status::CANNOT_UNDERSTAND,
+                    Some("no SOP Instance UID".into()),
+                );
+            }
         };
-        let from_data = |tag| {
-            obj.get(tag)
-                .and_then(|e| e.to_str().ok())
-                .map(|s| s.trim_matches([' ', '\0']).to_owned())
-        };
-        let instance = command
-            .affected_sop_instance
-            .clone()
-            .or_else(|| from_data(dicom_core::Tag(0x0008, 0x0018)))
-            .unwrap_or_default();
-        let sop_class = command
-            .affected_sop_class
-            .clone()
-            .unwrap_or_else(|| context.abstract_syntax.clone());
-        if instance.is_empty() {
-            self.submitter.rejected(source, Rejection::BadHeader);
-            return (
-                status::CANNOT_UNDERSTAND,
-                Some("no SOP Instance UID".into()),
-            );
-        }
-        let mut envelope = self.envelope("C-STORE", context, &sop_class, &instance);
         envelope.dataset_bytes = total;
         envelope.pixel_bytes = scanned.pixel_bytes;
-        let header = Header {
-            message_type: Some("C-STORE".into()),
-            trigger: Some(sop_class.clone()),
-            version: Some(context.transfer_syntax.clone()),
-            control_id: Some(instance.clone()),
-            sender: Some(self.calling_ae.clone()),
-            charset: from_data(dicom_core::Tag(0x0008, 0x0005)),
-        };
         let kept = match file {
             None => None,
             Some(file) => match file.keep(&instance).await {
@@ -1026,6 +1107,69 @@ impl Association {
                 kept.discard().await;
             }
         }
+        answer_for(reply)
+    }
+
+    /// Stage a C-STORE's header in the store as soon as its Pixel Data
+    /// begins (without `keep_files`), so that the commit and its fsync run
+    /// while the pixels arrive instead of after them: on one association
+    /// that fsync was the whole gap to dcmtk's storescp, which does not
+    /// sync. `None` if the header cannot be used: the object then takes the
+    /// ordinary path at its end, which refuses it with the right status.
+    async fn stage(
+        &self,
+        context: &Accepted,
+        command: &Command,
+        header_bytes: &[u8],
+    ) -> Option<Staged> {
+        let Prepared {
+            envelope,
+            header,
+            instance,
+        } = self.prepare(context, command, header_bytes).ok()?;
+        // The byte counts are filled in when the object is whole.
+        let bytes = envelope.to_part10(header_bytes);
+        let received = self.received(
+            Kind::Dicom,
+            bytes,
+            header,
+            Some(format!("dicom:{instance}")),
+        );
+        let staging = self.submitter.stage(received).await;
+        Some(Staged {
+            staging,
+            envelope,
+            instance,
+        })
+    }
+
+    /// The last fragment of a staged C-STORE: its final bytes go to the
+    /// store (without waiting for that commit: the staged header is already
+    /// durable) and the answer is the staging's.
+    async fn finish_staged(
+        &mut self,
+        scanner: HeaderScanner,
+        staged: Staged,
+    ) -> (u16, Option<String>) {
+        let total = scanner.total();
+        let Finished::Header(scanned) = scanner.finish() else {
+            // Past Pixel Data the scanner only counts, so this cannot
+            // happen; dropping `staged` retracts the header.
+            return (
+                status::CANNOT_UNDERSTAND,
+                Some("data set cannot be parsed".into()),
+            );
+        };
+        let Staged {
+            staging,
+            mut envelope,
+            instance,
+        } = staged;
+        envelope.dataset_bytes = total;
+        envelope.pixel_bytes = scanned.pixel_bytes;
+        let bytes = envelope.to_part10(&scanned.header);
+        let reply = staging.finish(Bytes::from(bytes)).await;
+        tracing::debug!(source = %self.options.name, peer = %self.peer, instance = %Hashed(&instance), pixel_bytes = scanned.pixel_bytes, reply = ?reply, "C-STORE (header staged while the pixels arrived)");
         answer_for(reply)
     }
 

@@ -89,6 +89,10 @@ async fn start(options: MllpOptions) -> Harness {
                         seen.lock().unwrap().rejected.push(why);
                         continue;
                     }
+                    // MLLP never stages.
+                    ToStore::Stage { .. } | ToStore::Finish { .. } | ToStore::Retract { .. } => {
+                        continue
+                    }
                 };
                 count_tx.send_modify(|n| *n += 1);
                 let step = script.lock().unwrap().pop_front();

@@ -147,6 +147,27 @@ const MIGRATIONS: &[&str] = &[
      DROP TABLE outbox;
      ALTER TABLE outbox_rows RENAME TO outbox;
      CREATE INDEX outbox_message ON outbox (message_id);",
+    // 6: units staged while their body arrives: a DICOM object's header is
+    // committed (durably) when its Pixel Data begins, so the fsync overlaps
+    // the pixels' transfer; the pipeline never reads this table. When the
+    // object is whole its row moves into `messages`; an aborted transfer
+    // deletes it; rows left by a crash are moved at the next start.
+    "CREATE TABLE staged (
+        id            INTEGER PRIMARY KEY,
+        source        TEXT    NOT NULL,
+        device        TEXT,
+        received_at   INTEGER NOT NULL,
+        kind          TEXT    NOT NULL,
+        message_type  TEXT,
+        trigger_event TEXT,
+        version       TEXT,
+        control_id    TEXT,
+        sender        TEXT,
+        charset       TEXT,
+        dedup_key     TEXT,
+        answer        BLOB,
+        raw           BLOB    NOT NULL
+     );",
 ];
 
 /// How long systemd is asked to wait for one migration of an existing store

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
-use wardlink_devices::{Received, RefuseReason, Reply, ToStore};
+use wardlink_devices::{Kind, Received, RefuseReason, Reply, ToStore};
 
 use super::outbox::{self, SealedBatch, Uploaded};
 use super::{unix_ms, State};
@@ -313,6 +313,9 @@ struct Writer {
     /// Refusals answered after a failed commit, to be counted by the next
     /// commit that succeeds (counters only change inside a transaction).
     carry: HashMap<Arc<str>, Delta>,
+    /// Finishes and retractions of staged units from a failed commit, to go
+    /// with the next group.
+    retry: Vec<ToStore>,
     last_prune: Instant,
     bells: Bells,
     /// `sync_state.outbox_bytes` as last committed.
@@ -339,11 +342,19 @@ enum Next {
 
 impl Writer {
     fn new(
-        conn: Connection,
+        mut conn: Connection,
         options: WriterOptions,
         stats: Arc<WriterStats>,
         bells: Bells,
     ) -> Writer {
+        match promote_staged(&mut conn) {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                units = n,
+                "kept units whose transfer a stop or a crash cut after their header was stored (DICOM objects: header only); a sender that resends gets a duplicate's answer"
+            ),
+            Err(e) => tracing::error!(error = %e, "cannot move staged units into the store"),
+        }
         let outbox_bytes = match outbox::read_sync_state(&conn) {
             Ok(s) => s.outbox_bytes,
             Err(e) => {
@@ -363,6 +374,7 @@ impl Writer {
             options,
             stats,
             carry: HashMap::new(),
+            retry: Vec::new(),
             last_prune: Instant::now(),
             last_commit,
             bells,
@@ -463,7 +475,7 @@ impl Writer {
             }
         }
         // Every sender is gone: flush counts still carried from a failed commit.
-        if !self.carry.is_empty() {
+        if !self.carry.is_empty() || !self.retry.is_empty() {
             self.commit_group(&mut group, &mut requests);
         }
         tracing::debug!("store writer stopped");
@@ -471,6 +483,11 @@ impl Writer {
 
     /// Write one group in one transaction, then answer each request.
     fn commit_group(&mut self, group: &mut Vec<ToStore>, requests: &mut mpsc::Receiver<ToStore>) {
+        if !self.retry.is_empty() {
+            let mut first = std::mem::take(&mut self.retry);
+            first.append(group);
+            *group = first;
+        }
         let max = self.options.group_commit_max.max(1);
         let mut late = || requests.try_recv().ok();
         let started = Instant::now();
@@ -494,14 +511,22 @@ impl Writer {
                 self.carry.clear();
                 self.stats.groups.fetch_add(1, Ordering::Relaxed);
                 self.committed();
-                if replies
-                    .iter()
-                    .any(|r| matches!(r, Some(Reply::Stored { .. })))
-                {
+                let stored = group.iter().zip(&replies).any(|(req, reply)| {
+                    matches!(
+                        (req, reply),
+                        (ToStore::Commit { .. }, Some(Reply::Stored { .. }))
+                            | (ToStore::Finish { .. }, _)
+                    )
+                });
+                if stored {
                     self.bells.stored.ring();
                 }
                 for (req, reply) in group.drain(..).zip(replies) {
-                    if let (ToStore::Commit { reply: tx, .. }, Some(r)) = (req, reply) {
+                    if let (
+                        ToStore::Commit { reply: tx, .. } | ToStore::Stage { reply: tx, .. },
+                        Some(r),
+                    ) = (req, reply)
+                    {
                         // The source may have gone away (connection closed);
                         // the message is stored either way.
                         let _ = tx.send(r);
@@ -521,6 +546,21 @@ impl Writer {
                                 reason: reason.clone(),
                             });
                             received.source
+                        }
+                        ToStore::Stage { reply, .. } => {
+                            // Counted when it would have left staging: the
+                            // source answers the refusal at the object's end.
+                            let _ = reply.send(Reply::Refused {
+                                reason: reason.clone(),
+                            });
+                            continue;
+                        }
+                        // Their staged row is durable: try again with the
+                        // next group (a staged unit left over is kept at the
+                        // next start).
+                        req @ (ToStore::Finish { .. } | ToStore::Retract { .. }) => {
+                            self.retry.push(req);
+                            continue;
                         }
                         ToStore::Rejected { source, .. } => source,
                     };
@@ -748,8 +788,16 @@ fn write_group(
             "INSERT INTO messages (source, device, received_at, kind, message_type,
                 trigger_event, version, control_id, sender, charset, dedup_key, answer, raw,
                 state, state_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?3)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 0, ?3)",
         )?;
+        let mut stage = tx.prepare_cached(
+            "INSERT INTO staged (source, device, received_at, kind, message_type,
+                trigger_event, version, control_id, sender, charset, dedup_key, answer, raw)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?;
+        let mut find_staged = tx.prepare_cached("SELECT 1 FROM staged WHERE dedup_key = ?1")?;
+        let mut finish = tx.prepare_cached(FINISH_STAGED_SQL)?;
+        let mut unstage = tx.prepare_cached("DELETE FROM staged WHERE id = ?1")?;
         let mut next = 0;
         loop {
             if next == group.len() {
@@ -761,24 +809,43 @@ fn write_group(
             let req = &group[next];
             next += 1;
             match req {
-                ToStore::Commit { received, .. } => {
+                ToStore::Commit { received, .. } | ToStore::Stage { received, .. } => {
+                    let staging = matches!(req, ToStore::Stage { .. });
                     let d = deltas.entry(received.source.clone()).or_default();
-                    d.received += 1;
                     let at = unix_ms(received.received_at);
                     if let Some(dup) = find_duplicate(&mut find_dup, received, at)? {
+                        d.received += 1;
                         d.duplicates += 1;
                         replies.push(Some(dup));
                         continue;
                     }
                     if outbox_full {
+                        d.received += 1;
                         d.rejected += 1;
                         replies.push(Some(Reply::Refused {
                             reason: RefuseReason::StoreFull,
                         }));
                         continue;
                     }
+                    // Only DICOM objects are staged (and their keys are
+                    // their own): HL7's ACK path skips the lookup.
+                    if let (Some(dedup), Kind::Dicom) = (&received.dedup, received.kind) {
+                        if find_staged.exists([&dedup.key])? {
+                            // The same object is arriving on another
+                            // association: the sender retries later, and
+                            // finds it stored (or not, if that one aborts).
+                            d.received += 1;
+                            d.rejected += 1;
+                            replies.push(Some(Reply::Refused {
+                                reason: RefuseReason::StoreFailed(
+                                    "the same unit is being received on another connection".into(),
+                                ),
+                            }));
+                            continue;
+                        }
+                    }
                     let h = &received.header;
-                    insert.execute(rusqlite::params![
+                    let row = rusqlite::params![
                         &*received.source,
                         received.device.as_deref(),
                         at,
@@ -792,12 +859,37 @@ fn write_group(
                         received.dedup.as_ref().map(|d| &d.key),
                         received.answer.as_deref(),
                         &received.bytes[..],
-                        State::Received as i64,
-                    ])?;
+                    ];
+                    if staging {
+                        // Counted when it leaves staging (Finish).
+                        stage.execute(row)?;
+                        replies.push(Some(Reply::Stored {
+                            id: tx.last_insert_rowid(),
+                        }));
+                        continue;
+                    }
+                    d.received += 1;
+                    insert.execute(row)?;
                     d.acked += 1;
                     replies.push(Some(Reply::Stored {
                         id: tx.last_insert_rowid(),
                     }));
+                }
+                ToStore::Finish { id, bytes } => {
+                    let source: Option<String> = finish
+                        .query_row(rusqlite::params![id, &bytes[..]], |r| r.get(0))
+                        .optional()?;
+                    unstage.execute([id])?;
+                    if let Some(source) = source {
+                        let d = deltas.entry(Arc::from(source)).or_default();
+                        d.received += 1;
+                        d.acked += 1;
+                    }
+                    replies.push(None);
+                }
+                ToStore::Retract { id } => {
+                    unstage.execute([id])?;
+                    replies.push(None);
                 }
                 ToStore::Rejected { source, .. } => {
                     let d = deltas.entry(source.clone()).or_default();
@@ -823,6 +915,48 @@ fn write_group(
     }
     tx.commit()?;
     Ok(replies)
+}
+
+/// A staged unit becomes a message (`?2`: its final bytes; NULL keeps the
+/// staged ones), with the arrival time of its header.
+const FINISH_STAGED_SQL: &str = "INSERT INTO messages (source, device, received_at, kind,
+        message_type, trigger_event, version, control_id, sender, charset, dedup_key, answer,
+        raw, state, state_at)
+     SELECT source, device, received_at, kind, message_type, trigger_event, version,
+        control_id, sender, charset, dedup_key, answer, COALESCE(?2, raw), 0, received_at
+     FROM staged WHERE id = ?1
+     RETURNING source";
+
+/// Units still staged at start: their transfer was cut by a crash, a power
+/// loss or a stop (the header is durable; whether the sender got its
+/// answer is unknown). Each becomes a message with the bytes it has, and is
+/// counted; a sender that did not get its answer resends and gets
+/// `Duplicate`. Returns how many.
+pub(crate) fn promote_staged(conn: &mut Connection) -> rusqlite::Result<usize> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let ids: Vec<i64> = tx
+        .prepare("SELECT id FROM staged ORDER BY id")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    {
+        let mut finish = tx.prepare(FINISH_STAGED_SQL)?;
+        let mut count = tx.prepare(
+            "INSERT INTO counters (source, received, acked, awaiting) VALUES (?1, 1, 1, 1)
+             ON CONFLICT (source) DO UPDATE SET
+                received = received + 1, acked = acked + 1, awaiting = awaiting + 1",
+        )?;
+        for id in &ids {
+            let source: String =
+                finish.query_row(rusqlite::params![id, None::<Vec<u8>>], |r| r.get(0))?;
+            count.execute([source])?;
+        }
+    }
+    tx.execute("DELETE FROM staged", [])?;
+    tx.commit()?;
+    Ok(ids.len())
 }
 
 /// Write pipeline results: each message's events go to the outbox (its
