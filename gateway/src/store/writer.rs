@@ -1134,6 +1134,93 @@ mod tests {
         }
     }
 
+    /// A DICOM object's header, as the DICOM node stages it.
+    fn object(uid: &str) -> Received {
+        Received {
+            kind: Kind::Dicom,
+            bytes: Bytes::from(format!("header of {uid}")),
+            dedup: Some(Dedup {
+                key: format!("dicom:{uid}"),
+                window: Duration::from_secs(3600),
+            }),
+            answer: None,
+            ..msg(uid)
+        }
+    }
+
+    /// (control_id, raw) of the stored messages, and the staged row count.
+    fn stored_and_staged(dir: &std::path::Path) -> (Vec<(String, Vec<u8>)>, i64) {
+        let conn = open_for_reading(dir).unwrap();
+        let rows = conn
+            .prepare("SELECT control_id, raw FROM messages ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let staged = conn
+            .query_row("SELECT COUNT(*) FROM staged", [], |r| r.get(0))
+            .unwrap();
+        (rows, staged)
+    }
+
+    /// Staged units: finished ones become messages with their final bytes,
+    /// retracted ones vanish, one left over is kept at the next start, each
+    /// counted once; a unit staged twice at once is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn staged_units_finish_retract_and_are_kept_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (submitter, writer) = start(dir.path(), None);
+        let mut done = submitter.stage(object("1.1")).await;
+        assert!(matches!(done.reply().await, Reply::Stored { .. }));
+        let mut twice = submitter.stage(object("1.1")).await;
+        assert!(matches!(twice.reply().await, Reply::Refused { .. }));
+        drop(twice);
+        let mut cut = submitter.stage(object("1.2")).await;
+        assert!(matches!(cut.reply().await, Reply::Stored { .. }));
+        let reply = done.finish(Bytes::from_static(b"whole 1.1")).await;
+        assert!(matches!(reply, Reply::Stored { .. }));
+        drop(cut); // retracts from a task
+                   // A later commit carries the finish and the retraction.
+        submitter.submit(msg("after")).await;
+        let mut settled = false;
+        for i in 0..100 {
+            if stored_and_staged(dir.path()).1 == 0 {
+                settled = true;
+                break;
+            }
+            submitter.submit(msg(&format!("nudge{i}"))).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(settled, "{:?}", stored_and_staged(dir.path()));
+        let (rows, _) = stored_and_staged(dir.path());
+        assert_eq!(rows[0], ("1.1".to_string(), b"whole 1.1".to_vec()));
+        stop(submitter, writer).await;
+
+        // A unit left staged by a crash: the next start keeps it, counted once.
+        rusqlite::Connection::open(dir.path().join(crate::store::DB_FILE))
+            .unwrap()
+            .execute(
+                "INSERT INTO staged (source, received_at, kind, control_id, dedup_key, raw)
+                 VALUES ('mllp', 1, 'dicom', '1.3', 'dicom:1.3', x'00')",
+                [],
+            )
+            .unwrap();
+        let (submitter, writer) = start(dir.path(), None);
+        stop(submitter, writer).await;
+        let (rows, staged) = stored_and_staged(dir.path());
+        assert_eq!(staged, 0);
+        let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(ids.first(), Some(&"1.1"));
+        assert_eq!(ids.last(), Some(&"1.3"), "kept at the restart: {ids:?}");
+        assert!(!ids.contains(&"1.2"), "retracted: {ids:?}");
+        let c = counters(dir.path());
+        // The second staging of 1.1 was rejected; 1.2 was never counted.
+        assert_eq!((c.rejected, c.duplicates), (1, 0), "{c:?}");
+        assert_eq!(c.acked, rows.len() as i64, "{c:?}");
+        assert_identity(&c);
+    }
+
     /// The options of most tests: no quota, no heartbeat.
     fn options() -> WriterOptions {
         WriterOptions {
