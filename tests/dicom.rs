@@ -627,6 +627,13 @@ impl Raw {
     }
 
     /// The status of the next response.
+    /// A-ABORT from the calling side, then close the socket.
+    fn abort(mut self) -> Result {
+        self.send(&Pdu::AbortRQ {
+            source: dicom_ul::pdu::AbortRQSource::ServiceUser,
+        })
+    }
+
     fn status(&mut self) -> Result<u16> {
         let Pdu::PData { data } = self.recv()? else {
             return Err("expected P-DATA".into());
@@ -700,10 +707,7 @@ fn abort_or_truncation_mid_transfer_stores_nothing_and_malformed_data_gets_c000(
         &command(CT, 0x0001, 1, true, Some("1.2.3.100")),
     ))?;
     raw.send(&pdata(1, PDataValueType::Data, false, &ds[..16_000]))?;
-    raw.send(&Pdu::AbortRQ {
-        source: dicom_ul::pdu::AbortRQSource::ServiceUser,
-    })?;
-    drop(raw);
+    raw.abort()?;
 
     // 2. A P-DATA PDU cut short, then the socket closes: nothing stored.
     let mut raw = Raw::associate(addr)?;
@@ -808,10 +812,7 @@ fn a_header_staged_mid_transfer_is_retracted_on_abort_and_kept_after_a_crash() -
         wait_until(Duration::from_secs(10), || staged_count(&g) == 1),
         "the header is staged while the pixels arrive"
     );
-    raw.send(&Pdu::AbortRQ {
-        source: dicom_ul::pdu::AbortRQSource::ServiceUser,
-    })?;
-    drop(raw);
+    raw.abort()?;
     assert!(stored(&g)?.is_empty(), "an aborted transfer stores nothing");
     let s = status(&g)?;
     assert_eq!(s["received"], 0, "{s}");
@@ -1451,10 +1452,7 @@ fn keep_files_abort_or_truncation_mid_transfer_leaves_no_file() -> Result {
         wait_until(Duration::from_secs(10), || partial_files(&spool) == 1),
         "the object is being written"
     );
-    raw.send(&Pdu::AbortRQ {
-        source: dicom_ul::pdu::AbortRQSource::ServiceUser,
-    })?;
-    drop(raw);
+    raw.abort()?;
     assert!(
         wait_until(Duration::from_secs(10), || partial_files(&spool) == 0),
         "the aborted object's partial file is removed"

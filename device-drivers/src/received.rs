@@ -273,19 +273,12 @@ impl Submitter {
     /// [`Reply::Refused`].
     pub async fn submit(&self, received: Received) -> Reply {
         let (reply, answer) = oneshot::channel();
-        if self
+        let sent = self
             .tx
             .send(ToStore::Commit { received, reply })
             .await
-            .is_err()
-        {
-            return Reply::Refused {
-                reason: RefuseReason::ShuttingDown,
-            };
-        }
-        answer.await.unwrap_or(Reply::Refused {
-            reason: RefuseReason::Dropped,
-        })
+            .is_ok();
+        answered(sent.then_some(answer)).await
     }
 
     /// Queue a unit for the store now (waiting only while the channel is
@@ -304,16 +297,7 @@ impl Submitter {
             .send(ToStore::Commit { received, reply })
             .await
             .is_ok();
-        async move {
-            if !sent {
-                return Reply::Refused {
-                    reason: RefuseReason::ShuttingDown,
-                };
-            }
-            answer.await.unwrap_or(Reply::Refused {
-                reason: RefuseReason::Dropped,
-            })
-        }
+        answered(sent.then_some(answer))
     }
 
     /// Stage a unit whose body is still arriving (see [`ToStore::Stage`]):
@@ -342,6 +326,19 @@ impl Submitter {
     }
 }
 
+/// The store's answer: `None` (the request could not be queued) means
+/// shutting down; a reply handle dropped unanswered means `Dropped`.
+async fn answered(answer: Option<oneshot::Receiver<Reply>>) -> Reply {
+    match answer {
+        Some(answer) => answer.await.unwrap_or(Reply::Refused {
+            reason: RefuseReason::Dropped,
+        }),
+        None => Reply::Refused {
+            reason: RefuseReason::ShuttingDown,
+        },
+    }
+}
+
 /// A unit staged in the store while its body arrives (see
 /// [`Submitter::stage`]).
 #[derive(Debug)]
@@ -362,14 +359,7 @@ impl Staging {
         if let Some(reply) = &self.reply {
             return reply.clone();
         }
-        let reply = match self.answer.take() {
-            Some(answer) => answer.await.unwrap_or(Reply::Refused {
-                reason: RefuseReason::Dropped,
-            }),
-            None => Reply::Refused {
-                reason: RefuseReason::ShuttingDown,
-            },
-        };
+        let reply = answered(self.answer.take()).await;
         self.reply = Some(reply.clone());
         reply
     }

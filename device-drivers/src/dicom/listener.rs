@@ -1019,6 +1019,17 @@ impl Association {
         }
     }
 
+    /// A C-STORE object for the store: its duplicate key is its SOP
+    /// Instance UID.
+    fn object(&self, bytes: Vec<u8>, header: Header, instance: &str) -> Received {
+        self.received(
+            Kind::Dicom,
+            bytes,
+            header,
+            Some(format!("dicom:{instance}")),
+        )
+    }
+
     /// A complete C-STORE data set: check, keep its file (with
     /// `keep_files`), submit, and the status to answer. Every early return
     /// drops `file`, which deletes the partial file.
@@ -1093,13 +1104,7 @@ impl Association {
                 }
             },
         };
-        let bytes = envelope.to_part10(&scanned.header);
-        let received = self.received(
-            Kind::Dicom,
-            bytes,
-            header,
-            Some(format!("dicom:{instance}")),
-        );
+        let received = self.object(envelope.to_part10(&scanned.header), header, &instance);
         let reply = self.submitter.submit(received).await;
         tracing::debug!(%source, %peer, instance = %Hashed(&instance), pixel_bytes = scanned.pixel_bytes, kept_file = ?kept.as_ref().map(|k| k.path()), reply = ?reply, "C-STORE");
         if let Some(kept) = kept {
@@ -1128,13 +1133,7 @@ impl Association {
             instance,
         } = self.prepare(context, command, header_bytes).ok()?;
         // The byte counts are filled in when the object is whole.
-        let bytes = envelope.to_part10(header_bytes);
-        let received = self.received(
-            Kind::Dicom,
-            bytes,
-            header,
-            Some(format!("dicom:{instance}")),
-        );
+        let received = self.object(envelope.to_part10(header_bytes), header, &instance);
         let staging = self.submitter.stage(received).await;
         Some(Staged {
             staging,

@@ -575,9 +575,8 @@ pub fn mark_uploaded(
     {
         // A message has one row, so it moves with its batch; stores from
         // before schema version 5 have a row per event, and a message whose
-        // events span two batches moves with the second.
-        // Its row is `Received` (or `PendingUpload`, written by schema
-        // versions up to 5).
+        // events span two batches moves with the second. Its row is
+        // `Received` (or `PendingUpload`, written by schema versions up to 5).
         let mut done = tx.prepare_cached(
             "UPDATE messages SET state = ?1, state_at = ?2
              WHERE id = ?3 AND state IN (?4, ?5)

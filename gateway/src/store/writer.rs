@@ -963,8 +963,8 @@ pub(crate) fn promote_staged(conn: &mut Connection) -> rusqlite::Result<usize> {
 /// row stays `Received`: the cursor says it is processed) or it becomes
 /// `Quarantined`, with the counters and the outbox's size, in one
 /// transaction. A result for a message at or below the committed cursor
-/// that was not released again, or for a message no longer `Received`, is
-/// skipped, so applying a result twice is harmless. A message without
+/// that was not released again is skipped, so applying a result twice is
+/// harmless. A message without
 /// events (the pipeline gives at least one; this is defensive) has nothing
 /// to upload and goes to `Uploaded`. Returns the bytes of event JSON added
 /// to the outbox.
@@ -1003,7 +1003,6 @@ fn apply_processed(
                 uploaded = uploaded + ?4
              WHERE source = ?1",
         )?;
-        let mut state_of = tx.prepare_cached("SELECT state FROM messages WHERE id = ?1")?;
         let applied_up_to: i64 = tx
             .query_row(
                 "SELECT value FROM meta WHERE key = ?1",
@@ -1024,19 +1023,14 @@ fn apply_processed(
                 ProcessedResult::Events { .. } => (None, 1, 0, 0),
                 ProcessedResult::Quarantine { .. } => (Some(State::Quarantined), 0, 1, 0),
             };
-            let still_received = match state {
-                Some(state) => {
-                    mark.execute((state as i64, now, p.message_id, State::Received as i64))? > 0
+            // A message the pipeline may read (above the cursor, or
+            // released) is `Received`: only a quarantined one can be
+            // dropped, and only an uploaded one pruned. The state guard is
+            // kept where the row is written anyway.
+            if let Some(state) = state {
+                if mark.execute((state as i64, now, p.message_id, State::Received as i64))? == 0 {
+                    continue;
                 }
-                None => {
-                    let current: Option<i64> = state_of
-                        .query_row([p.message_id], |r| r.get(0))
-                        .optional()?;
-                    current == Some(State::Received as i64)
-                }
-            };
-            if !still_received {
-                continue;
             }
             match &p.result {
                 ProcessedResult::Events {
@@ -1132,6 +1126,16 @@ mod tests {
             }),
             answer: Some(Bytes::from(format!("ACK for {control_id}"))),
         }
+    }
+
+    /// Every message's state, in id order.
+    fn states(conn: &Connection) -> Vec<i64> {
+        conn.prepare("SELECT state FROM messages ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
     }
 
     /// A DICOM object's header, as the DICOM node stages it.
@@ -1517,13 +1521,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!((rows, events), (2, 6));
-        let states: Vec<i64> = conn
-            .prepare("SELECT state FROM messages ORDER BY id")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let states = states(&conn);
         assert_eq!(states, vec![State::Received as i64; 2]);
         drop(conn);
         stop(submitter, writer).await;
@@ -1632,13 +1630,7 @@ mod tests {
             (st.outbox_bytes, st.uploaded_batches, st.uploaded_events),
             (0, 2, 6)
         );
-        let states: Vec<i64> = conn
-            .prepare("SELECT state FROM messages ORDER BY id")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let states = states(&conn);
         assert_eq!(states, vec![State::Uploaded as i64; 3]);
         let left: i64 = conn
             .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
