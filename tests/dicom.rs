@@ -828,6 +828,10 @@ fn a_header_staged_mid_transfer_is_retracted_on_abort_and_kept_after_a_crash() -
     let rows = stored(&g)?;
     assert_eq!(rows.len(), 1, "the staged header is kept");
     assert_eq!(rows[0].2, "1.2.3.200");
+    // With the byte counts seen before the crash.
+    let (env, _) = Envelope::parse(&rows[0].4).ok_or("no envelope")?;
+    assert_eq!(env.dataset_bytes, 16_000, "{env:?}");
+    assert!(env.pixel_bytes > 0 && env.pixel_bytes < 16_000, "{env:?}");
     let s = status(&g)?;
     assert_eq!(
         (s["received"].as_u64(), s["acked"].as_u64()),

@@ -139,6 +139,11 @@ impl HeaderScanner {
         self.total
     }
 
+    /// Bytes from Pixel Data's tag on, seen so far.
+    pub fn pixel_bytes(&self) -> u64 {
+        self.pixel_bytes
+    }
+
     /// The header (the data set up to top-level Pixel Data) once Pixel Data
     /// has begun: it can no longer change, only pixels follow.
     pub fn header_done(&self) -> Option<&[u8]> {

@@ -748,8 +748,10 @@ impl Association {
                         } else if !last && !*stage_tried {
                             if let Some(header) = scanner.header_done() {
                                 *stage_tried = true;
-                                *staged =
-                                    self.stage(&context, &command, header).await.map(Box::new);
+                                *staged = self
+                                    .stage(&context, &command, header, scanner)
+                                    .await
+                                    .map(Box::new);
                             }
                         }
                     }
@@ -1126,13 +1128,17 @@ impl Association {
         context: &Accepted,
         command: &Command,
         header_bytes: &[u8],
+        scanner: &HeaderScanner,
     ) -> Option<Staged> {
         let Prepared {
-            envelope,
+            mut envelope,
             header,
             instance,
         } = self.prepare(context, command, header_bytes).ok()?;
-        // The byte counts are filled in when the object is whole.
+        // The byte counts so far: what a crash before the object's end
+        // leaves (they are replaced when it is whole).
+        envelope.dataset_bytes = scanner.total();
+        envelope.pixel_bytes = scanner.pixel_bytes();
         let received = self.object(envelope.to_part10(header_bytes), header, &instance);
         let staging = self.submitter.stage(received).await;
         Some(Staged {
