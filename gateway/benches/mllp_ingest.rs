@@ -20,7 +20,8 @@
 //! Run: `cargo bench -p wardlink --bench mllp_ingest`
 //! (`WARDLINK_BENCH_SECS=6` to measure longer; default 3 s per cell;
 //! `WARDLINK_BENCH_CONNS=8` or `=1,64` to run only those connection
-//! counts, e.g. under `perf record`). The
+//! counts, e.g. under `perf record`; `WARDLINK_BENCH_ONLY=wardlink` runs only
+//! the real store, without the pipeline, for profiling). The
 //! variants of one connection count run interleaved in short slices, so
 //! they share whatever else the machine is doing; compare the ratios.
 //! Client and server share the machine, as in the reference figures.
@@ -429,12 +430,16 @@ fn main() {
     // slices (W, W+P, ack-only, fsync, W, W+P, ...), so that all of them see
     // the same disk and CPU contention: on a shared machine the fsync cost
     // swings by 10x within minutes, and the ratios are what is compared.
-    let variants = [
-        Variant::Wardlink,
-        Variant::WardlinkWithPipeline,
-        Variant::AckOnly,
-        Variant::FsyncPerMessage,
-    ];
+    let variants: &[Variant] = match std::env::var("WARDLINK_BENCH_ONLY").as_deref() {
+        Ok("wardlink") => &[Variant::Wardlink],
+        Ok(other) => panic!("WARDLINK_BENCH_ONLY: only `wardlink` is known, not {other:?}"),
+        Err(_) => &[
+            Variant::Wardlink,
+            Variant::WardlinkWithPipeline,
+            Variant::AckOnly,
+            Variant::FsyncPerMessage,
+        ],
+    };
     let rounds = 3;
     let conns: Vec<usize> = match std::env::var("WARDLINK_BENCH_CONNS") {
         Ok(list) => list
@@ -472,6 +477,10 @@ fn main() {
             );
             cells.push(cell);
         }
+    }
+    if variants.len() == 1 {
+        // Profiling: no baselines, so no ratios.
+        return;
     }
     let get = |v: Variant, c: usize| {
         cells

@@ -95,10 +95,12 @@
 //! same receipt, marked `duplicate`).
 //!
 //! # Checkpoints
-//! The writer's connection never checkpoints the WAL itself (an automatic
-//! checkpoint would copy pages and fsync the database inside a commit that
-//! ACKs wait for). A separate thread ([`checkpoint`]) runs passive
-//! checkpoints on its own connection, which do not block the writer.
+//! A separate thread ([`checkpoint`]) runs passive checkpoints on its own
+//! connection, which do not block the writer. The writer's connection
+//! also checkpoints when a commit takes the WAL past
+//! [`checkpoint::WRITER_AUTOCHECKPOINT`] pages (so the WAL restarts and is
+//! overwritten rather than grown); [`checkpoint`] says why, and why that
+//! threshold.
 
 pub mod checkpoint;
 pub mod latency;
@@ -212,6 +214,12 @@ pub fn open_for_writing(
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(sql)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
+    conn.pragma_update(
+        None,
+        "wal_autocheckpoint",
+        checkpoint::WRITER_AUTOCHECKPOINT,
+    )
+    .map_err(sql)?;
     schema::migrate(&mut conn, &path)?;
     if let Some(max) = max_bytes {
         let page_size: i64 = conn
@@ -391,6 +399,18 @@ mod tests {
         rows.collect::<Result<_, _>>().unwrap()
     }
 
+    /// The writer's own checkpoints come at the threshold that keeps them
+    /// out of the ACK p99 (see [`checkpoint`]).
+    #[test]
+    fn the_writer_checkpoints_at_its_threshold() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_for_writing(dir.path(), None).unwrap();
+        let pages: i64 = conn
+            .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
+            .unwrap();
+        assert_eq!(pages, checkpoint::WRITER_AUTOCHECKPOINT);
+    }
+
     /// Every statement that runs at start, while idle, per message or per
     /// status request reads `messages` through its rowid or an index, never
     /// by scanning it: on a store of 10 million messages a scan takes
@@ -430,8 +450,7 @@ mod tests {
             ),
             (
                 "writer: duplicate",
-                "SELECT id, answer FROM messages WHERE dedup_key = ?1 AND received_at >= ?2
-                 ORDER BY id DESC LIMIT 1",
+                writer::FIND_DUPLICATE_SQL,
                 vec![&"A|B|1", &0],
             ),
             (
