@@ -161,7 +161,8 @@ fn upgrading_a_store_asks_systemd_for_time_before_migrating_and_keeps_its_events
         .success());
     // Back to schema version 3, as an older wardlink left it: version 4
     // only added the MPPS index; version 5 made the outbox a row per
-    // message; version 6 added the DICOM staging table. The old outbox gets
+    // message; version 6 added the DICOM staging table; version 7 moved the
+    // duplicate index off `messages` into `dedup`. The old outbox gets
     // two events of its own, and AUTOINCREMENT's high-water mark above them
     // (ids never come back).
     {
@@ -169,6 +170,9 @@ fn upgrading_a_store_asks_systemd_for_time_before_migrating_and_keeps_its_events
         conn.execute_batch(
             r#"DROP INDEX messages_mpps;
                DROP TABLE staged;
+               DROP TABLE dedup;
+               CREATE INDEX messages_dedup ON messages (dedup_key, received_at)
+                  WHERE dedup_key IS NOT NULL;
                DROP TABLE outbox;
                CREATE TABLE outbox (
                   id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -257,9 +261,22 @@ fn upgrading_a_store_asks_systemd_for_time_before_migrating_and_keeps_its_events
     )?;
     assert_eq!(kept, 1);
     drop(conn);
+    // The message stored before the upgrade is still known as a duplicate:
+    // its key moved into the new index.
+    let mut client = Client::connect(g.addr("lab"))?;
+    assert_eq!(client.exchange(&oru("UPGRADE1"))?.code, "AA");
+    drop(client);
     assert!(g
         .signal_and_wait("-TERM", Duration::from_secs(20))?
         .success());
+    let conn = g.open_store()?;
+    let (stored, duplicates): (i64, i64) = conn.query_row(
+        "SELECT (SELECT COUNT(*) FROM messages WHERE control_id = 'UPGRADE1'),
+                (SELECT SUM(duplicates) FROM counters)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    assert_eq!((stored, duplicates), (1, 1));
     Ok(())
 }
 

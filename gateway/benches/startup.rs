@@ -860,6 +860,14 @@ fn generate(dir: &Path, n: i64) {
             }
         }
 
+        // The duplicate index, as the writer leaves it (every message
+        // indexed; a start indexes only what came after the newest entry).
+        tx.execute(
+            "INSERT INTO dedup (message_id, key, received_at)
+             SELECT id, dedup_key, received_at FROM messages WHERE dedup_key IS NOT NULL",
+            [],
+        )
+        .unwrap();
         let mut q = tx
             .prepare(
                 "INSERT INTO quarantine (message_id, source, reason, issues, at)

@@ -168,6 +168,21 @@ const MIGRATIONS: &[&str] = &[
         answer        BLOB,
         raw           BLOB    NOT NULL
      );",
+    // 7: the duplicate index leaves `messages`: an index on it was written
+    // in every commit an ACK waits for, one random B-tree page per message.
+    // The `dedup` table is written behind the ACK path, in batches
+    // (store::dedup); the key stays in the message's row, so a crash loses
+    // nothing (the next start indexes what the table lacks). Building it
+    // reads the old index once, at the first start after the upgrade.
+    "CREATE TABLE dedup (
+        message_id  INTEGER PRIMARY KEY,  -- messages.id
+        key         TEXT    NOT NULL,     -- messages.dedup_key
+        received_at INTEGER NOT NULL      -- messages.received_at
+     );
+     INSERT INTO dedup (message_id, key, received_at)
+        SELECT id, dedup_key, received_at FROM messages WHERE dedup_key IS NOT NULL;
+     DROP INDEX messages_dedup;
+     CREATE INDEX dedup_key ON dedup (key, received_at);",
 ];
 
 /// How long systemd is asked to wait for one migration of an existing store

@@ -34,6 +34,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 use wardlink_devices::{Kind, Received, RefuseReason, Reply, ToStore};
 
+use super::dedup::{self, DedupIndex};
 use super::outbox::{self, SealedBatch, Uploaded};
 use super::{unix_ms, State};
 
@@ -327,6 +328,8 @@ struct Writer {
     /// Set if the connection could not be put back to `synchronous=FULL`:
     /// every commit is then refused rather than acknowledged without fsync.
     not_durable: Option<String>,
+    /// Duplicate keys of committed messages not yet in the `dedup` table.
+    dedup: DedupIndex,
 }
 
 /// What woke the writer.
@@ -355,6 +358,22 @@ impl Writer {
             ),
             Err(e) => tracing::error!(error = %e, "cannot move staged units into the store"),
         }
+        let dedup = match DedupIndex::open(&mut conn) {
+            Ok((index, 0)) => index,
+            Ok((index, n)) => {
+                tracing::info!(
+                    messages = n,
+                    "indexed the duplicate keys of messages stored since the last flush (after a stop or a crash)"
+                );
+                index
+            }
+            Err(e) => {
+                // The keys stay in their rows: the next start tries again.
+                // Until then a resend of those messages is stored twice.
+                tracing::error!(error = %e, "cannot index the duplicate keys of the latest messages");
+                DedupIndex::default()
+            }
+        };
         let outbox_bytes = match outbox::read_sync_state(&conn) {
             Ok(s) => s.outbox_bytes,
             Err(e) => {
@@ -381,6 +400,7 @@ impl Writer {
             outbox_bytes,
             outbox_full: false,
             not_durable: None,
+            dedup,
         };
         w.check_quota();
         w
@@ -470,6 +490,9 @@ impl Writer {
             if let Ok(job) = sync_jobs.try_recv() {
                 self.apply_sync(job);
             }
+            if self.dedup.due() {
+                self.flush_dedup();
+            }
             if self.last_prune.elapsed() >= PRUNE_EVERY {
                 self.housekeeping();
             }
@@ -478,6 +501,7 @@ impl Writer {
         if !self.carry.is_empty() || !self.retry.is_empty() {
             self.commit_group(&mut group, &mut requests);
         }
+        self.flush_dedup();
         tracing::debug!("store writer stopped");
     }
 
@@ -498,7 +522,10 @@ impl Writer {
             None => write_group(
                 &mut self.conn,
                 group,
-                &self.carry,
+                &mut Pending {
+                    carry: &self.carry,
+                    dedup: &mut self.dedup,
+                },
                 &mut late,
                 max,
                 self.outbox_full,
@@ -509,6 +536,7 @@ impl Writer {
             Ok(replies) => {
                 self.stats.commit_latency.observe(started.elapsed());
                 self.carry.clear();
+                self.dedup.committed();
                 self.stats.groups.fetch_add(1, Ordering::Relaxed);
                 self.committed();
                 let stored = group.iter().zip(&replies).any(|(req, reply)| {
@@ -534,6 +562,7 @@ impl Writer {
                 }
             }
             Err(e) => {
+                self.dedup.rolled_back();
                 self.stats.failed_groups.fetch_add(1, Ordering::Relaxed);
                 let reason = refuse_reason(&e);
                 tracing::error!(error = %e, requests = count, "store commit failed; answering the group with a refusal");
@@ -583,14 +612,7 @@ impl Writer {
     /// durable too, before anything built on it (a sealed batch) can be.
     fn apply_job(&mut self, job: Job) {
         let n = job.processed.len();
-        let _ = self.conn.pragma_update(None, "synchronous", "NORMAL");
-        let applied = apply_processed(&mut self.conn, &job.processed, job.cursor);
-        if let Err(e) = self.conn.pragma_update(None, "synchronous", "FULL") {
-            // Never commit a message that will be ACKed without FULL: from
-            // now on every commit is refused (senders retry later).
-            tracing::error!(error = %e, "cannot restore synchronous=FULL; refusing every new message");
-            self.not_durable = Some(e.to_string());
-        }
+        let applied = self.without_fsync(|conn| apply_processed(conn, &job.processed, job.cursor));
         let result = match applied {
             Ok(added) => {
                 self.outbox_bytes = self.outbox_bytes.saturating_add(added);
@@ -606,6 +628,35 @@ impl Writer {
             }
         };
         let _ = job.done.send(result);
+    }
+
+    /// Run `write` with `synchronous=NORMAL`: for what can be made again
+    /// from durable rows (pipeline results, the duplicate index), whose
+    /// commit the next FULL commit makes durable too.
+    fn without_fsync<T>(&mut self, write: impl FnOnce(&mut Connection) -> T) -> T {
+        let _ = self.conn.pragma_update(None, "synchronous", "NORMAL");
+        let written = write(&mut self.conn);
+        if let Err(e) = self.conn.pragma_update(None, "synchronous", "FULL") {
+            // Never commit a message that will be ACKed without FULL: from
+            // now on every commit is refused (senders retry later).
+            tracing::error!(error = %e, "cannot restore synchronous=FULL; refusing every new message");
+            self.not_durable = Some(e.to_string());
+        }
+        written
+    }
+
+    /// Write the pending duplicate keys into the `dedup` table. Without
+    /// fsync: the keys are in their messages' durable rows, and a start
+    /// after a crash indexes whatever this commit lost.
+    fn flush_dedup(&mut self) {
+        if self.dedup.pending() == 0 {
+            return;
+        }
+        let mut dedup = std::mem::take(&mut self.dedup);
+        if let Err(e) = self.without_fsync(|conn| dedup.flush(conn)) {
+            tracing::warn!(error = %e, keys = dedup.pending(), "writing the duplicate index failed; trying again later");
+        }
+        self.dedup = dedup;
     }
 
     /// Apply a change of the sealer or the uploader in one transaction.
@@ -722,10 +773,8 @@ impl Writer {
         let retention_ms =
             i64::try_from(self.options.raw_retention.as_millis()).unwrap_or(i64::MAX);
         let cutoff = unix_ms(SystemTime::now()).saturating_sub(retention_ms);
-        match self.conn.execute(
-            "DELETE FROM messages WHERE state = ?1 AND state_at < ?2",
-            (State::Uploaded as i64, cutoff),
-        ) {
+        self.flush_dedup();
+        match prune_messages(&mut self.conn, cutoff) {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 pruned = n,
@@ -742,6 +791,20 @@ impl Writer {
             Err(e) => tracing::warn!(error = %e, "pruning uploaded batches failed"),
         }
     }
+}
+
+/// Delete the uploaded messages past the retention `cutoff` (ms), with
+/// their duplicate index entries.
+fn prune_messages(conn: &mut Connection, cutoff: i64) -> rusqlite::Result<usize> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let uploaded = State::Uploaded as i64;
+    tx.execute(dedup::PRUNE_SQL, (uploaded, cutoff))?;
+    let n = tx.execute(
+        "DELETE FROM messages WHERE state = ?1 AND state_at < ?2",
+        (uploaded, cutoff),
+    )?;
+    tx.commit()?;
+    Ok(n)
 }
 
 /// Map a failed commit to the refusal the sources pass on.
@@ -762,24 +825,33 @@ fn refuse_reason(e: &rusqlite::Error) -> RefuseReason {
 ///
 /// With `outbox_full` every new message (not a duplicate) is refused with
 /// `StoreFull` and counted as rejected, in the same transaction.
+/// What a group's transaction carries besides its requests.
+struct Pending<'a> {
+    /// Counts of refusals answered after a failed commit.
+    carry: &'a HashMap<Arc<str>, Delta>,
+    /// The duplicate keys not yet in the `dedup` table (this group's are
+    /// added as it stores them).
+    dedup: &'a mut DedupIndex,
+}
+
 fn write_group(
     conn: &mut Connection,
     group: &mut Vec<ToStore>,
-    carry: &HashMap<Arc<str>, Delta>,
+    pending: &mut Pending<'_>,
     late: &mut dyn FnMut() -> Option<ToStore>,
     max: usize,
     outbox_full: bool,
 ) -> rusqlite::Result<Vec<Option<Reply>>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut deltas: HashMap<Arc<str>, Delta> = HashMap::new();
-    for (source, d) in carry {
+    for (source, d) in pending.carry {
         let e = deltas.entry(source.clone()).or_default();
         e.received += d.received;
         e.rejected += d.rejected;
     }
     let mut replies = Vec::with_capacity(group.len());
     {
-        let mut find_dup = tx.prepare_cached(FIND_DUPLICATE_SQL)?;
+        let mut find_dup = tx.prepare_cached(dedup::FIND_SQL)?;
         let mut answer_of = tx.prepare_cached("SELECT answer FROM messages WHERE id = ?1")?;
         let mut insert = tx.prepare_cached(INSERT_MESSAGE_SQL)?;
         let mut stage = tx.prepare_cached(
@@ -805,7 +877,8 @@ fn write_group(
                     let staging = matches!(req, ToStore::Stage { .. });
                     let d = deltas.entry(received.source.clone()).or_default();
                     let at = unix_ms(received.received_at);
-                    if let Some(dup) = find_duplicate(&mut find_dup, &mut answer_of, received, at)?
+                    if let Some(dup) =
+                        find_duplicate(&mut find_dup, &mut answer_of, pending.dedup, received, at)?
                     {
                         d.received += 1;
                         d.duplicates += 1;
@@ -864,16 +937,23 @@ fn write_group(
                     d.received += 1;
                     insert.execute(row)?;
                     d.acked += 1;
-                    replies.push(Some(Reply::Stored {
-                        id: tx.last_insert_rowid(),
-                    }));
+                    let id = tx.last_insert_rowid();
+                    if let Some(key) = &received.dedup {
+                        pending.dedup.stored(id, &key.key, at);
+                    }
+                    replies.push(Some(Reply::Stored { id }));
                 }
                 ToStore::Finish { id, bytes } => {
-                    let source: Option<String> = finish
-                        .query_row(rusqlite::params![id, &bytes[..]], |r| r.get(0))
+                    let stored: Option<(String, i64, Option<String>, i64)> = finish
+                        .query_row(rusqlite::params![id, &bytes[..]], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                        })
                         .optional()?;
                     unstage.execute([id])?;
-                    if let Some(source) = source {
+                    if let Some((source, message_id, key, at)) = stored {
+                        if let Some(key) = key {
+                            pending.dedup.stored(message_id, &key, at);
+                        }
                         let d = deltas.entry(Arc::from(source)).or_default();
                         d.received += 1;
                         d.acked += 1;
@@ -926,7 +1006,7 @@ const FINISH_STAGED_SQL: &str = "INSERT INTO messages (source, device, received_
      SELECT source, device, received_at, kind, message_type, trigger_event, version,
         control_id, sender, charset, dedup_key, answer, COALESCE(?2, raw), 0, received_at
      FROM staged WHERE id = ?1
-     RETURNING source";
+     RETURNING source, id, dedup_key, received_at";
 
 /// Units still staged at start: their transfer was cut by a crash, a power
 /// loss or a stop (the header is durable; whether the sender got its
@@ -1077,23 +1157,12 @@ fn apply_processed(
     Ok(added)
 }
 
-/// The stored messages with a duplicate key (`?1`) inside the window
-/// (received at or after `?2`), from the duplicate index alone.
-///
-/// No `ORDER BY`: with one, SQLite's planner weighs the partial indexes of
-/// `messages` against the bound key and marks the statement to be
-/// re-prepared whenever the key changes, which was at every group commit:
-/// about 20 µs of parsing and planning on the ACK path (measured in
-/// `mllp_ingest`). A key has at most a few rows in its window; the newest
-/// is picked in [`find_duplicate`].
-pub(crate) const FIND_DUPLICATE_SQL: &str =
-    "SELECT id FROM messages WHERE dedup_key = ?1 AND received_at >= ?2";
-
 /// Look for a stored message with the same duplicate key inside the window;
 /// the newest one answers.
 fn find_duplicate(
     find: &mut rusqlite::CachedStatement<'_>,
     answer_of: &mut rusqlite::CachedStatement<'_>,
+    index: &DedupIndex,
     received: &Received,
     at_ms: i64,
 ) -> rusqlite::Result<Option<Reply>> {
@@ -1105,16 +1174,15 @@ fn find_duplicate(
     }
     let window_ms = i64::try_from(dedup.window.as_millis()).unwrap_or(i64::MAX);
     let cutoff = at_ms.saturating_sub(window_ms);
-    let mut newest: Option<i64> = None;
-    let mut rows = find.query((&dedup.key, cutoff))?;
-    while let Some(row) = rows.next()? {
-        newest = newest.max(Some(row.get(0)?));
-    }
-    let Some(original_id) = newest else {
+    let Some(original_id) = index.find(find, &dedup.key, cutoff)? else {
         return Ok(None);
     };
-    let answer: Option<Vec<u8>> = answer_of.query_row([original_id], |r| r.get(0))?;
-    Ok(Some(Reply::Duplicate {
+    let answer: Option<Option<Vec<u8>>> = answer_of
+        .query_row([original_id], |r| r.get(0))
+        .optional()?;
+    // No row: its message is gone (an entry goes with its message, so
+    // this is only a guard).
+    Ok(answer.map(|answer| Reply::Duplicate {
         original_id,
         original_answer: answer.map(bytes::Bytes::from),
     }))
@@ -1388,6 +1456,7 @@ mod tests {
     fn the_ack_path_is_planned_once() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = open_for_writing(dir.path(), None).unwrap();
+        let mut index = DedupIndex::default();
         let mut answers = Vec::new();
         for key in ["1", "2", "3", "2", "4"] {
             let (reply, answer) = oneshot::channel();
@@ -1395,21 +1464,21 @@ mod tests {
                 received: msg(key),
                 reply,
             }];
-            let replies = write_group(
-                &mut conn,
-                &mut group,
-                &HashMap::new(),
-                &mut || None,
-                8,
-                false,
-            )
-            .unwrap();
+            let mut pending = Pending {
+                carry: &HashMap::new(),
+                dedup: &mut index,
+            };
+            let replies =
+                write_group(&mut conn, &mut group, &mut pending, &mut || None, 8, false).unwrap();
+            index.committed();
+            // The lookups read the table, not only the pending keys.
+            index.flush(&mut conn).unwrap();
             answers.push(replies);
             drop(answer);
         }
         // The second "2" was found (the lookup ran with several keys).
         assert!(matches!(answers[3][0], Some(Reply::Duplicate { .. })));
-        for sql in [FIND_DUPLICATE_SQL, INSERT_MESSAGE_SQL, BUMP_COUNTERS_SQL] {
+        for sql in [dedup::FIND_SQL, INSERT_MESSAGE_SQL, BUMP_COUNTERS_SQL] {
             let stmt = conn.prepare_cached(sql).unwrap();
             assert_eq!(
                 stmt.get_status(rusqlite::StatementStatus::RePrepare),
@@ -1456,15 +1525,16 @@ mod tests {
         let conn = open_for_writing(dir.path(), None).unwrap();
         let now = unix_ms(SystemTime::now());
         let day = 86_400_000;
-        // (state, state_at): uploaded 8 days ago, uploaded 1 day ago, awaiting 30 days.
-        for (state, at) in [
-            (State::Uploaded, now - 8 * day),
-            (State::Uploaded, now - day),
-            (State::Received, now - 30 * day),
+        // (key, state, state_at): uploaded 8 days ago, uploaded 1 day ago,
+        // awaiting 30 days. The writer's start indexes their keys.
+        for (key, state, at) in [
+            ("k1", State::Uploaded, now - 8 * day),
+            ("k2", State::Uploaded, now - day),
+            ("k3", State::Received, now - 30 * day),
         ] {
             conn.execute(
-                "INSERT INTO messages (source, received_at, kind, raw, state, state_at) VALUES ('s', ?1, 'hl7v2', x'00', ?2, ?1)",
-                (at, state as i64),
+                "INSERT INTO messages (source, received_at, kind, dedup_key, raw, state, state_at) VALUES ('s', ?1, 'hl7v2', ?3, x'00', ?2, ?1)",
+                (at, state as i64, key),
             )
             .unwrap();
         }
@@ -1495,6 +1565,16 @@ mod tests {
                 (State::Received as i64, now - 30 * day)
             ]
         );
+        // A pruned message's duplicate key goes with it.
+        let keys: Vec<String> = w
+            .conn
+            .prepare("SELECT key FROM dedup ORDER BY message_id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(keys, ["k2", "k3"]);
     }
 
     /// Store `n` messages and turn each into `events_per` events of `bytes`
