@@ -368,7 +368,7 @@ impl Writer {
                 index
             }
             Err(e) => {
-                // The keys stay in their rows: the next start tries again.
+                // The keys stay in their rows; the first flush tries again.
                 // Until then a resend of those messages is stored twice.
                 tracing::error!(error = %e, "cannot index the duplicate keys of the latest messages");
                 DedupIndex::default()
@@ -815,6 +815,15 @@ fn refuse_reason(e: &rusqlite::Error) -> RefuseReason {
     }
 }
 
+/// What a group's transaction carries besides its requests.
+struct Pending<'a> {
+    /// Counts of refusals answered after a failed commit.
+    carry: &'a HashMap<Arc<str>, Delta>,
+    /// The duplicate keys not yet in the `dedup` table (this group's are
+    /// added as it stores them).
+    dedup: &'a mut DedupIndex,
+}
+
 /// Write a group in one transaction. Returns, per request, the reply to send
 /// once the transaction is durable (`None` for count-only requests).
 ///
@@ -825,15 +834,6 @@ fn refuse_reason(e: &rusqlite::Error) -> RefuseReason {
 ///
 /// With `outbox_full` every new message (not a duplicate) is refused with
 /// `StoreFull` and counted as rejected, in the same transaction.
-/// What a group's transaction carries besides its requests.
-struct Pending<'a> {
-    /// Counts of refusals answered after a failed commit.
-    carry: &'a HashMap<Arc<str>, Delta>,
-    /// The duplicate keys not yet in the `dedup` table (this group's are
-    /// added as it stores them).
-    dedup: &'a mut DedupIndex,
-}
-
 fn write_group(
     conn: &mut Connection,
     group: &mut Vec<ToStore>,
