@@ -13,7 +13,7 @@
 //!
 //! Until a flush, the keys of committed messages are held here, in memory
 //! ([`DedupIndex::find`] looks in both). Nothing is lost in a crash: the
-//! rows are durable, and at the next start [`DedupIndex::open`] indexes
+//! rows are durable, and at the next start the first [`DedupIndex::flush`] indexes
 //! every message newer than the newest entry of `dedup` (flushes go in id
 //! order, so the indexed messages are always a prefix). So a duplicate is
 //! recognised exactly as before, whether its original was committed a
@@ -61,16 +61,19 @@ struct Entry {
 
 /// Keys of committed messages that are not yet in the `dedup` table, and
 /// those of the group being written.
+///
+/// A new index has not caught up: its first [`DedupIndex::flush`] (at the
+/// writer's start) indexes every message newer than the table's newest
+/// entry, which is what a crash left unindexed.
 #[derive(Debug, Default)]
 pub(crate) struct DedupIndex {
-    /// Committed, not yet flushed, in commit order.
-    pending: Vec<(String, Entry)>,
-    /// The newest pending entry of each key.
-    newest: HashMap<String, Entry>,
+    /// Committed, not yet flushed: each key's entries (usually one).
+    pending: HashMap<String, Vec<Entry>>,
+    /// How many entries `pending` holds.
+    pending_count: usize,
     /// Stored by the transaction being written; pending once it commits.
     group: Vec<(String, Entry)>,
-    /// Every message stored before the pending ones is in the table
-    /// ([`DedupIndex::open`] succeeded, or a flush caught up since).
+    /// Every message stored before the pending ones is in the table.
     caught_up: bool,
     /// Pending keys at which the next flush is due (further out after a
     /// failed one, so that a failing store is not retried at every group).
@@ -78,22 +81,6 @@ pub(crate) struct DedupIndex {
 }
 
 impl DedupIndex {
-    /// Index the messages a crash (or an older binary) left unindexed, and
-    /// start with nothing pending. Returns how many were indexed.
-    ///
-    /// # Errors
-    /// SQLite fails.
-    pub(crate) fn open(conn: &mut Connection) -> rusqlite::Result<(DedupIndex, usize)> {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = tx.execute(CATCH_UP_SQL, [])?;
-        tx.commit()?;
-        let index = DedupIndex {
-            caught_up: true,
-            ..DedupIndex::default()
-        };
-        Ok((index, n))
-    }
-
     /// The newest stored message with `key` received at or after `cutoff`
     /// (ms), in this group, pending, or in the table (`find`: [`FIND_SQL`]).
     ///
@@ -116,19 +103,13 @@ impl DedupIndex {
             // Newer than anything committed before this group.
             return Ok(in_group);
         }
-        if let Some(newest) = self.newest.get(key) {
-            // The newest pending one is normally the answer; an older one
-            // can still be inside the window only if the clock went back.
-            let pending = fresh(newest).or_else(|| {
-                self.pending
-                    .iter()
-                    .filter(|(k, _)| k == key)
-                    .filter_map(|(_, e)| fresh(e))
-                    .max()
-            });
-            if pending.is_some() {
-                return Ok(pending);
-            }
+        let pending = self
+            .pending
+            .get(key)
+            .and_then(|entries| entries.iter().filter_map(fresh).max());
+        if pending.is_some() {
+            // Newer than anything in the table.
+            return Ok(pending);
         }
         let mut newest = None;
         let mut rows = find.query((key, cutoff))?;
@@ -145,9 +126,9 @@ impl DedupIndex {
 
     /// The transaction committed: its keys are pending.
     pub(crate) fn committed(&mut self) {
+        self.pending_count += self.group.len();
         for (key, entry) in self.group.drain(..) {
-            self.newest.insert(key.clone(), entry);
-            self.pending.push((key, entry));
+            self.pending.entry(key).or_default().push(entry);
         }
     }
 
@@ -158,55 +139,67 @@ impl DedupIndex {
 
     /// Enough keys wait for a flush.
     pub(crate) fn due(&self) -> bool {
-        self.pending.len() >= self.flush_at.max(FLUSH_AT)
+        self.pending_count >= self.flush_at.max(FLUSH_AT)
     }
 
     /// Keys waiting for a flush.
     pub(crate) fn pending(&self) -> usize {
-        self.pending.len()
+        self.pending_count
+    }
+
+    /// A flush would write something (keys wait, or it has to catch up).
+    pub(crate) fn dirty(&self) -> bool {
+        self.pending_count > 0 || !self.caught_up
     }
 
     /// Write the pending keys into the `dedup` table in one transaction
-    /// (the caller chooses its `synchronous`); if [`DedupIndex::open`]
-    /// failed, index what it would have first. On failure the keys stay
-    /// pending, and the next flush is due [`FLUSH_AT`] keys later.
+    /// (the caller chooses its `synchronous`), after indexing what the
+    /// table lacks if it has not caught up yet. Returns how many entries
+    /// were written. On failure the keys stay pending, and the next flush
+    /// is due [`FLUSH_AT`] keys later.
     ///
     /// # Errors
     /// SQLite fails.
     pub(crate) fn flush(&mut self, conn: &mut Connection) -> rusqlite::Result<usize> {
-        if self.pending.is_empty() && self.caught_up {
+        if !self.dirty() {
             return Ok(0);
         }
-        let written = Self::write(conn, &self.pending, !self.caught_up);
-        if written.is_err() {
-            self.flush_at = self.pending.len() + FLUSH_AT;
-            return written;
+        match Self::write(conn, &self.pending, !self.caught_up) {
+            Ok(n) => {
+                self.caught_up = true;
+                self.flush_at = FLUSH_AT;
+                self.pending.clear();
+                self.pending_count = 0;
+                Ok(n)
+            }
+            Err(e) => {
+                self.flush_at = self.pending_count + FLUSH_AT;
+                Err(e)
+            }
         }
-        self.caught_up = true;
-        self.flush_at = FLUSH_AT;
-        let n = self.pending.len();
-        self.pending.clear();
-        self.newest.clear();
-        Ok(n)
     }
 
     fn write(
         conn: &mut Connection,
-        pending: &[(String, Entry)],
+        pending: &HashMap<String, Vec<Entry>>,
         catch_up: bool,
     ) -> rusqlite::Result<usize> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut n = 0;
         if catch_up {
-            tx.execute(CATCH_UP_SQL, [])?;
-        }
-        {
+            // Every pending key is a message newer than the table's newest
+            // entry (nothing was flushed since), so this indexes them too.
+            n = tx.execute(CATCH_UP_SQL, [])?;
+        } else {
             let mut insert = tx.prepare_cached(INSERT_SQL)?;
-            for (key, e) in pending {
-                insert.execute((e.id, key, e.received_at))?;
+            for (key, entries) in pending {
+                for e in entries {
+                    n += insert.execute((e.id, key, e.received_at))?;
+                }
             }
         }
         tx.commit()?;
-        Ok(pending.len())
+        Ok(n)
     }
 }
 
@@ -251,8 +244,9 @@ mod tests {
     fn a_key_is_found_in_its_group_pending_flushed_and_after_a_crash() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = open_for_writing(dir.path(), None).unwrap();
-        let (mut index, caught_up) = DedupIndex::open(&mut conn).unwrap();
-        assert_eq!(caught_up, 0);
+        // The start's catch-up: nothing to index in a new store.
+        let mut index = DedupIndex::default();
+        assert_eq!(index.flush(&mut conn).unwrap(), 0);
 
         // In the group being written (not committed yet).
         index.stored(99, "g", 1_000);
@@ -279,8 +273,8 @@ mod tests {
         // committed after the newest entry of the table.
         let b = store(&mut conn, &mut index, "b", 6_000);
         drop(index);
-        let (index, caught_up) = DedupIndex::open(&mut conn).unwrap();
-        assert_eq!(caught_up, 2, "a2 and b");
+        let mut index = DedupIndex::default();
+        assert_eq!(index.flush(&mut conn).unwrap(), 2, "a2 and b");
         assert_eq!(index.pending(), 0);
         assert_eq!(find(&conn, &index, "b", 0), Some(b));
         assert_eq!(find(&conn, &index, "a", 0), Some(a2));
@@ -294,9 +288,8 @@ mod tests {
         );
     }
 
-    /// Without [`DedupIndex::open`] (it failed at the start), the first
-    /// flush indexes what it would have, so the indexed messages stay a
-    /// prefix and a later start does not skip them.
+    /// If the start's catch-up failed, the next flush catches up, so the
+    /// indexed messages stay a prefix and a later start does not skip them.
     #[test]
     fn a_failed_start_is_made_good_by_the_first_flush() {
         let dir = tempfile::tempdir().unwrap();
@@ -306,7 +299,7 @@ mod tests {
         // A new start whose catch-up failed: only later keys are pending.
         let mut index = DedupIndex::default();
         let later = store(&mut conn, &mut index, "later", 2_000);
-        assert_eq!(index.flush(&mut conn).unwrap(), 1);
+        assert_eq!(index.flush(&mut conn).unwrap(), 2, "lost and later");
         assert_eq!(
             table(&conn),
             vec![(lost, "lost".into(), 1_000), (later, "later".into(), 2_000)]
@@ -318,7 +311,8 @@ mod tests {
     fn flushing_is_due_at_its_threshold() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = open_for_writing(dir.path(), None).unwrap();
-        let (mut index, _) = DedupIndex::open(&mut conn).unwrap();
+        let mut index = DedupIndex::default();
+        index.flush(&mut conn).unwrap();
         for i in 0..FLUSH_AT {
             assert!(!index.due());
             index.stored(i as i64 + 1, &format!("k{i}"), 1);

@@ -358,22 +358,20 @@ impl Writer {
             ),
             Err(e) => tracing::error!(error = %e, "cannot move staged units into the store"),
         }
-        let dedup = match DedupIndex::open(&mut conn) {
-            Ok((index, 0)) => index,
-            Ok((index, n)) => {
-                tracing::info!(
-                    messages = n,
-                    "indexed the duplicate keys of messages stored since the last flush (after a stop or a crash)"
-                );
-                index
-            }
+        // The duplicate keys of the messages stored after the last flush.
+        let mut dedup = DedupIndex::default();
+        match dedup.flush(&mut conn) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                messages = n,
+                "indexed the duplicate keys of messages stored since the last flush (after a stop or a crash)"
+            ),
+            // The keys stay in their rows; the next flush tries again.
+            // Until then a resend of those messages is stored twice.
             Err(e) => {
-                // The keys stay in their rows; the first flush tries again.
-                // Until then a resend of those messages is stored twice.
-                tracing::error!(error = %e, "cannot index the duplicate keys of the latest messages");
-                DedupIndex::default()
+                tracing::error!(error = %e, "cannot index the duplicate keys of the latest messages")
             }
-        };
+        }
         let outbox_bytes = match outbox::read_sync_state(&conn) {
             Ok(s) => s.outbox_bytes,
             Err(e) => {
@@ -649,7 +647,7 @@ impl Writer {
     /// fsync: the keys are in their messages' durable rows, and a start
     /// after a crash indexes whatever this commit lost.
     fn flush_dedup(&mut self) {
-        if self.dedup.pending() == 0 {
+        if !self.dedup.dirty() {
             return;
         }
         let mut dedup = std::mem::take(&mut self.dedup);
