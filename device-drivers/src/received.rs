@@ -272,13 +272,7 @@ impl Submitter {
     /// closed channel or a dropped reply handle comes back as
     /// [`Reply::Refused`].
     pub async fn submit(&self, received: Received) -> Reply {
-        let (reply, answer) = oneshot::channel();
-        let sent = self
-            .tx
-            .send(ToStore::Commit { received, reply })
-            .await
-            .is_ok();
-        answered(sent.then_some(answer)).await
+        self.enqueue(received).await.await
     }
 
     /// Queue a unit for the store now (waiting only while the channel is
@@ -291,13 +285,10 @@ impl Submitter {
         &self,
         received: Received,
     ) -> impl std::future::Future<Output = Reply> + Send + 'static {
-        let (reply, answer) = oneshot::channel();
-        let sent = self
-            .tx
-            .send(ToStore::Commit { received, reply })
-            .await
-            .is_ok();
-        answered(sent.then_some(answer))
+        answered(
+            self.request(|reply| ToStore::Commit { received, reply })
+                .await,
+        )
     }
 
     /// Stage a unit whose body is still arriving (see [`ToStore::Stage`]):
@@ -305,18 +296,24 @@ impl Submitter {
     /// answer while the rest arrives. Dropping the `Staging` without
     /// [`Staging::finish`] retracts the unit.
     pub async fn stage(&self, received: Received) -> Staging {
-        let (reply, answer) = oneshot::channel();
-        let sent = self
-            .tx
-            .send(ToStore::Stage { received, reply })
-            .await
-            .is_ok();
         Staging {
             tx: self.tx.clone(),
-            answer: sent.then_some(answer),
+            answer: self
+                .request(|reply| ToStore::Stage { received, reply })
+                .await,
             reply: None,
             finished: false,
         }
+    }
+
+    /// Queue the request `make` builds around a reply handle; `None` if the
+    /// store no longer takes requests.
+    async fn request(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Reply>) -> ToStore,
+    ) -> Option<oneshot::Receiver<Reply>> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(make(reply)).await.is_ok().then_some(answer)
     }
 
     /// Count a rejection. Best effort: if the store is gone or its queue is
