@@ -207,7 +207,7 @@ impl DedupIndex {
 #[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::store::open_for_writing;
+    use crate::store::{open_for_writing, rows};
 
     /// Store a message row with `key` the way the writer does (the row in
     /// one transaction, the key noted for the index).
@@ -232,12 +232,11 @@ mod tests {
     }
 
     fn table(conn: &Connection) -> Vec<(i64, String, i64)> {
-        conn.prepare("SELECT message_id, key, received_at FROM dedup ORDER BY message_id")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
+        rows(
+            conn,
+            "SELECT message_id, key, received_at FROM dedup ORDER BY message_id",
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
     }
 
     #[test]

@@ -1190,7 +1190,7 @@ fn find_duplicate(
 #[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::store::{open_for_reading, open_for_writing, read_counters};
+    use crate::store::{open_for_reading, open_for_writing, read_counters, rows};
     use bytes::Bytes;
     use wardlink_devices::{channel, Dedup, Header, Kind, Rejection};
 
@@ -1217,12 +1217,7 @@ mod tests {
 
     /// Every message's state, in id order.
     fn states(conn: &Connection) -> Vec<i64> {
-        conn.prepare("SELECT state FROM messages ORDER BY id")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
+        rows(conn, "SELECT state FROM messages ORDER BY id", |r| r.get(0))
     }
 
     /// A DICOM object's header, as the DICOM node stages it.
@@ -1242,17 +1237,15 @@ mod tests {
     /// (control_id, raw) of the stored messages, and the staged row count.
     fn stored_and_staged(dir: &std::path::Path) -> (Vec<(String, Vec<u8>)>, i64) {
         let conn = open_for_reading(dir).unwrap();
-        let rows = conn
-            .prepare("SELECT control_id, raw FROM messages ORDER BY id")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let stored = rows(
+            &conn,
+            "SELECT control_id, raw FROM messages ORDER BY id",
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        );
         let staged = conn
             .query_row("SELECT COUNT(*) FROM staged", [], |r| r.get(0))
             .unwrap();
-        (rows, staged)
+        (stored, staged)
     }
 
     /// Staged units: finished ones become messages with their final bytes,
@@ -1548,14 +1541,11 @@ mod tests {
             Bells::default(),
         );
         w.housekeeping();
-        let left: Vec<(i64, i64)> = w
-            .conn
-            .prepare("SELECT state, state_at FROM messages ORDER BY id")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let left: Vec<(i64, i64)> = rows(
+            &w.conn,
+            "SELECT state, state_at FROM messages ORDER BY id",
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        );
         assert_eq!(
             left,
             vec![
@@ -1564,14 +1554,9 @@ mod tests {
             ]
         );
         // A pruned message's duplicate key goes with it.
-        let keys: Vec<String> = w
-            .conn
-            .prepare("SELECT key FROM dedup ORDER BY message_id")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let keys: Vec<String> = rows(&w.conn, "SELECT key FROM dedup ORDER BY message_id", |r| {
+            r.get(0)
+        });
         assert_eq!(keys, ["k2", "k3"]);
     }
 
